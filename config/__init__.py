@@ -1,0 +1,1 @@
+"""Settings (pydantic-settings) and logging set-up."""

@@ -1,0 +1,205 @@
+"""Daemon settings: `SYNCD_*` environment variables over an optional TOML file.
+
+Settings are built once in `main()` (see `load_settings`) and passed down; nothing here reads
+the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from config.exceptions import SettingsError
+
+Role = Literal["admin", "operator", "read", "worker"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "read", "worker")
+
+
+def _split_csv(value: object) -> object:
+    """Accept a comma-separated string where a list is expected (env vars are strings)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _parse_tokens(value: object) -> object:
+    """`token:role,token:role` (env) or a `{token: role}` table (TOML) into a dict."""
+    if isinstance(value, str):
+        tokens: dict[str, str] = {}
+        for pair in (p.strip() for p in value.split(",") if p.strip()):
+            token, sep, role = pair.rpartition(":")
+            if not sep or not token:
+                raise ValueError("each entry must be TOKEN:ROLE")
+            tokens[token] = role
+        return tokens
+    return value
+
+
+def default_state_dir() -> Path:
+    """`$STATE_DIRECTORY` (set by systemd's StateDirectory=) or `./var`."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path("var")
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon; see the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCD_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    config: Path | None = None
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    concurrency: int = Field(4, ge=1, le=256)
+    poll_interval_s: float = Field(0.5, gt=0, le=60)
+    lease_s: float = Field(30.0, ge=1, le=3600)
+    rescue_interval_s: float = Field(10.0, gt=0, le=3600)
+    progress_flush_s: float = Field(1.0, gt=0, le=60)
+    cancel_grace_s: float = Field(5.0, ge=0, le=3600)
+    shutdown_grace_s: float = Field(20.0, ge=0, le=3600)
+    db_timeout_s: float = Field(5.0, gt=0, le=300)
+    default_max_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_s: float = Field(1.0, ge=0, le=3600)
+    retry_backoff_max_s: float = Field(300.0, ge=0, le=86400)
+
+    snapshot_cron: str = "0 3 * * *"
+    retention_cron: str = "30 3 * * *"
+    task_retention_cron: str = "0 4 * * *"
+    timezone: str = "UTC"
+    task_retention_days: int = Field(30, ge=1)
+    keep_daily: int = Field(7, ge=0)
+    keep_weekly: int = Field(5, ge=0)
+    keep_monthly: int = Field(12, ge=0)
+    keep_yearly: int = Field(10, ge=0)
+
+    max_upload_mb: int = Field(200, ge=1)
+    api_tokens: Annotated[dict[str, Role], NoDecode, BeforeValidator(_parse_tokens)] = Field(
+        default_factory=dict
+    )
+    callback_secret: str = ""
+    callback_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = Field(
+        default_factory=list
+    )
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit arguments, then the environment, then the TOML file (environment wins)."""
+        toml_path = _toml_path(init_settings)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("snapshot_cron", "retention_cron", "task_retention_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"bad cron expression {value!r}: {exc}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {value!r}") from exc
+        if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
+            raise ValueError("only sqlite:/// and mysql+pymysql:// URLs are supported")
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _check_node_id(cls, value: str) -> str:
+        if not value.strip() or len(value) > 120:
+            raise ValueError("must be 1..120 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_database_url(self) -> Settings:
+        if not self.database_url:
+            url = f"sqlite:///{(self.state_dir / 'syncd.db').absolute()}"
+            object.__setattr__(self, "database_url", url)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The configured time zone for cron jobs and retention buckets."""
+        return ZoneInfo(self.timezone)
+
+
+def _toml_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    explicit: Any = init_settings().get("config")
+    value = explicit or os.environ.get("SYNCD_CONFIG")
+    return Path(value) if value else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once; a bad value raises `SettingsError` with one line naming it."""
+    if config_file is not None:
+        overrides["config"] = config_file
+    path = overrides.get("config") or os.environ.get("SYNCD_CONFIG")
+    if path and not Path(path).is_file():
+        raise SettingsError(f"SYNCD_CONFIG: no such file {path}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except ValueError as exc:  # a TOML file that does not parse
+        raise SettingsError(f"SYNCD_CONFIG: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        name = "SYNCD_" + "_".join(str(p) for p in error["loc"][:1]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        if name == "SYNCD_CONFIG" or error["type"] == "extra_forbidden":
+            parts.append(f"{name}: unknown setting")
+            continue
+        shown = "" if "token" in name.lower() or "secret" in name.lower() else f" (got {given!r})"
+        parts.append(f"{name}: {message}{shown}")
+    return "; ".join(parts)

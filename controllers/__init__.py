@@ -1,0 +1,1 @@
+"""HTTP API (aiohttp): app factory, routes, request/response models, error mapping."""

@@ -1,0 +1,113 @@
+"""Error mapping in one place: every failure becomes `{"error": {code, message, details}}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from schedule.exceptions import InvalidInput, InvalidState, NotFound, ScheduleError, Unavailable
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATUS_BY_ERROR: dict[type[ScheduleError], int] = {
+    NotFound: 404,
+    InvalidState: 409,
+    InvalidInput: 422,
+    Unavailable: 503,
+}
+UNAVAILABLE = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
+
+
+class ApiError(Exception):
+    """An HTTP error raised by a controller with its status and code."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    """The JSON error body of DESIGN.md."""
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return web.json_response(body, status=status)
+
+
+def problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """pydantic errors as `[{field, message}]` with dotted field paths."""
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "body"
+        out.append({"field": prefix + path, "message": err["msg"]})
+    return out
+
+
+def validation_error(details: list[dict[str, str]]) -> ApiError:
+    """A 422 naming each bad field in its message and details."""
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return ApiError(422, "validation_error", message, details)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or a 400 `invalid_json`."""
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "request body is empty; a JSON object is expected")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate data into a model, or a 422 naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(problems(exc)) from None
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """JSON body validated into `model`."""
+    return parse(model, await read_json(request))
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    """Query string validated into `model` (repeated keys: the last one wins)."""
+    query: Mapping[str, str] = {k: request.query.getone(k) for k in request.query}
+    return parse(model, dict(query))
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map exceptions to the documented codes; never let a 5xx escape for bad input."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except ScheduleError as exc:
+        status = STATUS_BY_ERROR.get(type(exc), 503 if exc.code == "unavailable" else 400)
+        return error_response(status, exc.code, str(exc), exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error"
+        )
+        return error_response(exc.status, code, exc.reason)
+    except UNAVAILABLE as exc:
+        log.warning("database unavailable during %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "unavailable", "the database is unavailable; try again later")
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the daemon log")

@@ -1,0 +1,36 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from controllers.errors import UNAVAILABLE
+from controllers.keys import ENGINE, SETTINGS, STORE
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and its event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers (it was migrated at start-up) and the engine runs."""
+    engine = request.app[ENGINE]
+    database = "ok"
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].db_timeout_s):
+            await request.app[STORE].ping()
+    except UNAVAILABLE as exc:
+        database = f"unavailable: {type(exc).__name__}"
+    checks = {"database": database, "engine": "ok" if engine.running else "stopped"}
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

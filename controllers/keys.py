@@ -1,0 +1,19 @@
+"""Typed application keys: what the app composes at start-up."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.settings import Settings
+from engine.engine import SyncEngine
+from engine.handlers.base import Registry
+from schedule.service import ScheduleService
+from schedule.store import TaskStore
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", Registry)
+DB = web.AppKey("db", AsyncEngine)
+STORE = web.AppKey("store", TaskStore)
+ENGINE = web.AppKey("engine", SyncEngine)
+SERVICE = web.AppKey("service", ScheduleService)

@@ -1,0 +1,194 @@
+"""Request and response models of the task API (pydantic), and the task JSON shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schedule.models import TaskStatus
+from schedule.records import (
+    AttemptRecord,
+    BatchResult,
+    StoredRecordError,
+    TaskRecord,
+    TaskRequest,
+)
+
+Priority = Annotated[int, Field(ge=-100, le=100)]
+MaxAttempts = Annotated[int, Field(ge=1, le=20)]
+TimeoutS = Annotated[float, Field(gt=0, le=7 * 86400)]
+ShortId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Strict(BaseModel):
+    """Base of request models: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateTaskBody(Strict):
+    """POST /api/sync/tasks."""
+
+    task_type: str = Field(min_length=1, max_length=64)
+    data_source_id: ShortId | None = None
+    interface_id: ShortId | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = None
+    run_after: AwareDatetime | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout_s: TimeoutS | None = None
+    dedupe_key: str | None = Field(None, min_length=1, max_length=255)
+    callback_url: str | None = Field(None, max_length=2048)
+
+    def to_request(self) -> TaskRequest:
+        """The service's view of this request."""
+        return TaskRequest(**self.model_dump())
+
+
+class BatchCreateBody(Strict):
+    """POST /api/sync/tasks/batch."""
+
+    tasks: list[CreateTaskBody] = Field(min_length=1, max_length=1000)
+
+
+class UpdateTaskBody(Strict):
+    """PUT /api/sync/tasks/{id}: `config` is accepted as an alias of `parameters` (seed 004)."""
+
+    parameters: dict[str, Any] | None = None
+    priority: Priority | None = None
+    run_after: AwareDatetime | None = None
+    max_attempts: MaxAttempts | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "config" in data:
+            if "parameters" in data:
+                raise ValueError("give either parameters or config, not both")
+            data = {("parameters" if k == "config" else k): v for k, v in data.items()}
+        return data
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields that were sent."""
+        return self.model_dump(exclude_unset=True)
+
+
+class IdsBody(Strict):
+    """POST /api/sync/tasks/batch/cancel and /batch/retry."""
+
+    ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class ListQuery(Strict):
+    """GET /api/sync/tasks query."""
+
+    page: int = Field(1, ge=1, le=1_000_000)
+    size: int = Field(20, ge=1, le=500)
+    status: TaskStatus | None = None
+    task_type: str | None = Field(None, max_length=64)
+    data_source_id: str | None = Field(None, max_length=64)
+
+
+class PageQuery(Strict):
+    """A page of a sub-list."""
+
+    page: int = Field(1, ge=1, le=1_000_000)
+    size: int = Field(20, ge=1, le=500)
+
+
+class StatsQuery(Strict):
+    """GET /api/sync/tasks/statistics query."""
+
+    since: AwareDatetime | None = None
+
+    @field_validator("since")
+    @classmethod
+    def _not_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > datetime.now(UTC) + timedelta(days=1):
+            raise ValueError("since is in the future")
+        return value
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a `Z`, milliseconds."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def task_json(task: TaskRecord) -> dict[str, Any]:
+    """The task shape every endpoint returns (DESIGN.md, Task model)."""
+    return {
+        "id": task.id,
+        "reference": task.reference,
+        "task_type": task.task_type,
+        "status": task.status.value,
+        "priority": task.priority,
+        "data_source_id": task.data_source_id,
+        "interface_id": task.interface_id,
+        "parameters": task.parameters,
+        "progress": task.progress,
+        "message": task.message,
+        "processed_rows": task.processed_rows,
+        "total_rows": task.total_rows,
+        "error_count": task.error_count,
+        "result": task.result,
+        "error": task.error,
+        "attempt": task.attempt,
+        "max_attempts": task.max_attempts,
+        "timeout_s": task.timeout_s,
+        "retry_of": task.retry_of,
+        "dedupe_key": task.dedupe_key,
+        "callback_url": task.callback_url,
+        "run_after": iso(task.run_after),
+        "cancel_requested": task.cancel_requested,
+        "lease_owner": task.lease_owner,
+        "created_at": iso(task.created_at),
+        "started_at": iso(task.started_at),
+        "updated_at": iso(task.updated_at),
+        "finished_at": iso(task.finished_at),
+    }
+
+
+def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
+    """One entry of a task's `attempts`."""
+    return {
+        "attempt": attempt.attempt,
+        "node_id": attempt.node_id,
+        "started_at": iso(attempt.started_at),
+        "finished_at": iso(attempt.finished_at),
+        "outcome": attempt.outcome,
+        "error": attempt.error,
+    }
+
+
+def record_error_json(error: StoredRecordError) -> dict[str, Any]:
+    """One per-record error."""
+    return {
+        "id": error.id,
+        "attempt": error.attempt,
+        "position": error.position,
+        "record": error.record,
+        "reason": error.reason,
+        "created_at": iso(error.created_at),
+    }
+
+
+def batch_json(result: BatchResult) -> dict[str, Any]:
+    """One item of a batch cancel/retry answer."""
+    out: dict[str, Any] = {"id": result.id, "ok": result.ok}
+    if result.ok:
+        out["status"] = result.status
+        if result.task_id is not None:
+            out["task_id"] = result.task_id
+    else:
+        out["error"] = result.error
+    return out
+
+
+def pagination_json(page: int, size: int, total: int) -> dict[str, int]:
+    """The `pagination` object of list answers."""
+    return {"page": page, "size": size, "total": total, "total_pages": -(-total // size)}

@@ -1,0 +1,162 @@
+"""SyncController: the task routes under /api/sync/tasks (validation and shaping only)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from controllers.errors import parse_body, parse_query, validation_error
+from controllers.keys import ENGINE, SERVICE
+from controllers.models import (
+    BatchCreateBody,
+    CreateTaskBody,
+    IdsBody,
+    ListQuery,
+    PageQuery,
+    StatsQuery,
+    UpdateTaskBody,
+    attempt_json,
+    batch_json,
+    pagination_json,
+    record_error_json,
+    task_json,
+)
+from schedule.models import TaskStatus
+from schedule.records import Page, TaskFilter
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/sync/tasks")
+async def create_task(request: web.Request) -> web.Response:
+    """Create a task (201), or return the unfinished task holding its dedupe key (200)."""
+    body = await parse_body(request, CreateTaskBody)
+    task, created = await request.app[SERVICE].create(body.to_request())
+    return web.json_response(task_json(task), status=201 if created else 200)
+
+
+@routes.post("/api/sync/tasks/batch")
+async def create_tasks(request: web.Request) -> web.Response:
+    """Create many tasks at once; all are validated before any is written."""
+    body = await parse_body(request, BatchCreateBody)
+    pairs = await request.app[SERVICE].create_many([t.to_request() for t in body.tasks])
+    return web.json_response({"tasks": [task_json(t) for t, _ in pairs]}, status=201)
+
+
+@routes.get("/api/sync/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    """Newest first, paged and filtered."""
+    query = parse_query(request, ListQuery)
+    flt = TaskFilter(query.status, query.task_type, query.data_source_id)
+    tasks, total = await request.app[SERVICE].list(flt, Page(query.page, query.size))
+    return web.json_response(
+        {
+            "tasks": [task_json(t) for t in tasks],
+            "pagination": pagination_json(query.page, query.size, total),
+        }
+    )
+
+
+@routes.get("/api/sync/tasks/statistics")
+async def statistics(request: web.Request) -> web.Response:
+    """Database aggregates and this node's engine counters."""
+    query = parse_query(request, StatsQuery)
+    since = query.since or datetime.now(UTC) - timedelta(days=7)
+    stats = await request.app[SERVICE].statistics(since)
+    engine = request.app[ENGINE].stats()
+    return web.json_response(
+        {
+            "database": {
+                "total": stats.total,
+                "by_status": stats.by_status,
+                "by_type": stats.by_type,
+                "success_rate": stats.success_rate,
+                "avg_duration_s": stats.avg_duration_s,
+                "since": since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "running_by_node": stats.running_by_node,
+            },
+            "engine": {
+                "node_id": engine.node_id,
+                "running_tasks": engine.running_tasks,
+                "queue_length": stats.queue_length,
+                "max_concurrent": engine.max_concurrent,
+                "uptime_s": engine.uptime_s,
+                "database_ok": engine.database_ok,
+                "running_by_type": engine.running_by_type,
+            },
+        }
+    )
+
+
+@routes.post("/api/sync/tasks/batch/cancel")
+async def batch_cancel(request: web.Request) -> web.Response:
+    """Cancel many tasks; each succeeds or fails on its own."""
+    body = await parse_body(request, IdsBody)
+    results = await request.app[SERVICE].batch("cancel", body.ids)
+    return web.json_response({"results": [batch_json(r) for r in results]})
+
+
+@routes.post("/api/sync/tasks/batch/retry")
+async def batch_retry(request: web.Request) -> web.Response:
+    """Retry many tasks; each succeeds or fails on its own."""
+    body = await parse_body(request, IdsBody)
+    results = await request.app[SERVICE].batch("retry", body.ids)
+    return web.json_response({"results": [batch_json(r) for r in results]})
+
+
+@routes.get("/api/sync/tasks/{id}")
+async def get_task(request: web.Request) -> web.Response:
+    """One task by id or reference, with attempts and live progress."""
+    detail = await request.app[SERVICE].get(request.match_info["id"])
+    body = task_json(detail.task)
+    body["attempts"] = [attempt_json(a) for a in detail.attempts]
+    return web.json_response(body)
+
+
+@routes.put("/api/sync/tasks/{id}")
+async def update_task(request: web.Request) -> web.Response:
+    """Change a pending task."""
+    body = await parse_body(request, UpdateTaskBody)
+    changes = body.changes()
+    if not changes:
+        raise validation_error([{"field": "body", "message": "nothing to update"}])
+    task = await request.app[SERVICE].update(request.match_info["id"], changes)
+    return web.json_response(task_json(task))
+
+
+@routes.post("/api/sync/tasks/{id}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    """Pending: cancelled (200). Running: stop requested (202)."""
+    task = await request.app[SERVICE].cancel(request.match_info["id"])
+    status = 202 if task.status is TaskStatus.RUNNING else 200
+    return web.json_response(task_json(task), status=status)
+
+
+@routes.post("/api/sync/tasks/{id}/retry")
+async def retry_task(request: web.Request) -> web.Response:
+    """A new task from a failed or cancelled one."""
+    task = await request.app[SERVICE].retry(request.match_info["id"])
+    return web.json_response(task_json(task), status=201)
+
+
+@routes.delete("/api/sync/tasks/{id}")
+async def delete_task(request: web.Request) -> web.Response:
+    """Delete a finished task."""
+    await request.app[SERVICE].delete(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.get("/api/sync/tasks/{id}/errors")
+async def task_errors(request: web.Request) -> web.Response:
+    """Per-record errors, paged."""
+    query = parse_query(request, PageQuery)
+    errors, total = await request.app[SERVICE].errors(
+        request.match_info["id"], Page(query.page, query.size)
+    )
+    return web.json_response(
+        {
+            "errors": [record_error_json(e) for e in errors],
+            "pagination": pagination_json(query.page, query.size, total),
+        }
+    )

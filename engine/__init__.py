@@ -1,0 +1,1 @@
+"""SyncEngine: claiming, worker pool, leases, cancellation, retries, live progress."""

@@ -1,0 +1,458 @@
+"""SyncEngine: the worker pool of one node.
+
+One dispatcher claims due tasks whenever a slot is free and something may be waiting (a local
+submit wakes it at once; otherwise it polls every `poll_interval_s`). Each claimed task runs as an
+asyncio task under `AttemptRunner`. Background loops extend leases (and pick up cancel requests
+made on other nodes), flush live progress at a bounded rate, write finished attempts in groups,
+and rescue tasks whose lease expired on any node. The engine talks to the database only through
+`TaskStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from config.settings import Settings
+from engine.context import CancelState, LiveProgress, TaskContext
+from engine.handlers.base import HandlerSpec, Registry
+from engine.retry import RetryPolicy
+from engine.worker import AttemptRunner
+from schedule.records import Outcome, RecordError, TaskRecord
+from schedule.store import TaskStore, utcnow
+
+log = logging.getLogger(__name__)
+DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
+
+Listener = Callable[["EngineEvent"], None]
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """A change worth telling observers about (metrics, websockets, callbacks)."""
+
+    kind: str  # started | finished | released | lost
+    task: TaskRecord
+    outcome: Outcome | None = None
+
+
+@dataclass
+class Running:
+    """A task this node is executing."""
+
+    task: TaskRecord
+    spec: HandlerSpec
+    live: LiveProgress
+    cancel: CancelState = field(default_factory=CancelState)
+    job: asyncio.Task[None] | None = None
+    executing: bool = True
+    force_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """The engine's own view, merged into `/statistics`."""
+
+    node_id: str
+    running_tasks: int
+    max_concurrent: int
+    uptime_s: float
+    database_ok: bool
+    running_by_type: dict[str, int]
+
+
+class SyncEngine:
+    """Claims and runs tasks on this node."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        registry: Registry,
+        settings: Settings,
+        db: AsyncEngine,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.db = db
+        self.node_id = settings.node_id
+        self.listeners: list[Listener] = []
+        self._attempts = AttemptRunner(
+            RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), clock
+        )
+        self._running: dict[str, Running] = {}
+        self._wake = asyncio.Event()
+        self._finish_queue: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._finish_wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._started_at = time.monotonic()
+        self._db_failures = 0
+        self.database_ok = True
+        self.idle = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rescue leases that expired while nobody watched, then start the loops."""
+        with contextlib.suppress(*DB_ERRORS):
+            await self._rescue_once()
+        self._started_at = time.monotonic()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="syncd-dispatch")
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.lease_s / 3, self._heartbeat_once)),
+            asyncio.create_task(self._every(self.settings.progress_flush_s, self._flush_once)),
+            asyncio.create_task(self._every(self.settings.rescue_interval_s, self._rescue_once)),
+            asyncio.create_task(self._finish_loop(), name="syncd-finish"),
+        ]
+
+    @property
+    def running(self) -> bool:
+        """True while the dispatcher is alive (for readiness and the watchdog)."""
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    async def stop(self) -> None:
+        """Stop claiming, let running tasks finish within the grace, give the rest back."""
+        self._stopping = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        jobs = [r.job for r in self._running.values() if r.job is not None]
+        if jobs:
+            log.info("waiting for %d running task(s) to finish", len(jobs))
+            await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_s)
+        for run in list(self._running.values()):
+            if run.job is not None and not run.job.done():
+                run.cancel.shutdown = True
+                run.cancel.reason = "node shutting down"
+                run.job.cancel()
+        leftovers = [r.job for r in self._running.values() if r.job is not None]
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=max(5.0, self.settings.cancel_grace_s))
+        with contextlib.suppress(*DB_ERRORS):
+            await self._flush_once()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    # ---- requests from the service ----------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something was enqueued: claim now instead of at the next poll."""
+        self._wake.set()
+
+    def request_cancel(self, task_id: str, reason: str = "cancel requested") -> bool:
+        """Ask a locally running task to stop; forced after `cancel_grace_s`."""
+        run = self._running.get(task_id)
+        if run is None or run.cancel.requested:
+            return run is not None
+        run.cancel.requested = True
+        run.cancel.reason = reason
+        loop = asyncio.get_running_loop()
+        run.force_timer = loop.call_later(self.settings.cancel_grace_s, self._force_cancel, run)
+        log.info("cancel requested", extra=self._extra(run.task, action="cancel"))
+        return True
+
+    def live(self, task_id: str) -> LiveProgress | None:
+        """In-memory progress of a task running here."""
+        run = self._running.get(task_id)
+        return run.live if run is not None else None
+
+    def stats(self) -> EngineStats:
+        """This node's counters."""
+        executing = [r for r in self._running.values() if r.executing]
+        return EngineStats(
+            node_id=self.node_id,
+            running_tasks=len(executing),
+            max_concurrent=self.settings.concurrency,
+            uptime_s=round(time.monotonic() - self._started_at, 3),
+            database_ok=self.database_ok,
+            running_by_type=dict(Counter(r.task.task_type for r in executing)),
+        )
+
+    # ---- dispatching ------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.settings.concurrency - self._executing()
+            claimed = 0
+            if free > 0:
+                claimed = await self._guarded(self._claim_and_start(free), default=0)
+            if free > 0 and claimed >= free:
+                continue
+            if claimed == 0 and not self._running:
+                self.idle.set()
+            delay = self._poll_delay()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _poll_delay(self) -> float:
+        if not self.database_ok:
+            return _backoff(self._db_failures, initial=0.5, maximum=15)
+        return self.settings.poll_interval_s
+
+    async def _claim_and_start(self, free: int) -> int:
+        types = self._claimable_types()
+        if not types:
+            return 0
+        tasks = await self.store.claim(self.node_id, free, self.settings.lease_s, types)
+        if tasks:
+            self.idle.clear()
+        keep, excess = self._within_type_limits(tasks)
+        if excess:
+            await self.store.unclaim(self.node_id, {t.id: t.attempt for t in excess})
+        for task in keep:
+            self._start(task)
+        return len(tasks)
+
+    def _claimable_types(self) -> list[str]:
+        counts = Counter(r.task.task_type for r in self._running.values() if r.executing)
+        return [
+            spec.task_type
+            for spec in self.registry
+            if spec.concurrency is None or counts[spec.task_type] < spec.concurrency
+        ]
+
+    def _within_type_limits(
+        self, tasks: Sequence[TaskRecord]
+    ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        counts = Counter(r.task.task_type for r in self._running.values() if r.executing)
+        keep: list[TaskRecord] = []
+        excess: list[TaskRecord] = []
+        for task in tasks:
+            limit = self.registry.get(task.task_type).concurrency
+            if limit is not None and counts[task.task_type] >= limit:
+                excess.append(task)
+                continue
+            counts[task.task_type] += 1
+            keep.append(task)
+        return keep, excess
+
+    def _executing(self) -> int:
+        return sum(1 for r in self._running.values() if r.executing)
+
+    def _start(self, task: TaskRecord) -> None:
+        spec = self.registry.get(task.task_type)
+        run = Running(task=task, spec=spec, live=LiveProgress(task.id, task.attempt))
+        self._running[task.id] = run
+        run.job = asyncio.create_task(self._execute(run), name=f"syncd-task-{task.reference}")
+        if task.cancel_requested:
+            self.request_cancel(task.id, "cancel requested before start")
+        self._emit(EngineEvent("started", task))
+
+    async def _execute(self, run: Running) -> None:
+        ctx = self._context(run)
+        outcome: Outcome | None = None
+        try:
+            ctx.log.debug("task started", extra={"action": "start"})
+            outcome = await self._attempts.run(run.spec, ctx)
+        finally:
+            run.executing = False
+            if run.force_timer is not None:
+                run.force_timer.cancel()
+            self._wake.set()
+        try:
+            await self._settle(run, outcome)
+        finally:
+            self._running.pop(run.task.id, None)
+            self._wake.set()
+
+    async def _settle(self, run: Running, outcome: Outcome | None) -> None:
+        task = run.task
+        if outcome is None and run.cancel.shutdown:
+            released = await self._until_written(lambda: self._release(run))
+            if released:
+                self._emit(EngineEvent("released", task))
+            return
+        if outcome is None:
+            log.warning("lease lost; result not written", extra=self._extra(task, action="fenced"))
+            self._emit(EngineEvent("lost", task))
+            return
+        written = await self._until_written(lambda: self._submit_finish(outcome))
+        level = logging.INFO if outcome.outcome == "completed" else logging.WARNING
+        log.log(
+            level,
+            "task %s",
+            outcome.outcome,
+            extra=self._extra(task, action=outcome.outcome, error=outcome.error),
+        )
+        if written:
+            self._emit(EngineEvent("finished", task, outcome))
+        else:
+            self._emit(EngineEvent("lost", task, outcome))
+
+    async def _release(self, run: Running) -> bool:
+        released = await self.store.release(self.node_id, {run.task.id: run.task.attempt})
+        return run.task.id in released
+
+    async def _until_written(self, write: Callable[[], Awaitable[bool]]) -> bool:
+        """Retry a write across database outages until it lands (fencing decides the rest)."""
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except DB_ERRORS as exc:
+                attempt += 1
+                self._db_down(exc)
+                await asyncio.sleep(_backoff(attempt, initial=0.2, maximum=10))
+
+    def _context(self, run: Running) -> TaskContext:
+        task = run.task
+
+        async def sink(errors: Sequence[RecordError]) -> bool:
+            return await self.store.record_errors(self.node_id, task.id, task.attempt, errors)
+
+        return TaskContext(
+            task=task,
+            params=run.spec.validate(task.parameters),
+            db=self.db,
+            settings=self.settings,
+            live=run.live,
+            cancel=run.cancel,
+            error_sink=sink,
+            log=logging.LoggerAdapter(log, self._extra(task)),
+        )
+
+    def _force_cancel(self, run: Running) -> None:
+        if run.job is not None and not run.job.done() and run.executing:
+            log.warning(
+                "cancel grace expired; forcing", extra=self._extra(run.task, action="force")
+            )
+            run.job.cancel()
+
+    # ---- group commit of finished attempts --------------------------------------------------
+
+    async def _submit_finish(self, outcome: Outcome) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._finish_queue.append((outcome, future))
+        self._finish_wake.set()
+        return await future
+
+    async def _finish_loop(self) -> None:
+        while True:
+            await self._finish_wake.wait()
+            self._finish_wake.clear()
+            batch, self._finish_queue = self._finish_queue, []
+            if not batch:
+                continue
+            try:
+                written = await self.store.finish(self.node_id, [o for o, _ in batch])
+            except DB_ERRORS as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self._db_up()
+            for outcome, future in batch:
+                if not future.done():
+                    future.set_result(outcome.task_id in written)
+
+    # ---- periodic loops ---------------------------------------------------------------------
+
+    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._guarded(action(), default=None)
+
+    async def _guarded(self, work: Awaitable[Any], default: Any) -> Any:
+        try:
+            result = await work
+        except DB_ERRORS as exc:
+            self._db_down(exc)
+            return default
+        self._db_up()
+        return result
+
+    async def _heartbeat_once(self) -> None:
+        owned = {i: r.task.attempt for i, r in self._running.items()}
+        if not owned:
+            return
+        reply = await self.store.heartbeat(self.node_id, owned, self.settings.lease_s)
+        for task_id in owned.keys() - reply.held:
+            self._lease_lost(task_id)
+        for task_id in reply.cancel_requested:
+            self.request_cancel(task_id, "cancel requested")
+
+    def _lease_lost(self, task_id: str) -> None:
+        run = self._running.get(task_id)
+        if run is None or run.cancel.lease_lost:
+            return
+        run.cancel.lease_lost = True
+        run.cancel.reason = "lease lost"
+        log.warning("lease lost; stopping the attempt", extra=self._extra(run.task, action="fence"))
+        if run.job is not None and run.executing:
+            run.job.cancel()
+
+    async def _flush_once(self) -> None:
+        dirty = [r.live for r in self._running.values() if r.live.dirty and r.executing]
+        if not dirty:
+            return
+        for live in dirty:
+            live.dirty = False
+        try:
+            await self.store.save_progress(self.node_id, [live.snapshot() for live in dirty])
+        except BaseException:
+            for live in dirty:
+                live.dirty = True
+            raise
+
+    async def _rescue_once(self) -> None:
+        for task in await self.store.rescue():
+            log.warning(
+                "rescued a task whose lease expired",
+                extra=self._extra(task, action="rescue", lease_owner=task.lease_owner),
+            )
+            self._emit(EngineEvent("rescued", task))
+        self.wake()
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _db_down(self, exc: BaseException) -> None:
+        self._db_failures += 1
+        if self.database_ok:
+            log.error("database unavailable: %s", exc, extra={"action": "db_down"})
+        self.database_ok = False
+
+    def _db_up(self) -> None:
+        if not self.database_ok:
+            log.info("database reachable again", extra={"action": "db_up"})
+        self.database_ok = True
+        self._db_failures = 0
+
+    def _emit(self, event: EngineEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("engine listener failed")
+
+    def _extra(self, task: TaskRecord, **more: Any) -> dict[str, Any]:
+        return {
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "node_id": self.node_id,
+            "attempt": task.attempt,
+            **more,
+        }
+
+
+def _backoff(attempt: int, initial: float, maximum: float) -> float:
+    """tenacity's exponential wait with jitter for the n-th consecutive failure."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = max(1, attempt)
+    return float(wait_exponential_jitter(initial=initial, max=maximum)(state))

@@ -1,0 +1,15 @@
+"""Task types: one module per type, each exposing a `SPEC`; `default_registry` lists them."""
+
+from __future__ import annotations
+
+from engine.handlers.base import Registry
+
+
+def default_registry() -> Registry:
+    """Every built-in task type (imported here so that handler modules load lazily)."""
+    from engine.handlers import noop
+
+    registry = Registry()
+    for module in (noop,):
+        registry.register(module.SPEC)
+    return registry

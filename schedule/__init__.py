@@ -1,0 +1,1 @@
+"""ScheduleService: task CRUD and state transitions in the database; periodic jobs."""

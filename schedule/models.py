@@ -1,0 +1,117 @@
+"""The task tables (SQLAlchemy Core). Alembic migrations must produce exactly this schema."""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.dialects import mysql
+
+metadata = MetaData()
+
+# Microsecond precision on MySQL; SQLite stores ISO strings that sort correctly.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class TaskStatus(enum.StrEnum):
+    """Lifecycle of a task (DESIGN.md, Task model)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+sync_tasks = Table(
+    "sync_tasks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("reference", String(11), nullable=False, unique=True),
+    Column("task_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("data_source_id", String(64)),
+    Column("interface_id", String(64)),
+    Column("parameters", JSON, nullable=False),
+    Column("progress", Integer, nullable=False, server_default="0"),
+    Column("message", Text, nullable=False),
+    Column("processed_rows", BigInteger, nullable=False, server_default="0"),
+    Column("total_rows", BigInteger),
+    Column("error_count", Integer, nullable=False, server_default="0"),
+    Column("result", JSON),
+    Column("error", Text),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_s", Float),
+    Column("retry_of", String(36)),
+    Column("dedupe_key", String(255)),
+    # Equal to dedupe_key while the task is unfinished, NULL after: a unique index on it
+    # enforces "one unfinished task per key" on every dialect (NULLs never collide).
+    Column("dedupe_active", String(255), unique=True),
+    Column("callback_url", String(2048)),
+    Column("run_after", Timestamp, nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", Timestamp),
+    Column("created_at", Timestamp, nullable=False),
+    Column("started_at", Timestamp),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    Index("ix_sync_tasks_claim", "status", text("priority DESC"), "run_after", "created_at"),
+    Index("ix_sync_tasks_lease", "status", "lease_expires_at"),
+    Index("ix_sync_tasks_created", "created_at"),
+    Index("ix_sync_tasks_type_created", "task_type", "created_at"),
+    Index("ix_sync_tasks_source_created", "data_source_id", "created_at"),
+    Index("ix_sync_tasks_finished", "finished_at"),
+)
+
+sync_task_attempts = Table(
+    "sync_task_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("task_id", String(36), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    Column("outcome", String(16)),
+    Column("error", Text),
+    Index("ix_sync_task_attempts_task", "task_id", "attempt"),
+)
+
+sync_task_errors = Table(
+    "sync_task_errors",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("task_id", String(36), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("position", BigInteger),
+    Column("record", JSON),
+    Column("reason", LongText, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_sync_task_errors_task", "task_id", "id"),
+)

@@ -1,0 +1,225 @@
+"""Internal records that cross the store boundary (frozen dataclasses, aware UTC times)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schedule.models import TaskStatus
+
+JsonObject = dict[str, Any]
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A database time (naive UTC) as an aware UTC datetime."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def naive(value: datetime) -> datetime:
+    """An aware time as the naive UTC value the database stores."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One row of `sync_tasks`."""
+
+    id: str
+    reference: str
+    task_type: str
+    status: TaskStatus
+    priority: int
+    data_source_id: str | None
+    interface_id: str | None
+    parameters: JsonObject
+    progress: int
+    message: str
+    processed_rows: int
+    total_rows: int | None
+    error_count: int
+    result: JsonObject | None
+    error: str | None
+    attempt: int
+    max_attempts: int
+    timeout_s: float | None
+    retry_of: str | None
+    dedupe_key: str | None
+    callback_url: str | None
+    run_after: datetime
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TaskRecord:
+        """Build from a `sync_tasks` row mapping."""
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["status"] = TaskStatus(values["status"])
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        for name in ("run_after", "created_at", "updated_at"):
+            values[name] = utc(values[name])
+        for name in ("lease_expires_at", "started_at", "finished_at"):
+            values[name] = utc(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What is needed to enqueue a task (defaults already applied by the service)."""
+
+    task_type: str
+    parameters: JsonObject
+    max_attempts: int
+    priority: int = 0
+    data_source_id: str | None = None
+    interface_id: str | None = None
+    run_after: datetime | None = None
+    timeout_s: float | None = None
+    dedupe_key: str | None = None
+    callback_url: str | None = None
+    retry_of: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One execution attempt of a task."""
+
+    attempt: int
+    node_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """A per-record error reported by a handler: which record, where, and why."""
+
+    reason: str
+    record: Any = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredRecordError:
+    """A per-record error as stored."""
+
+    id: int
+    attempt: int
+    position: int | None
+    record: Any
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Filters of the task list."""
+
+    status: TaskStatus | None = None
+    task_type: str | None = None
+    data_source_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A 1-based page of a list."""
+
+    page: int = 1
+    size: int = 20
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """Live progress of a running attempt, flushed to the database at a bounded rate."""
+
+    task_id: str
+    attempt: int
+    progress: int
+    message: str
+    processed_rows: int
+    total_rows: int | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the engine reports it to the store."""
+
+    task_id: str
+    attempt: int
+    status: TaskStatus  # completed, failed, cancelled, or pending (retry later)
+    outcome: str  # attempt outcome: completed, failed, retry, cancelled, timeout
+    result: JsonObject | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    progress: ProgressUpdate | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    """Which leases a node still holds, and which of those tasks were asked to cancel."""
+
+    held: frozenset[str]
+    cancel_requested: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Aggregates over tasks created since a moment."""
+
+    since: datetime
+    total: int
+    by_status: dict[str, int]
+    by_type: dict[str, int]
+    success_rate: float | None
+    avg_duration_s: float | None
+    running_by_node: dict[str, int] = field(default_factory=dict)
+    queue_length: int = 0
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A create request as the API received it; the service fills in the defaults."""
+
+    task_type: str
+    parameters: JsonObject = field(default_factory=dict)
+    priority: int | None = None
+    data_source_id: str | None = None
+    interface_id: str | None = None
+    run_after: datetime | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    dedupe_key: str | None = None
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    """One task with its attempts (the running one included) for `GET /tasks/{id}`."""
+
+    task: TaskRecord
+    attempts: list[AttemptRecord]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The result of one item of a batch cancel/retry."""
+
+    id: str
+    ok: bool
+    status: str | None = None
+    error: str | None = None
+    task_id: str | None = None  # the new task of a retry

@@ -1,0 +1,784 @@
+"""The durable task store: every SQL statement about tasks lives here.
+
+`TaskStore` holds what every dialect shares; `SqliteStore` and `MySqlStore` hold the claim,
+rescue and duration arithmetic where SQLite and MySQL differ. Writes on SQLite run inside
+`BEGIN IMMEDIATE` (see `schedule.database`), so a claim is one atomic `UPDATE ... RETURNING`.
+Every write made on behalf of a running attempt is fenced by `lease_owner` and `attempt`: a node
+that lost its lease cannot finish, extend or report on the task any more.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from schedule.database import READONLY
+from schedule.exceptions import InvalidState, NotFound
+from schedule.models import (
+    FINISHED,
+    TaskStatus,
+    sync_task_attempts,
+    sync_task_errors,
+    sync_tasks,
+)
+from schedule.records import (
+    AttemptRecord,
+    HeartbeatReply,
+    NewTask,
+    Outcome,
+    Page,
+    ProgressUpdate,
+    RecordError,
+    Statistics,
+    StoredRecordError,
+    TaskFilter,
+    TaskRecord,
+    naive,
+    utc,
+)
+
+Clock = Callable[[], datetime]
+T = sync_tasks
+A = sync_task_attempts
+E = sync_task_errors
+REFERENCE_ALPHABET = string.ascii_uppercase + string.digits
+FINISHED_VALUES = [s.value for s in FINISHED]
+CLAIM_ORDER = (T.c.priority.desc(), T.c.run_after.asc(), T.c.created_at.asc())
+
+
+def utcnow() -> datetime:
+    """The default clock: aware UTC now."""
+    return datetime.now(UTC)
+
+
+def new_reference() -> str:
+    """An 11-character public reference such as `HD6EKSD8DO9`."""
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(11))
+
+
+class TaskStore:
+    """Dialect-neutral task persistence. Use `make_store` to get the right subclass."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return naive(self.clock())
+
+    def _read(self) -> Any:
+        return _ReadConnection(self.engine)
+
+    # ---- creation -------------------------------------------------------------------------
+
+    async def create(self, new: NewTask) -> tuple[TaskRecord, bool]:
+        """Insert a task; with a `dedupe_key` held by an unfinished task, return that one."""
+        (pair,) = await self.create_many([new])
+        return pair
+
+    async def create_many(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        """Insert tasks in one transaction; `created` is False for deduplicated ones."""
+        for _ in range(5):
+            try:
+                return await self._create_many_once(items)
+            except IntegrityError:
+                continue  # a concurrent insert took a dedupe key or a reference: look again
+        raise InvalidState("could not create the tasks: concurrent dedupe conflicts")
+
+    async def _create_many_once(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        now = self._now()
+        async with self.engine.begin() as conn:
+            keys = {i.dedupe_key for i in items if i.dedupe_key}
+            existing: dict[str, TaskRecord] = {}
+            if keys:
+                rows = await conn.execute(select(T).where(T.c.dedupe_active.in_(keys)))
+                existing = {r.dedupe_key: TaskRecord.from_row(r._mapping) for r in rows}
+            plan: list[tuple[dict[str, Any] | str, bool]] = []
+            fresh: list[dict[str, Any]] = []
+            for item in items:
+                if item.dedupe_key and item.dedupe_key in existing:
+                    plan.append((item.dedupe_key, False))
+                    continue
+                row = self._row_for(item, now)
+                fresh.append(row)
+                plan.append((row, True))
+                if item.dedupe_key:
+                    existing[item.dedupe_key] = TaskRecord.from_row(row)
+            if fresh:
+                await conn.execute(insert(T), fresh)
+        out: list[tuple[TaskRecord, bool]] = []
+        for entry, created in plan:
+            if isinstance(entry, str):
+                out.append((existing[entry], False))
+            else:
+                out.append((TaskRecord.from_row(entry), created))
+        return out
+
+    @staticmethod
+    def _row_for(item: NewTask, now: datetime) -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "reference": new_reference(),
+            "task_type": item.task_type,
+            "status": TaskStatus.PENDING.value,
+            "priority": item.priority,
+            "data_source_id": item.data_source_id,
+            "interface_id": item.interface_id,
+            "parameters": item.parameters,
+            "progress": 0,
+            "message": "",
+            "processed_rows": 0,
+            "total_rows": None,
+            "error_count": 0,
+            "result": None,
+            "error": None,
+            "attempt": 0,
+            "max_attempts": item.max_attempts,
+            "timeout_s": item.timeout_s,
+            "retry_of": item.retry_of,
+            "dedupe_key": item.dedupe_key,
+            "dedupe_active": item.dedupe_key,
+            "callback_url": item.callback_url,
+            "run_after": naive(item.run_after) if item.run_after else now,
+            "cancel_requested": False,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "created_at": now,
+            "started_at": None,
+            "updated_at": now,
+            "finished_at": None,
+        }
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> TaskRecord | None:
+        """A task by id or reference."""
+        async with self._read() as conn:
+            row = await conn.execute(select(T).where(or_(T.c.id == key, T.c.reference == key)))
+            found = row.first()
+        return TaskRecord.from_row(found._mapping) if found else None
+
+    async def require(self, key: str) -> TaskRecord:
+        """A task by id or reference, or `NotFound`."""
+        task = await self.get(key)
+        if task is None:
+            raise NotFound(f"no task {key!r}")
+        return task
+
+    async def list(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
+        """Newest first, filtered and paged; also the total matching."""
+        where = _filter_clause(flt)
+        query = select(T).where(where).order_by(T.c.created_at.desc(), T.c.id.desc())
+        async with self._read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(T).where(where))
+            ).scalar_one()
+            rows = await conn.execute(query.limit(page.size).offset(page.offset))
+            tasks = [TaskRecord.from_row(r._mapping) for r in rows]
+        return tasks, int(total)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        """Finished attempts of a task, oldest first."""
+        query = select(A).where(A.c.task_id == task_id).order_by(A.c.id)
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [
+                AttemptRecord(
+                    attempt=r.attempt,
+                    node_id=r.node_id,
+                    started_at=utc(r.started_at) or utc(r.finished_at) or self.clock(),
+                    finished_at=utc(r.finished_at),
+                    outcome=r.outcome,
+                    error=r.error,
+                )
+                for r in rows
+            ]
+
+    async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
+        """Per-record errors of a task in the order they were recorded."""
+        where = E.c.task_id == task_id
+        async with self._read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(E).where(where))
+            ).scalar_one()
+            rows = await conn.execute(
+                select(E).where(where).order_by(E.c.id).limit(page.size).offset(page.offset)
+            )
+            items = [
+                StoredRecordError(
+                    id=r.id,
+                    attempt=r.attempt,
+                    position=r.position,
+                    record=r.record,
+                    reason=r.reason,
+                    created_at=utc(r.created_at) or self.clock(),
+                )
+                for r in rows
+            ]
+        return items, int(total)
+
+    async def statistics(self, since: datetime) -> Statistics:
+        """Counts by status and type, success rate and mean duration since `since`."""
+        recent = T.c.created_at >= naive(since)
+        duration = self._duration_s()
+        async with self._read() as conn:
+            by_status = dict(
+                (
+                    await conn.execute(
+                        select(T.c.status, func.count()).where(recent).group_by(T.c.status)
+                    )
+                ).all()
+            )
+            by_type = dict(
+                (
+                    await conn.execute(
+                        select(T.c.task_type, func.count()).where(recent).group_by(T.c.task_type)
+                    )
+                ).all()
+            )
+            done = and_(
+                recent, T.c.status == TaskStatus.COMPLETED.value, T.c.started_at.is_not(None)
+            )
+            avg = (await conn.execute(select(func.avg(duration)).where(done))).scalar_one()
+            running = dict(
+                (
+                    await conn.execute(
+                        select(T.c.lease_owner, func.count())
+                        .where(T.c.status == TaskStatus.RUNNING.value)
+                        .group_by(T.c.lease_owner)
+                    )
+                ).all()
+            )
+            queued = (
+                await conn.execute(
+                    select(func.count()).where(T.c.status == TaskStatus.PENDING.value)
+                )
+            ).scalar_one()
+        completed = by_status.get(TaskStatus.COMPLETED.value, 0)
+        failed = by_status.get(TaskStatus.FAILED.value, 0)
+        return Statistics(
+            since=since,
+            total=sum(by_status.values()),
+            by_status={s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
+            by_type={str(k): int(v) for k, v in by_type.items()},
+            success_rate=round(completed / (completed + failed), 4) if completed + failed else None,
+            avg_duration_s=round(float(avg), 3) if avg is not None else None,
+            running_by_node={str(k): int(v) for k, v in running.items()},
+            queue_length=int(queued),
+        )
+
+    async def queue_length(self) -> int:
+        """Pending tasks, due or not."""
+        async with self._read() as conn:
+            query = select(func.count()).where(T.c.status == TaskStatus.PENDING.value)
+            return int((await conn.execute(query)).scalar_one())
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        async with self._read() as conn:
+            await conn.execute(select(literal_column("1")))
+
+    # ---- transitions requested by people --------------------------------------------------
+
+    async def update_pending(self, key: str, changes: dict[str, Any]) -> TaskRecord:
+        """Change a pending task; `InvalidState` once it has started or finished."""
+        task = await self.require(key)
+        values = {k: (naive(v) if isinstance(v, datetime) else v) for k, v in changes.items()}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(T)
+                .where(T.c.id == task.id, T.c.status == TaskStatus.PENDING.value)
+                .values(**values, updated_at=self._now())
+            )
+        if result.rowcount == 0:
+            current = await self.require(task.id)
+            raise InvalidState(f"task is {current.status.value}; only pending tasks can be updated")
+        return await self.require(task.id)
+
+    async def cancel(self, key: str) -> TaskRecord:
+        """Pending: cancelled now. Running: `cancel_requested` set. Finished: `InvalidState`."""
+        task = await self.require(key)
+        now = self._now()
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(T)
+                .where(T.c.id == task.id, T.c.status == TaskStatus.PENDING.value)
+                .values(
+                    status=TaskStatus.CANCELLED.value,
+                    cancel_requested=True,
+                    dedupe_active=None,
+                    finished_at=now,
+                    updated_at=now,
+                    message="cancelled before it started",
+                )
+            )
+            if done.rowcount == 0:
+                await conn.execute(
+                    update(T)
+                    .where(T.c.id == task.id, T.c.status == TaskStatus.RUNNING.value)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+        current = await self.require(task.id)
+        if current.status.finished and done.rowcount == 0:
+            raise InvalidState(f"task is already {current.status.value}")
+        return current
+
+    async def delete(self, key: str) -> None:
+        """Delete a finished task with its attempts and record errors."""
+        task = await self.require(key)
+        if not task.status.finished:
+            raise InvalidState(f"task is {task.status.value}; only finished tasks can be deleted")
+        async with self.engine.begin() as conn:
+            await self._delete_ids(conn, [task.id])
+
+    async def delete_finished_before(self, cutoff: datetime, batch: int = 500) -> int:
+        """Delete one batch of tasks that finished before `cutoff`; returns how many."""
+        query = (
+            select(T.c.id)
+            .where(T.c.status.in_(FINISHED_VALUES), T.c.finished_at < naive(cutoff))
+            .order_by(T.c.finished_at)
+            .limit(batch)
+        )
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(query)).scalars())
+            if ids:
+                await self._delete_ids(conn, ids)
+        return len(ids)
+
+    @staticmethod
+    async def _delete_ids(conn: AsyncConnection, ids: list[str]) -> None:
+        await conn.execute(delete(E).where(E.c.task_id.in_(ids)))
+        await conn.execute(delete(A).where(A.c.task_id.in_(ids)))
+        await conn.execute(delete(T).where(T.c.id.in_(ids), T.c.status.in_(FINISHED_VALUES)))
+
+    # ---- the engine's side: claim, heartbeat, progress, finish, rescue -------------------
+
+    async def claim(
+        self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
+    ) -> list[TaskRecord]:
+        """Atomically take up to `limit` due pending tasks (of `types`) in claim order."""
+        if limit <= 0 or (types is not None and not types):
+            return []
+        now = self._now()
+        values = {
+            "status": TaskStatus.RUNNING.value,
+            "attempt": T.c.attempt + 1,
+            "lease_owner": node_id,
+            "lease_expires_at": now + timedelta(seconds=lease_s),
+            "started_at": now,
+            "updated_at": now,
+            "error": None,
+            "progress": 0,
+            "message": "",
+            "processed_rows": 0,
+        }
+        due = select(T.c.id).where(T.c.status == TaskStatus.PENDING.value, T.c.run_after <= now)
+        if types is not None:
+            due = due.where(T.c.task_type.in_(list(types)))
+        due = due.order_by(*CLAIM_ORDER).limit(limit)
+        async with self.engine.begin() as conn:
+            rows = await self._claim_rows(conn, due, values)
+        tasks = [TaskRecord.from_row(r) for r in rows]
+        tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
+        return tasks
+
+    async def _claim_rows(
+        self, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
+    ) -> list[Any]:
+        raise NotImplementedError
+
+    async def heartbeat(
+        self, node_id: str, attempts: dict[str, int], lease_s: float
+    ) -> HeartbeatReply:
+        """Extend the leases this node holds; report lost ones and cancel requests."""
+        if not attempts:
+            return HeartbeatReply(frozenset(), frozenset())
+        now = self._now()
+        ids = list(attempts)
+        owned = and_(
+            T.c.id.in_(ids),
+            T.c.lease_owner == node_id,
+            T.c.status == TaskStatus.RUNNING.value,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(T).where(owned).values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+            rows = await conn.execute(
+                select(T.c.id, T.c.attempt, T.c.cancel_requested).where(owned)
+            )
+            held = {r.id: bool(r.cancel_requested) for r in rows if attempts[r.id] == r.attempt}
+        return HeartbeatReply(
+            held=frozenset(held), cancel_requested=frozenset(k for k, v in held.items() if v)
+        )
+
+    async def save_progress(self, node_id: str, updates: Sequence[ProgressUpdate]) -> None:
+        """Write live progress of running attempts this node still owns."""
+        if not updates:
+            return
+        stmt = (
+            update(T)
+            .where(
+                T.c.id == bindparam("b_id"),
+                T.c.attempt == bindparam("b_attempt"),
+                T.c.lease_owner == node_id,
+                T.c.status == TaskStatus.RUNNING.value,
+            )
+            .values(
+                progress=bindparam("b_progress"),
+                message=bindparam("b_message"),
+                processed_rows=bindparam("b_processed"),
+                total_rows=bindparam("b_total"),
+                updated_at=self._now(),
+            )
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, [_progress_params(u) for u in updates])
+
+    async def record_errors(
+        self, node_id: str, task_id: str, attempt: int, errors: Sequence[RecordError]
+    ) -> bool:
+        """Store per-record errors of an attempt this node owns; False when fenced off."""
+        if not errors:
+            return True
+        now = self._now()
+        async with self.engine.begin() as conn:
+            bumped = await conn.execute(
+                update(T)
+                .where(
+                    T.c.id == task_id,
+                    T.c.attempt == attempt,
+                    T.c.lease_owner == node_id,
+                    T.c.status == TaskStatus.RUNNING.value,
+                )
+                .values(error_count=T.c.error_count + len(errors))
+            )
+            if bumped.rowcount == 0:
+                return False
+            await conn.execute(
+                insert(E),
+                [
+                    {
+                        "task_id": task_id,
+                        "attempt": attempt,
+                        "position": e.position,
+                        "record": e.record,
+                        "reason": e.reason,
+                        "created_at": now,
+                    }
+                    for e in errors
+                ],
+            )
+        return True
+
+    async def finish(self, node_id: str, outcomes: Sequence[Outcome]) -> set[str]:
+        """Write how attempts ended, in one transaction; returns the ids actually written.
+
+        An outcome is written only when this node still holds the task's lease for that
+        attempt (fencing): a node that lost its lease never overwrites a rescued task.
+        """
+        if not outcomes:
+            return set()
+        now = self._now()
+        by_id = {o.task_id: o for o in outcomes}
+        async with self.engine.begin() as conn:
+            owned = await self._owned(conn, node_id, by_id)
+            if not owned:
+                return set()
+            rows = [_finish_params(by_id[i], now) for i in owned]
+            await conn.execute(_FINISH_STMT, rows)
+            await conn.execute(
+                insert(A),
+                [
+                    {
+                        "task_id": i,
+                        "attempt": by_id[i].attempt,
+                        "node_id": node_id,
+                        "started_at": owned[i] or now,
+                        "finished_at": now,
+                        "outcome": by_id[i].outcome,
+                        "error": by_id[i].error,
+                    }
+                    for i in owned
+                ],
+            )
+        return set(owned)
+
+    async def _owned(
+        self, conn: AsyncConnection, node_id: str, by_id: dict[str, Outcome]
+    ) -> dict[str, datetime | None]:
+        query = self._lock(
+            select(T.c.id, T.c.attempt, T.c.started_at).where(
+                T.c.id.in_(list(by_id)),
+                T.c.lease_owner == node_id,
+                T.c.status == TaskStatus.RUNNING.value,
+            )
+        )
+        rows = await conn.execute(query)
+        return {r.id: r.started_at for r in rows if by_id[r.id].attempt == r.attempt}
+
+    async def release(self, node_id: str, attempts: dict[str, int]) -> set[str]:
+        """Give running tasks back to `pending` without counting the attempt (shutdown)."""
+        if not attempts:
+            return set()
+        now = self._now()
+        async with self.engine.begin() as conn:
+            fake = {i: Outcome(i, a, TaskStatus.PENDING, "released") for i, a in attempts.items()}
+            owned = await self._owned(conn, node_id, fake)
+            for task_id, started in owned.items():
+                await conn.execute(
+                    update(T)
+                    .where(T.c.id == task_id)
+                    .values(
+                        status=TaskStatus.PENDING.value,
+                        attempt=T.c.attempt - 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        run_after=now,
+                        updated_at=now,
+                        message="released by a stopping node",
+                    )
+                )
+                await conn.execute(
+                    insert(A).values(
+                        task_id=task_id,
+                        attempt=attempts[task_id],
+                        node_id=node_id,
+                        started_at=started or now,
+                        finished_at=now,
+                        outcome="released",
+                        error="node shut down before the task finished",
+                    )
+                )
+        return set(owned)
+
+    async def unclaim(self, node_id: str, attempts: dict[str, int]) -> None:
+        """Undo a claim this node cannot run now (a type at its limit): as if never taken."""
+        if not attempts:
+            return
+        async with self.engine.begin() as conn:
+            for task_id, attempt in attempts.items():
+                await conn.execute(
+                    update(T)
+                    .where(
+                        T.c.id == task_id,
+                        T.c.attempt == attempt,
+                        T.c.lease_owner == node_id,
+                        T.c.status == TaskStatus.RUNNING.value,
+                    )
+                    .values(
+                        status=TaskStatus.PENDING.value,
+                        attempt=T.c.attempt - 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+
+    async def rescue(self) -> list[TaskRecord]:
+        """Recover tasks whose lease expired: retry if attempts remain, else fail them."""
+        now = self._now()
+        query = self._lock(
+            select(T)
+            .where(T.c.status == TaskStatus.RUNNING.value, T.c.lease_expires_at < now)
+            .limit(500)
+        )
+        rescued: list[TaskRecord] = []
+        async with self.engine.begin() as conn:
+            for row in (await conn.execute(query)).all():
+                task = TaskRecord.from_row(row._mapping)
+                await self._rescue_one(conn, task, now)
+                rescued.append(task)
+        return rescued
+
+    async def _rescue_one(self, conn: AsyncConnection, task: TaskRecord, now: datetime) -> None:
+        reason = f"lease expired: node {task.lease_owner} stopped heartbeating"
+        if task.cancel_requested:
+            status = TaskStatus.CANCELLED
+        elif task.attempt < task.max_attempts:
+            status = TaskStatus.PENDING
+        else:
+            status = TaskStatus.FAILED
+        values: dict[str, Any] = {
+            "status": status.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "error": reason,
+        }
+        if status.finished:
+            values.update(finished_at=now, dedupe_active=None)
+        else:
+            values.update(run_after=now)
+        await conn.execute(
+            update(T)
+            .where(T.c.id == task.id, T.c.attempt == task.attempt, T.c.status == "running")
+            .values(**values)
+        )
+        await conn.execute(
+            insert(A).values(
+                task_id=task.id,
+                attempt=task.attempt,
+                node_id=task.lease_owner or "?",
+                started_at=naive(task.started_at) if task.started_at else now,
+                finished_at=now,
+                outcome="lost",
+                error=reason,
+            )
+        )
+
+    # ---- dialect hooks --------------------------------------------------------------------
+
+    def _lock(self, query: Select[Any]) -> Select[Any]:
+        """Row locks where the dialect has them (SQLite already holds the write lock)."""
+        return query
+
+    def _duration_s(self) -> ColumnElement[Any]:
+        raise NotImplementedError
+
+
+class SqliteStore(TaskStore):
+    """SQLite: claims are one `UPDATE ... RETURNING` inside `BEGIN IMMEDIATE`."""
+
+    async def _claim_rows(
+        self, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
+    ) -> list[Any]:
+        stmt = (
+            update(T)
+            .where(T.c.id.in_(due.scalar_subquery()), T.c.status == TaskStatus.PENDING.value)
+            .values(**values)
+            .returning(*T.c)
+        )
+        return [r._mapping for r in (await conn.execute(stmt)).all()]
+
+    def _duration_s(self) -> ColumnElement[Any]:
+        return (func.julianday(T.c.finished_at) - func.julianday(T.c.started_at)) * 86400.0
+
+
+class MySqlStore(TaskStore):
+    """MariaDB/MySQL: `SELECT ... FOR UPDATE SKIP LOCKED`, then `UPDATE`, one transaction."""
+
+    async def _claim_rows(
+        self, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
+    ) -> list[Any]:
+        ids = list((await conn.execute(due.with_for_update(skip_locked=True))).scalars())
+        if not ids:
+            return []
+        await conn.execute(update(T).where(T.c.id.in_(ids)).values(**values))
+        return [r._mapping for r in (await conn.execute(select(T).where(T.c.id.in_(ids)))).all()]
+
+    def _lock(self, query: Select[Any]) -> Select[Any]:
+        return query.with_for_update(skip_locked=True)
+
+    def _duration_s(self) -> ColumnElement[Any]:
+        micro = func.timestampdiff(literal_column("MICROSECOND"), T.c.started_at, T.c.finished_at)
+        return micro / 1_000_000.0
+
+
+def make_store(engine: AsyncEngine, clock: Clock = utcnow) -> TaskStore:
+    """The store implementation for the engine's dialect."""
+    if engine.dialect.name == "sqlite":
+        return SqliteStore(engine, clock)
+    return MySqlStore(engine, clock)
+
+
+class _ReadConnection:
+    """`async with` a connection whose transaction begins deferred (never waits on writers)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._cm = engine.connect()
+
+    async def __aenter__(self) -> AsyncConnection:
+        conn = await self._cm.__aenter__()
+        return await conn.execution_options(**READONLY)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
+    clauses: list[ColumnElement[bool]] = []
+    if flt.status is not None:
+        clauses.append(T.c.status == flt.status.value)
+    if flt.task_type is not None:
+        clauses.append(T.c.task_type == flt.task_type)
+    if flt.data_source_id is not None:
+        clauses.append(T.c.data_source_id == flt.data_source_id)
+    return and_(True, *clauses)
+
+
+def _progress_params(update_: ProgressUpdate) -> dict[str, Any]:
+    return {
+        "b_id": update_.task_id,
+        "b_attempt": update_.attempt,
+        "b_progress": update_.progress,
+        "b_message": update_.message[:2000],
+        "b_processed": update_.processed_rows,
+        "b_total": update_.total_rows,
+    }
+
+
+_FINISH_STMT = (
+    update(T)
+    .where(T.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result"),
+        error=bindparam("b_error"),
+        progress=bindparam("b_progress"),
+        message=bindparam("b_message"),
+        processed_rows=bindparam("b_processed"),
+        total_rows=bindparam("b_total"),
+        run_after=bindparam("b_run_after"),
+        finished_at=bindparam("b_finished_at"),
+        dedupe_active=case((bindparam("b_free", type_=Integer) == 1, null()), else_=T.c.dedupe_key),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def _finish_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """Parameters of `_FINISH_STMT`; a retry keeps its dedupe key held, an end frees it."""
+    finished = outcome.status in FINISHED
+    progress = outcome.progress
+    percent = (
+        100 if outcome.status is TaskStatus.COMPLETED else (progress.progress if progress else 0)
+    )
+    return {
+        "b_id": outcome.task_id,
+        "b_status": outcome.status.value,
+        "b_result": outcome.result,
+        "b_error": outcome.error,
+        "b_progress": percent,
+        "b_message": (progress.message if progress else "")[:2000],
+        "b_processed": progress.processed_rows if progress else 0,
+        "b_total": progress.total_rows if progress else None,
+        "b_run_after": naive(outcome.retry_at) if outcome.retry_at else now,
+        "b_finished_at": now if finished else None,
+        "b_free": 1 if finished else 0,
+        "b_now": now,
+    }

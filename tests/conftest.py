@@ -1,0 +1,152 @@
+"""Shared fixtures: settings, a migrated SQLite database per test, store, service, engine."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.settings import Settings
+from engine.engine import SyncEngine
+from engine.handlers import default_registry
+from engine.handlers.base import Registry
+from schedule.database import alembic_config, create_engine, sync_url
+from schedule.service import ScheduleService
+from schedule.store import TaskStore, make_store
+
+pytest_plugins = ["tests.mariadb"]
+
+FAST = {
+    "poll_interval_s": 0.05,
+    "lease_s": 5.0,
+    "rescue_interval_s": 0.5,
+    "progress_flush_s": 0.05,
+    "cancel_grace_s": 0.5,
+    "shutdown_grace_s": 2.0,
+    "retry_backoff_s": 0.0,
+    "log_format": "text",
+}
+
+
+def migrate_url(url: str) -> None:
+    """Run the Alembic migrations on a database."""
+    from alembic import command
+
+    cfg = alembic_config(url)
+    engine = create_sync_engine(sync_url(url))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per session; tests get copies (fast fresh databases)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrate_url(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh migrated SQLite database for this test."""
+    path = tmp_path / "syncd.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh migrated database of each dialect (the integration suite runs on both)."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+        return url
+    url = request.getfixturevalue("mariadb_url")
+    migrate_url(url)
+    return url
+
+
+def make_settings(url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for tests: fast intervals, no retry backoff, state in tmp_path."""
+    values: dict[str, Any] = {
+        **FAST,
+        "database_url": url,
+        "state_dir": tmp_path / "state",
+        "node_id": "test-node",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    """Test settings on a fresh SQLite database."""
+    return make_settings(sqlite_url, tmp_path)
+
+
+@pytest.fixture
+def unstarted_db(settings: Settings) -> AsyncEngine:
+    """The async engine, created outside the event loop (it resolves paths on disk)."""
+    return create_engine(settings)
+
+
+@pytest.fixture
+async def db(unstarted_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The async engine of the test database, disposed after the test."""
+    yield unstarted_db
+    await unstarted_db.dispose()
+
+
+@pytest.fixture
+def store(db: AsyncEngine) -> TaskStore:
+    """The task store for the test database's dialect."""
+    return make_store(db)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """Built-in task types."""
+    return default_registry()
+
+
+@pytest.fixture
+async def engine(
+    store: TaskStore, registry: Registry, settings: Settings, db: AsyncEngine
+) -> AsyncIterator[SyncEngine]:
+    """A started engine, stopped after the test."""
+    eng = SyncEngine(store, registry, settings, db)
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+@pytest.fixture
+def service(
+    store: TaskStore, registry: Registry, settings: Settings, engine: SyncEngine
+) -> ScheduleService:
+    """The service wired to a running engine."""
+    return ScheduleService(store, registry, settings, engine)
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Fail any blocking call made on the event loop in async tests."""
+    if not request.node.get_closest_marker("asyncio") and not _is_async(request):
+        yield None
+        return
+    with blockbuster_ctx(["config", "controllers", "schedule", "engine"]) as bb:
+        yield bb
+
+
+def _is_async(request: pytest.FixtureRequest) -> bool:
+    import inspect
+
+    function = getattr(request.node, "function", None)
+    return function is not None and inspect.iscoroutinefunction(function)

@@ -1,0 +1,244 @@
+"""Contract tests of the task store, run on every dialect (SQLite file and MariaDB)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.settings import Settings
+from schedule.database import create_engine
+from schedule.exceptions import InvalidState, NotFound
+from schedule.models import TaskStatus
+from schedule.records import NewTask, Outcome, Page, RecordError, TaskFilter
+from schedule.store import TaskStore, make_store
+from tests.conftest import make_settings
+
+
+class Clock:
+    """A hand-driven clock."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+@pytest.fixture
+def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
+    return create_engine(dialect_settings)
+
+
+@pytest.fixture
+async def dialect_db(dialect_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    engine = dialect_engine
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def st(dialect_db: AsyncEngine, clock: Clock) -> TaskStore:
+    return make_store(dialect_db, clock)
+
+
+def noop(**kw: object) -> NewTask:
+    return NewTask(task_type="noop", parameters={}, max_attempts=3, **kw)  # type: ignore[arg-type]
+
+
+async def test_claim_order_is_priority_then_run_after_then_created(
+    st: TaskStore, clock: Clock
+) -> None:
+    low, _ = await st.create(noop(priority=-5))
+    clock.advance(1)
+    high_late, _ = await st.create(noop(priority=10))
+    clock.advance(1)
+    early = clock.now - timedelta(seconds=30)
+    high_early, _ = await st.create(noop(priority=10, run_after=early))
+    clock.advance(1)
+    mid, _ = await st.create(noop(priority=0))
+    future, _ = await st.create(noop(priority=100, run_after=clock.now + timedelta(hours=1)))
+    claimed = await st.claim("n1", 10, lease_s=30)
+    assert [t.id for t in claimed] == [high_early.id, high_late.id, mid.id, low.id]
+    assert future.id not in {t.id for t in claimed}
+    assert all(t.status is TaskStatus.RUNNING and t.attempt == 1 for t in claimed)
+    assert await st.claim("n1", 10, lease_s=30) == []
+
+
+async def test_claim_respects_limit_and_types(st: TaskStore) -> None:
+    for _ in range(5):
+        await st.create(noop())
+    await st.create(NewTask(task_type="other", parameters={}, max_attempts=1))
+    first = await st.claim("n1", 2, lease_s=30, types=["noop"])
+    second = await st.claim("n2", 10, lease_s=30, types=["noop"])
+    assert len(first) == 2 and len(second) == 3
+    assert {t.id for t in first}.isdisjoint({t.id for t in second})
+    assert all(t.task_type == "noop" for t in first + second)
+    assert await st.claim("n1", 10, lease_s=30, types=[]) == []
+
+
+async def test_concurrent_claims_never_share_a_task(st: TaskStore) -> None:
+    await st.create_many([noop() for _ in range(60)])
+    ids: list[str] = []
+    for _ in range(30):
+        batches = await asyncio.gather(*(st.claim(f"n{i}", 7, lease_s=30) for i in range(12)))
+        ids += [t.id for batch in batches for t in batch]
+        if len(ids) >= 60:
+            break
+    assert len(ids) == len(set(ids)) == 60
+
+
+async def test_dedupe_while_unfinished_only(st: TaskStore) -> None:
+    first, created = await st.create(noop(dedupe_key="k"))
+    again, created_again = await st.create(noop(dedupe_key="k"))
+    assert created and not created_again and again.id == first.id
+    (claimed,) = await st.claim("n1", 1, lease_s=30)
+    retry = Outcome(claimed.id, 1, TaskStatus.PENDING, "retry", error="x")
+    assert await st.finish("n1", [retry]) == {claimed.id}
+    _, created_during_retry = await st.create(noop(dedupe_key="k"))
+    assert not created_during_retry
+    (claimed,) = await st.claim("n1", 1, lease_s=30)
+    await st.finish("n1", [Outcome(claimed.id, 2, TaskStatus.COMPLETED, "completed")])
+    fresh, created_after = await st.create(noop(dedupe_key="k"))
+    assert created_after and fresh.id != first.id
+    pairs = await st.create_many([noop(dedupe_key="b"), noop(dedupe_key="b")])
+    assert [c for _, c in pairs] == [True, False] and pairs[0][0].id == pairs[1][0].id
+
+
+async def test_finish_is_fenced_by_owner_and_attempt(st: TaskStore, clock: Clock) -> None:
+    task, _ = await st.create(noop())
+    (claimed,) = await st.claim("n1", 1, lease_s=10)
+    assert await st.finish("n2", [Outcome(task.id, 1, TaskStatus.COMPLETED, "completed")]) == set()
+    clock.advance(11)
+    rescued = await st.rescue()
+    assert [t.id for t in rescued] == [task.id]
+    (again,) = await st.claim("n2", 1, lease_s=10)
+    assert again.attempt == 2
+    late = Outcome(task.id, claimed.attempt, TaskStatus.COMPLETED, "completed")
+    assert await st.finish("n1", [late]) == set()
+    assert await st.finish("n2", [Outcome(task.id, 2, TaskStatus.COMPLETED, "completed")]) == {
+        task.id
+    }
+    done = await st.require(task.id)
+    assert done.status is TaskStatus.COMPLETED and done.progress == 100
+    outcomes = [a.outcome for a in await st.attempts(task.id)]
+    assert outcomes == ["lost", "completed"]
+
+
+async def test_heartbeat_extends_and_reports_cancel(st: TaskStore, clock: Clock) -> None:
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=10)
+    clock.advance(8)
+    reply = await st.heartbeat("n1", {task.id: 1}, lease_s=10)
+    assert reply.held == {task.id} and not reply.cancel_requested
+    clock.advance(8)
+    assert await st.rescue() == []
+    await st.cancel(task.id)
+    reply = await st.heartbeat("n1", {task.id: 1}, lease_s=10)
+    assert reply.cancel_requested == {task.id}
+    assert (await st.heartbeat("n2", {task.id: 1}, lease_s=10)).held == frozenset()
+
+
+async def test_rescue_fails_when_attempts_are_used_up(st: TaskStore, clock: Clock) -> None:
+    task, _ = await st.create(NewTask(task_type="noop", parameters={}, max_attempts=1))
+    await st.claim("n1", 1, lease_s=5)
+    clock.advance(6)
+    await st.rescue()
+    failed = await st.require(task.id)
+    assert failed.status is TaskStatus.FAILED and "lease expired" in (failed.error or "")
+    assert failed.finished_at is not None
+
+
+async def test_release_does_not_count_the_attempt(st: TaskStore) -> None:
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=30)
+    assert await st.release("n1", {task.id: 1}) == {task.id}
+    back = await st.require(task.id)
+    assert back.status is TaskStatus.PENDING and back.attempt == 0
+    (again,) = await st.claim("n1", 1, lease_s=30)
+    assert again.attempt == 1
+
+
+async def test_cancel_update_delete_transitions(st: TaskStore) -> None:
+    pending, _ = await st.create(noop())
+    updated = await st.update_pending(pending.reference, {"priority": 7})
+    assert updated.priority == 7
+    cancelled = await st.cancel(pending.id)
+    assert cancelled.status is TaskStatus.CANCELLED
+    with pytest.raises(InvalidState, match="cancelled"):
+        await st.cancel(pending.id)
+    with pytest.raises(InvalidState, match="only pending"):
+        await st.update_pending(pending.id, {"priority": 1})
+    running, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=30)
+    asked = await st.cancel(running.id)
+    assert asked.status is TaskStatus.RUNNING and asked.cancel_requested
+    with pytest.raises(InvalidState, match="running"):
+        await st.delete(running.id)
+    await st.delete(pending.id)
+    with pytest.raises(NotFound):
+        await st.require(pending.id)
+
+
+async def test_record_errors_and_paging(st: TaskStore) -> None:
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=30)
+    errors = [RecordError(f"bad {i}", {"row": i}, i) for i in range(25)]
+    assert await st.record_errors("n1", task.id, 1, errors)
+    assert not await st.record_errors("n2", task.id, 1, errors)
+    page, total = await st.errors(task.id, Page(2, 10))
+    assert total == 25 and [e.position for e in page] == list(range(10, 20))
+    assert page[0].record == {"row": 10}
+    assert (await st.require(task.id)).error_count == 25
+
+
+async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
+    for i in range(5):
+        await st.create(noop(data_source_id="ds1" if i % 2 else None))
+        clock.advance(1)
+    tasks, total = await st.list(TaskFilter(data_source_id="ds1"), Page(1, 10))
+    assert total == 2 and all(t.data_source_id == "ds1" for t in tasks)
+    everything, _ = await st.list(TaskFilter(), Page(1, 3))
+    assert [t.created_at for t in everything] == sorted(
+        (t.created_at for t in everything), reverse=True
+    )
+    (claimed,) = await st.claim("n1", 1, lease_s=30)
+    clock.advance(2)
+    await st.finish("n1", [Outcome(claimed.id, 1, TaskStatus.COMPLETED, "completed")])
+    stats = await st.statistics(clock.now - timedelta(days=1))
+    assert stats.total == 5 and stats.by_status["completed"] == 1
+    assert stats.by_status["pending"] == 4 and stats.success_rate == 1.0
+    assert stats.avg_duration_s == pytest.approx(2.0, abs=0.01)
+    assert stats.queue_length == 4
+
+
+async def test_delete_finished_before_in_batches(st: TaskStore, clock: Clock) -> None:
+    ids = []
+    for _ in range(5):
+        task, _ = await st.create(noop())
+        ids.append(task.id)
+    claimed = await st.claim("n1", 3, lease_s=30)
+    await st.finish("n1", [Outcome(t.id, 1, TaskStatus.FAILED, "failed") for t in claimed])
+    clock.advance(3600)
+    assert await st.delete_finished_before(clock.now, batch=2) == 2
+    assert await st.delete_finished_before(clock.now, batch=2) == 1
+    assert await st.delete_finished_before(clock.now, batch=2) == 0
+    _, total = await st.list(TaskFilter(), Page(1, 10))
+    assert total == 2
