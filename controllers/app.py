@@ -9,7 +9,7 @@ from datetime import datetime
 from aiohttp import web
 
 from config.settings import Settings
-from controllers import health, tasks
+from controllers import dashboard, health, identity, live, tasks
 from controllers.errors import error_middleware
 from controllers.keys import DB, ENGINE, REGISTRY, SERVICE, SETTINGS, STORE
 from engine.engine import SyncEngine
@@ -33,8 +33,13 @@ def create_app(
     app[REGISTRY] = registry or default_registry()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_engine(clock))
+    app.cleanup_ctx.append(live.live_context)
+    app.on_shutdown.append(live.close_sockets)
     app.add_routes(health.routes)
     app.add_routes(tasks.routes)
+    app.add_routes(identity.routes)
+    app.add_routes(live.routes)
+    app.add_routes(dashboard.routes)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The `syncd` command: serve, migrate, check-config."""
+"""The `syncd` command: serve, migrate, check-config, and the API client commands
+(`tasks`, `import`, `snapshot`; see `controllers.client`), which need no daemon settings."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from config.exceptions import SettingsError
 from config.logging import ACCESS_LOG_FORMAT, configure_logging
 from config.settings import Settings, load_settings
 from controllers.app import create_app
+from controllers.client import add_client_commands, run_client
 from controllers.systemd import Notifier, watchdog_interval, watchdog_loop
 from schedule.database import (
     alembic_config,
@@ -35,6 +37,8 @@ log = logging.getLogger("syncd")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        return run_client(args)
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
@@ -62,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate settings and the database").set_defaults(
         func=check_config
     )
+    add_client_commands(sub)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -11,9 +13,13 @@ from engine.handlers.base import Registry
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
 
+if TYPE_CHECKING:
+    from controllers.live import LiveHub
+
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 DB = web.AppKey("db", AsyncEngine)
 STORE = web.AppKey("store", TaskStore)
 ENGINE = web.AppKey("engine", SyncEngine)
 SERVICE = web.AppKey("service", ScheduleService)
+LIVE: web.AppKey[LiveHub] = web.AppKey("live")

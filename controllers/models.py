@@ -11,6 +11,7 @@ from schedule.models import TaskStatus
 from schedule.records import (
     AttemptRecord,
     BatchResult,
+    HourCount,
     StoredRecordError,
     TaskRecord,
     TaskRequest,
@@ -111,6 +112,12 @@ class StatsQuery(Strict):
         return value
 
 
+class ThroughputQuery(Strict):
+    """GET /api/sync/tasks/throughput query: how many hours back (the current one included)."""
+
+    hours: int = Field(24, ge=1, le=24 * 31)
+
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a `Z`, milliseconds."""
     if value is None:
@@ -192,3 +199,12 @@ def batch_json(result: BatchResult) -> dict[str, Any]:
 def pagination_json(page: int, size: int, total: int) -> dict[str, int]:
     """The `pagination` object of list answers."""
     return {"page": page, "size": size, "total": total, "total_pages": -(-total // size)}
+
+
+def throughput_json(hours: list[HourCount]) -> dict[str, Any]:
+    """The answer of GET /api/sync/tasks/throughput."""
+    return {
+        "hours": len(hours),
+        "since": iso(hours[0].hour) if hours else None,
+        "buckets": [{"hour": iso(h.hour), **h.by_status} for h in hours],
+    }

@@ -15,12 +15,14 @@ from controllers.models import (
     ListQuery,
     PageQuery,
     StatsQuery,
+    ThroughputQuery,
     UpdateTaskBody,
     attempt_json,
     batch_json,
     pagination_json,
     record_error_json,
     task_json,
+    throughput_json,
 )
 from schedule.models import TaskStatus
 from schedule.records import Page, TaskFilter
@@ -87,6 +89,14 @@ async def statistics(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+@routes.get("/api/sync/tasks/throughput")
+async def throughput(request: web.Request) -> web.Response:
+    """Tasks finished per hour over the last `hours` hours, by final status (dashboard chart)."""
+    query = parse_query(request, ThroughputQuery)
+    hours = await request.app[SERVICE].throughput(query.hours)
+    return web.json_response(throughput_json(hours))
 
 
 @routes.post("/api/sync/tasks/batch/cancel")

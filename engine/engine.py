@@ -42,7 +42,7 @@ Listener = Callable[["EngineEvent"], None]
 class EngineEvent:
     """A change worth telling observers about (metrics, websockets, callbacks)."""
 
-    kind: str  # started | finished | released | lost
+    kind: str  # started | finished | released | lost | rescued
     task: TaskRecord
     outcome: Outcome | None = None
 
@@ -170,6 +170,11 @@ class SyncEngine:
         """In-memory progress of a task running here."""
         run = self._running.get(task_id)
         return run.live if run is not None else None
+
+    def live_progress(self) -> list[LiveProgress]:
+        """Live progress of every attempt executing here (read by the dashboard's feed; the
+        `version` of each changes whenever its handler reports)."""
+        return [r.live for r in self._running.values() if r.executing]
 
     def stats(self) -> EngineStats:
         """This node's counters."""

@@ -191,6 +191,14 @@ class Statistics:
 
 
 @dataclass(frozen=True)
+class HourCount:
+    """Tasks that finished within one hour, by final status (throughput chart)."""
+
+    hour: datetime
+    by_status: dict[str, int]
+
+
+@dataclass(frozen=True)
 class TaskRequest:
     """A create request as the API received it; the service fills in the defaults."""
 

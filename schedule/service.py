@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from schedule.models import TaskStatus
 from schedule.records import (
     AttemptRecord,
     BatchResult,
+    HourCount,
     NewTask,
     Page,
     Statistics,
@@ -29,6 +30,8 @@ from schedule.records import (
 from schedule.store import TaskStore
 
 log = logging.getLogger(__name__)
+
+ServiceListener = Callable[[str, TaskRecord], None]
 
 
 class LiveView(Protocol):
@@ -64,6 +67,16 @@ class ScheduleService:
         self.registry = registry
         self.settings = settings
         self.engine = engine
+        # Observers of changes made on request (the dashboard's live feed): called with
+        # `created`, `updated` or `cancelled` and the task as written.
+        self.listeners: list[ServiceListener] = []
+
+    def _notify(self, kind: str, task: TaskRecord) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, task)
+            except Exception:
+                log.exception("service listener failed", extra={"task_id": task.id})
 
     # ---- create -------------------------------------------------------------------------
 
@@ -86,6 +99,7 @@ class ScheduleService:
                     "task created",
                     extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
                 )
+                self._notify("created", task)
         return pairs
 
     @staticmethod
@@ -177,6 +191,16 @@ class ScheduleService:
         """Database-wide aggregates since `since`."""
         return await self.store.statistics(since)
 
+    async def throughput(self, hours: int) -> list[HourCount]:
+        """Finished tasks per hour over the last `hours` hours, the current hour included."""
+        now = self.store.clock().astimezone(UTC)
+        start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+        return await self.store.throughput(start, hours)
+
+    async def find_many(self, ids: Sequence[str]) -> list[TaskRecord]:
+        """Tasks by id (unknown ones skipped), live progress merged."""
+        return [self._merge_live(t) for t in await self.store.get_many(ids)]
+
     def _merge_live(self, task: TaskRecord) -> TaskRecord:
         if task.status is not TaskStatus.RUNNING or self.engine is None:
             return task
@@ -201,6 +225,7 @@ class ScheduleService:
         updated = await self.store.update_pending(task.id, changes)
         if self.engine is not None:
             self.engine.wake()
+        self._notify("updated", updated)
         return updated
 
     async def cancel(self, key: str) -> TaskRecord:
@@ -208,6 +233,7 @@ class ScheduleService:
         task = await self.store.cancel(key)
         if task.status is TaskStatus.RUNNING and self.engine is not None:
             self.engine.request_cancel(task.id)
+        self._notify("cancelled" if task.status.finished else "cancel_requested", task)
         return task
 
     async def retry(self, key: str) -> TaskRecord:
@@ -236,6 +262,7 @@ class ScheduleService:
             )
         if self.engine is not None:
             self.engine.wake()
+        self._notify("created", task)
         return task
 
     async def delete(self, key: str) -> None:

@@ -47,6 +47,7 @@ from schedule.models import (
 from schedule.records import (
     AttemptRecord,
     HeartbeatReply,
+    HourCount,
     NewTask,
     Outcome,
     Page,
@@ -66,6 +67,7 @@ A = sync_task_attempts
 E = sync_task_errors
 REFERENCE_ALPHABET = string.ascii_uppercase + string.digits
 FINISHED_VALUES = [s.value for s in FINISHED]
+HOUR_FORMAT = "%Y-%m-%d %H:00:00"
 CLAIM_ORDER = (T.c.priority.desc(), T.c.run_after.asc(), T.c.created_at.asc())
 
 
@@ -289,6 +291,42 @@ class TaskStore:
             running_by_node={str(k): int(v) for k, v in running.items()},
             queue_length=int(queued),
         )
+
+    async def throughput(self, start: datetime, hours: int) -> list[HourCount]:
+        """Tasks that finished in each of `hours` hours from `start` (an hour boundary), by
+        final status; hours without any are included with zero counts."""
+        start = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=hours)
+        bucket = self._hour_bucket(T.c.finished_at).label("bucket")
+        query = (
+            select(bucket, T.c.status, func.count())
+            .where(
+                T.c.finished_at >= naive(start),
+                T.c.finished_at < naive(end),
+                T.c.status.in_(FINISHED_VALUES),
+            )
+            .group_by(literal_column("bucket"), T.c.status)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        counts: dict[datetime, dict[str, int]] = {}
+        for hour, status, count in rows:
+            at = datetime.strptime(str(hour), HOUR_FORMAT).replace(tzinfo=UTC)
+            counts.setdefault(at, {})[str(status)] = int(count)
+        out = []
+        for index in range(hours):
+            at = start + timedelta(hours=index)
+            found = counts.get(at, {})
+            out.append(HourCount(at, {s: found.get(s, 0) for s in FINISHED_VALUES}))
+        return out
+
+    async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
+        """Tasks by id (unknown ids are skipped), in no particular order."""
+        if not ids:
+            return []
+        async with self._read() as conn:
+            rows = await conn.execute(select(T).where(T.c.id.in_(list(ids))))
+            return [TaskRecord.from_row(r._mapping) for r in rows]
 
     async def queue_length(self) -> int:
         """Pending tasks, due or not."""
@@ -658,6 +696,10 @@ class TaskStore:
     def _duration_s(self) -> ColumnElement[Any]:
         raise NotImplementedError
 
+    def _hour_bucket(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The column's time truncated to the hour, as text in `HOUR_FORMAT`."""
+        raise NotImplementedError
+
 
 class SqliteStore(TaskStore):
     """SQLite: claims are one `UPDATE ... RETURNING` inside `BEGIN IMMEDIATE`."""
@@ -675,6 +717,9 @@ class SqliteStore(TaskStore):
 
     def _duration_s(self) -> ColumnElement[Any]:
         return (func.julianday(T.c.finished_at) - func.julianday(T.c.started_at)) * 86400.0
+
+    def _hour_bucket(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.strftime("%Y-%m-%d %H:00:00", column)
 
 
 class MySqlStore(TaskStore):
@@ -695,6 +740,9 @@ class MySqlStore(TaskStore):
     def _duration_s(self) -> ColumnElement[Any]:
         micro = func.timestampdiff(literal_column("MICROSECOND"), T.c.started_at, T.c.finished_at)
         return micro / 1_000_000.0
+
+    def _hour_bucket(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.date_format(column, "%Y-%m-%d %H:00:00")
 
 
 def make_store(engine: AsyncEngine, clock: Clock = utcnow) -> TaskStore:

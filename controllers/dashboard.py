@@ -1,0 +1,37 @@
+"""The web dashboard: static files shipped in the package, served at `/` (no build step).
+
+The page is plain HTML, CSS and ES modules under `controllers/static/`; it talks to the same
+JSON API as every other client and to `/api/ws` for live updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path, PurePosixPath
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.FileResponse:
+    """The single page; routing inside it is by URL hash (`#/tasks`, `#/task/ID`, ...)."""
+    return web.FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
+
+
+@routes.get("/static/{path:.+}")
+async def static(request: web.Request) -> web.FileResponse:
+    """A file of the dashboard; revalidated on every load so an upgrade shows at once."""
+    relative = PurePosixPath(request.match_info["path"])
+    target = STATIC_DIR.joinpath(*relative.parts)
+    if (
+        relative.is_absolute()
+        or ".." in relative.parts
+        or not await asyncio.to_thread(target.is_file)
+    ):
+        raise web.HTTPNotFound(reason=f"no dashboard file {relative}")
+    return web.FileResponse(target, headers=NO_CACHE)

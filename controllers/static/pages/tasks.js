@@ -1,0 +1,218 @@
+// Tasks: filters, paging, live progress, cancel/retry with confirmation, batch actions.
+
+import { api, session } from "../api.js";
+import { live } from "../live.js";
+import {
+  act, badge, clear, confirmAction, empty, errorBox, h, loading, pageHeader, pager,
+  progressBar, serialized, setProgress, table, timeCell, toast,
+} from "../ui.js";
+
+const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
+const ACTIVE = new Set(["pending", "running"]);
+const RETRYABLE = new Set(["failed", "cancelled"]);
+
+export function render({ root, query, go }) {
+  const filters = {
+    status: query.status || "",
+    task_type: query.task_type || "",
+    data_source_id: query.data_source_id || "",
+    page: Number(query.page) || 1,
+    size: Number(query.size) || 20,
+  };
+  const selected = new Set();
+  const rows = new Map(); // task id -> {row, task}
+  let tasks = [];
+  let lastAnswer = null;
+
+  const listBox = h("div.card.flush", loading());
+  const batchBar = h("div.batch-bar", { hidden: true });
+  const refresh = h("button.btn.ghost", { type: "button", on: { click: () => reload() } }, "Refresh");
+  clear(root,
+    pageHeader("Tasks", "Everything queued, running and done, newest first.", refresh),
+    filterBar(filters, go),
+    batchBar,
+    listBox);
+
+  const reload = serialized(async () => {
+    try {
+      const answer = await api("GET", "/api/sync/tasks", { query: filters });
+      tasks = answer.tasks;
+      lastAnswer = answer;
+      draw(answer);
+    } catch (error) {
+      clear(listBox, errorBox(error, "Could not load the tasks"));
+    }
+  });
+
+  function draw(answer) {
+    rows.clear();
+    for (const id of [...selected]) if (!tasks.some((t) => t.id === id)) selected.delete(id);
+    if (!tasks.length) {
+      const filtered = filters.status || filters.task_type || filters.data_source_id;
+      clear(listBox, empty(filtered ? "No task matches these filters" : "No tasks yet",
+        filtered ? "Change or clear the filters above." : "Tasks appear here as soon as they are created."));
+      drawBatch();
+      return;
+    }
+    const all = h("input", {
+      type: "checkbox", title: "Select all on this page", "aria-label": "Select all",
+      checked: tasks.every((t) => selected.has(t.id)),
+      on: { change: (e) => { for (const t of tasks) e.target.checked ? selected.add(t.id) : selected.delete(t.id); draw(answer); } },
+    });
+    const headers = [
+      session.canOperate ? all : "", "Task", "Type", "Status", "Progress", "Message", "Attempt", "Created",
+      session.canOperate ? "" : null,
+    ].filter((x) => x !== null);
+    const body = tasks.map((task) => taskRow(task));
+    clear(listBox, table(headers, body, { className: "tasks" }),
+      pager(answer.pagination, (page) => go("/tasks", { ...filters, page })));
+    drawBatch();
+  }
+
+  function taskRow(task) {
+    const bar = progressBar(task);
+    const message = h("td.message", { title: task.error || task.message }, task.error || task.message || "");
+    const cells = [];
+    if (session.canOperate) {
+      cells.push(h("td.check", h("input", {
+        type: "checkbox", "aria-label": `Select ${task.reference}`, checked: selected.has(task.id),
+        on: { change: (e) => { e.target.checked ? selected.add(task.id) : selected.delete(task.id); drawBatch(); } },
+      })));
+    }
+    cells.push(
+      h("td", h("a.ref", { href: `#/task/${task.id}` }, task.reference)),
+      h("td", h("code", task.task_type), task.data_source_id ? h("div.muted.small", task.data_source_id) : null),
+      h("td.status-cell", badge(task.status), task.cancel_requested && task.status === "running" ? h("div.muted.small", "cancelling…") : null),
+      h("td.progress-cell", bar),
+      message,
+      h("td.num.center", `${task.attempt}/${task.max_attempts}`),
+      h("td.nowrap", timeCell(task.created_at)),
+    );
+    if (session.canOperate) cells.push(h("td.row-actions", actions(task)));
+    const row = h("tr", { dataset: { id: task.id, status: task.status } }, cells);
+    rows.set(task.id, { row, bar, message, task });
+    return row;
+  }
+
+  function actions(task) {
+    const out = [];
+    if (ACTIVE.has(task.status) && !task.cancel_requested) {
+      out.push(h("button.btn.small.danger-ghost", {
+        type: "button", dataset: { action: "cancel" },
+        on: { click: (e) => cancel(e.currentTarget, task) },
+      }, "Cancel"));
+    }
+    if (RETRYABLE.has(task.status)) {
+      out.push(h("button.btn.small.ghost", {
+        type: "button", dataset: { action: "retry" },
+        on: { click: (e) => retry(e.currentTarget, task) },
+      }, "Retry"));
+    }
+    return out;
+  }
+
+  async function cancel(button, task) {
+    const ok = await confirmAction(`Cancel ${task.reference}?`,
+      task.status === "running"
+        ? "The task is asked to stop at its next checkpoint, and is stopped by force after the grace period."
+        : "The task has not started; it will never run.", "Cancel task");
+    if (!ok) return;
+    await act(button, async () => {
+      const t = await api("POST", `/api/sync/tasks/${task.id}/cancel`);
+      toast(t.status === "cancelled" ? `${t.reference} cancelled` : `Cancel requested for ${t.reference}`);
+      await reload();
+    });
+  }
+
+  async function retry(button, task) {
+    const ok = await confirmAction(`Retry ${task.reference}?`,
+      "A new task with the same parameters is created; this one stays as it is.", "Retry");
+    if (!ok) return;
+    await act(button, async () => {
+      const t = await api("POST", `/api/sync/tasks/${task.id}/retry`);
+      toast(`Retry created: ${t.reference}`, "success");
+      await reload();
+    });
+  }
+
+  function drawBatch() {
+    const chosen = tasks.filter((t) => selected.has(t.id));
+    batchBar.hidden = !session.canOperate || chosen.length === 0;
+    if (batchBar.hidden) return;
+    const cancellable = chosen.filter((t) => ACTIVE.has(t.status)).length;
+    const retryable = chosen.filter((t) => RETRYABLE.has(t.status)).length;
+    clear(batchBar,
+      h("strong", `${chosen.length} selected`),
+      h("button.btn.small.danger", { type: "button", disabled: !cancellable, dataset: { action: "batch-cancel" }, on: { click: (e) => batch(e.currentTarget, "cancel", chosen) } }, `Cancel ${cancellable}`),
+      h("button.btn.small", { type: "button", disabled: !retryable, dataset: { action: "batch-retry" }, on: { click: (e) => batch(e.currentTarget, "retry", chosen) } }, `Retry ${retryable}`),
+      h("button.btn.small.ghost", { type: "button", on: { click: () => { selected.clear(); draw(lastAnswer); } } }, "Clear selection"));
+  }
+
+  async function batch(button, action, chosen) {
+    const wanted = chosen.filter((t) => (action === "cancel" ? ACTIVE : RETRYABLE).has(t.status));
+    const ok = await confirmAction(`${action === "cancel" ? "Cancel" : "Retry"} ${wanted.length} task(s)?`,
+      action === "cancel" ? "Pending ones stop at once; running ones are asked to stop."
+        : "A new task is created for each; the originals stay as they are.",
+      action === "cancel" ? "Cancel tasks" : "Retry tasks");
+    if (!ok) return;
+    await act(button, async () => {
+      const answer = await api("POST", `/api/sync/tasks/batch/${action}`, { body: { ids: wanted.map((t) => t.id) } });
+      const failed = answer.results.filter((r) => !r.ok);
+      if (failed.length) toast(`${failed.length} refused: ${failed[0].error}`, "error");
+      else toast(`${answer.results.length} task(s) ${action === "cancel" ? "cancelled" : "retried"}`, "success");
+      selected.clear();
+      await reload();
+    });
+  }
+
+  // Live: progress in place; anything else (created, finished, ...) reloads the page of the list.
+  const unsubscribe = live.subscribe((events) => {
+    let structural = false;
+    for (const event of events) {
+      const entry = rows.get(event.id);
+      if (event.event === "progress") {
+        if (!entry) continue;
+        setProgress(entry.bar, event.progress);
+        if (event.message) {
+          entry.message.textContent = event.message;
+          entry.message.title = event.message;
+        }
+      } else if (event.event === "created" || entry) {
+        structural = true;
+      }
+    }
+    if (structural) reload();
+  });
+  live.setPoller(reload);
+
+  reload();
+  return unsubscribe;
+}
+
+function filterBar(filters, go) {
+  const status = h("select#f-status", { name: "status", "aria-label": "Status" },
+    h("option", { value: "" }, "Any status"),
+    STATUSES.map((s) => h("option", { value: s, selected: filters.status === s }, s)));
+  const type = h("input#f-type", { name: "task_type", placeholder: "Task type", value: filters.task_type, list: "task-types", "aria-label": "Task type" });
+  const types = h("datalist#task-types");
+  const source = h("input#f-source", { name: "data_source_id", placeholder: "Data source", value: filters.data_source_id, "aria-label": "Data source" });
+  api("GET", "/api/sync/tasks/statistics").then((stats) => {
+    for (const name of Object.keys(stats.database.by_type).sort()) types.append(h("option", { value: name }));
+  }).catch(() => {});
+  const form = h("form.filters", {
+    on: {
+      submit: (e) => {
+        e.preventDefault();
+        go("/tasks", { status: status.value, task_type: type.value.trim(), data_source_id: source.value.trim(), size: filters.size === 20 ? "" : filters.size });
+      },
+    },
+  },
+  h("label", "Status", status),
+  h("label", "Type", type, types),
+  h("label", "Data source", source),
+  h("div.filter-actions",
+    h("button.btn.primary", { type: "submit" }, "Apply"),
+    h("button.btn.ghost", { type: "button", on: { click: () => go("/tasks") } }, "Clear")));
+  status.addEventListener("change", () => form.requestSubmit());
+  return form;
+}
