@@ -11,25 +11,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from config.exceptions import SettingsError
-from config.logging import ACCESS_LOG_FORMAT, configure_logging
-from config.settings import Settings, load_settings
-from controllers.app import create_app
 from controllers.client import add_client_commands, run_client
-from controllers.systemd import Notifier, watchdog_interval, watchdog_loop
-from schedule.database import (
-    alembic_config,
-    describe_db_error,
-    ensure_sqlite_dir,
-    head_revision,
-    sync_url,
-)
-from schedule.exceptions import SchemaError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from config.settings import Settings
+    from controllers.systemd import Notifier
 
 log = logging.getLogger("syncd")
 
@@ -38,7 +28,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     if getattr(args, "run", None) is not None:
-        return run_client(args)
+        return run_client(args)  # client commands: no settings, no heavy imports (fast start)
+    return _run_daemon_command(args)
+
+
+def _run_daemon_command(args: argparse.Namespace) -> int:
+    """serve, migrate, check-config: settings first, then the command."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from config.exceptions import SettingsError
+    from config.settings import load_settings
+    from schedule.database import describe_db_error
+    from schedule.exceptions import SchemaError
+
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
@@ -73,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 def migrate(settings: Settings) -> int:
     """Upgrade the schema to the newest migration."""
     from alembic import command
+    from sqlalchemy import create_engine as create_sync_engine
+
+    from config.logging import configure_logging
+    from schedule.database import alembic_config, ensure_sqlite_dir, head_revision, sync_url
 
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
     ensure_sqlite_dir(settings.database_url)
@@ -91,6 +97,10 @@ def migrate(settings: Settings) -> int:
 def check_config(settings: Settings) -> int:
     """Print the effective settings (secrets hidden) and check the database schema."""
     from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine as create_sync_engine
+
+    from schedule.database import head_revision, sync_url
+    from schedule.exceptions import SchemaError
 
     for name, value in settings.model_dump().items():
         shown = "***" if value and ("token" in name or "secret" in name) else value
@@ -121,12 +131,20 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
+    from config.logging import configure_logging
+
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
     asyncio.run(_serve(settings))
     return 0
 
 
 async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from config.logging import ACCESS_LOG_FORMAT
+    from controllers.app import create_app
+    from controllers.systemd import Notifier
+
     notifier = Notifier(os.environ)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
@@ -153,6 +171,7 @@ async def _serve(settings: Settings) -> None:
 
 def _start_watchdog(notifier: Notifier, app: web.Application) -> asyncio.Task[None] | None:
     from controllers.keys import ENGINE
+    from controllers.systemd import watchdog_interval, watchdog_loop
 
     interval = watchdog_interval(os.environ)
     if interval is None or not notifier.enabled:

@@ -113,7 +113,8 @@ def _multipart(head: bytes, file: Path, tail: bytes) -> Iterator[bytes]:
 
 def _describe_http_error(exc: HTTPError) -> str:
     """`HTTP 409 invalid_state: task is already completed` from the API's error JSON."""
-    raw = exc.read()
+    with exc:
+        raw = exc.read()
     try:
         error = json.loads(raw)["error"]
         return f"HTTP {exc.code} {error['code']}: {error['message']}"

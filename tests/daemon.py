@@ -107,7 +107,9 @@ def wait_ready(daemon: Daemon) -> None:
             with urlopen(daemon.url + "/readyz", timeout=2) as response:
                 if response.status == 200:
                     return
-        except (URLError, HTTPError, ConnectionError, TimeoutError):
+        except HTTPError as exc:
+            exc.close()
+        except (URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.05)
     raise RuntimeError(f"daemon not ready within {START_TIMEOUT_S} s:\n{daemon.log()}")

@@ -1,0 +1,201 @@
+"""The `syncd` client commands, run as real processes against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.error import HTTPError
+
+import pytest
+
+from tests.daemon import Daemon, free_port, running_daemon
+
+pytestmark = pytest.mark.acceptance
+LATER = "2099-01-01T00:00:00Z"
+FOLLOW_ARGS = ["tasks", "create", "noop", "-p", "steps=3", "-p", "sleep_s=0.3", "--follow"]
+COLUMNS = ["REFERENCE", "TYPE", "STATUS", "PROGRESS", "ATTEMPT", "CREATED", "MESSAGE"]
+
+
+@pytest.fixture(scope="module")
+def daemon(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    with running_daemon(sqlite_template, tmp_path_factory.mktemp("cli-daemon")) as d:
+        yield d
+
+
+def client_env(daemon: Daemon | None, **extra: str) -> dict[str, str]:
+    """An environment where daemon settings are unusable: client commands must not read them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env["SYNCD_PORT"] = "not-a-port"
+    env["SYNCD_CONCURRENCY"] = "-1"
+    if daemon is not None:
+        env["SYNCD_URL"] = daemon.url
+    env.update(extra)
+    return env
+
+
+def syncd(daemon: Daemon | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controllers.cli", *args],
+        env=client_env(daemon, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_create_and_follow_until_completed(daemon: Daemon) -> None:
+    done = syncd(daemon, "tasks", "create", "noop", "-p", "steps=4", "-p", "sleep_s=0.4", "-f")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) >= 2  # a line per change (stdout is not a terminal)
+    assert "completed" in lines[-1] and "100%" in lines[-1]
+    assert any("step " in line for line in lines)
+    assert "\r" not in done.stdout
+
+
+def test_follow_of_a_failing_task_exits_3(daemon: Daemon) -> None:
+    failed = syncd(
+        daemon, "tasks", "create", "noop", "--params", '{"fail_permanently": true}', "--follow"
+    )
+    assert failed.returncode == 3
+    assert "failed: noop: asked to fail permanently" in failed.stdout.splitlines()[-1]
+
+
+def test_follow_draws_in_place_on_a_terminal(daemon: Daemon) -> None:
+    primary, replica = pty.openpty()
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "controllers.cli", *FOLLOW_ARGS],
+            env=client_env(daemon),
+            stdout=replica,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        os.close(replica)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(primary)
+    assert process.returncode == 0, process.stderr
+    text = output.decode()
+    assert "\r\x1b[2K" in text and "completed" in text
+
+
+def test_list_table_json_and_filters(daemon: Daemon) -> None:
+    made = syncd(daemon, "tasks", "create", "noop", "--run-after", LATER, "--priority", "7")
+    assert made.returncode == 0, made.stderr
+    reference = made.stdout.split()[1]
+    listing = syncd(daemon, "tasks", "list", "--status", "pending")
+    assert listing.returncode == 0, listing.stderr
+    header, *rows = listing.stdout.splitlines()
+    assert header.split() == COLUMNS
+    assert any(row.startswith(reference) and " pending " in row for row in rows)
+    assert rows[-1].startswith("page 1 of 1")
+    as_json = json.loads(syncd(daemon, "tasks", "list", "--json", "--size", "500").stdout)
+    assert reference in {t["reference"] for t in as_json["tasks"]}
+    failed_only = json.loads(syncd(daemon, "tasks", "list", "--status", "failed", "--json").stdout)
+    assert all(t["status"] == "failed" for t in failed_only["tasks"])
+
+
+def test_show_cancel_retry_and_their_errors(daemon: Daemon) -> None:
+    made = json.loads(
+        syncd(daemon, "tasks", "create", "noop", "--run-after", LATER, "--json").stdout
+    )
+    shown = syncd(daemon, "tasks", "show", made["reference"])
+    assert shown.returncode == 0 and "status:        pending" in shown.stdout
+    assert (
+        json.loads(syncd(daemon, "tasks", "show", made["id"], "--json").stdout)["id"] == made["id"]
+    )
+
+    cancelled = syncd(daemon, "tasks", "cancel", made["id"])
+    assert cancelled.returncode == 0 and cancelled.stdout == f"cancelled {made['reference']}\n"
+    again = syncd(daemon, "tasks", "cancel", made["id"])
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr == "syncd: error: HTTP 409 invalid_state: task is already cancelled\n"
+
+    retried = syncd(daemon, "tasks", "retry", made["reference"], "--json")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["retry_of"] == made["id"]
+
+    unknown = syncd(daemon, "tasks", "show", "NOSUCHTASK1")
+    assert unknown.returncode == 1
+    assert unknown.stderr == "syncd: error: HTTP 404 not_found: no task 'NOSUCHTASK1'\n"
+    invalid = syncd(daemon, "tasks", "create", "no_such_type")
+    assert invalid.returncode == 1 and "HTTP 422 validation_error: task_type" in invalid.stderr
+
+
+def test_batch_cancel_reports_each_id(daemon: Daemon) -> None:
+    made = json.loads(
+        syncd(daemon, "tasks", "create", "noop", "--run-after", LATER, "--json").stdout
+    )
+    result = syncd(daemon, "tasks", "cancel", made["id"], "NOSUCHTASK1")
+    assert result.returncode == 1
+    rows = result.stdout.splitlines()[1:]
+    assert rows[0].split()[:3] == [made["id"], "ok", "cancelled"]
+    assert rows[1].split()[:2] == ["NOSUCHTASK1", "refused"]
+
+
+def test_stats(daemon: Daemon) -> None:
+    stats = syncd(daemon, "tasks", "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "success rate:" in stats.stdout and "node test-daemon:" in stats.stdout
+    as_json = json.loads(syncd(daemon, "tasks", "stats", "--json").stdout)
+    assert set(as_json) == {"database", "engine"}
+
+
+def test_unreachable_daemon_and_missing_file() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    down = syncd(None, "tasks", "list", "--url", url)
+    assert down.returncode == 1
+    assert down.stderr.startswith(f"syncd: error: cannot reach {url}: ")
+    assert len(down.stderr.splitlines()) == 1
+    missing = syncd(None, "import", "stock", "/nonexistent/stock.xlsx", "--url", url)
+    assert missing.returncode == 1
+    assert missing.stderr == "syncd: error: no such file: /nonexistent/stock.xlsx\n"
+
+
+def test_snapshot_create_follows_the_task(daemon: Daemon) -> None:
+    try:
+        daemon.call("GET", "/api/admin/pricing/partnumber-books")
+    except HTTPError as exc:
+        exc.close()
+        if exc.code == 404:
+            pytest.skip("partnumber-book endpoints (issue 3) are not in this build")
+        raise
+    done = syncd(daemon, "snapshot", "create", "--follow")
+    # With no source rows the snapshot fails by design (an empty book is refused).
+    assert done.returncode in (0, 3), done.stderr
+    assert "partnumber_book_create" in done.stdout
+
+
+def test_import_stock_uploads_the_file(daemon: Daemon, tmp_path: Path) -> None:
+    try:
+        daemon.call("POST", "/api/imports/stock", body={})
+    except HTTPError as exc:
+        exc.close()
+        if exc.code == 404:
+            pytest.skip("the stock import endpoint (issue 4) is not in this build")
+    sheet = tmp_path / "stock.xlsx"
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    assert sheet_ is not None
+    sheet_.append(["partnumber", "vendor", "description", "qty", "price", "warehouse"])
+    sheet_.append(["PN-1", "ACME", "a part", 3, 9.5, "main"])
+    book.save(sheet)
+    done = syncd(daemon, "import", "stock", str(sheet), "--follow")
+    assert "stock_import" in done.stdout
+    assert done.returncode in (0, 3), done.stderr
