@@ -140,10 +140,11 @@ document.getElementById("logout").addEventListener("click", () => {
 });
 
 window.addEventListener("syncd:unauthorized", (event) => {
-  if (!signedIn && !session.token) return;
+  if (!signedIn) return; // the sign-in itself reports its own failure
   session.token = "";
   showLogin(`Your session ended: ${event.detail}. Sign in again.`);
 });
 
 window.addEventListener("hashchange", route);
+window.syncd = { live, session }; // for the browser tests and for poking around in devtools
 signIn();

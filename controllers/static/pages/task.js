@@ -102,7 +102,7 @@ export function render({ root, params, query, go }) {
       ["Started", fmtTime(task.started_at)],
       ["Finished", fmtTime(task.finished_at)],
       ["Duration", duration],
-      ["Node", task.lease_owner || "—"],
+      ["Node", task.lease_owner || (task.attempts.length ? task.attempts[task.attempts.length - 1].node_id : "—")],
       ["Timeout", task.timeout_s ? fmtDuration(task.timeout_s) : "handler default"],
       ["Dedupe key", task.dedupe_key || "—"],
     ];
@@ -113,7 +113,7 @@ export function render({ root, params, query, go }) {
     if (!task.attempts.length) return h("p.muted.pad", "Not started yet.");
     return table(["#", "Node", "Started", "Finished", "Outcome", "Error"], task.attempts.map((a) =>
       h("tr",
-        h("td.num", a.attempt),
+        h("td.num.plain", a.attempt),
         h("td", a.node_id),
         h("td.nowrap", timeCell(a.started_at)),
         h("td.nowrap", a.finished_at ? timeCell(a.finished_at) : "—"),
@@ -131,10 +131,10 @@ export function render({ root, params, query, go }) {
       clear(box,
         table(["Position", "Reason", "Record", "Attempt"], answer.errors.map((e) =>
           h("tr",
-            h("td.num", e.position ?? "—"),
+            h("td.num.plain", e.position ?? "—"),
             h("td.message", e.reason),
             h("td", h("code.record", JSON.stringify(e.record))),
-            h("td.num", e.attempt)))),
+            h("td.num.plain", e.attempt)))),
         pager(answer.pagination, (page) => go(`/task/${key}`, { epage: page })));
     } catch (error) {
       clear(box, errorBox(error, "Could not load the record errors"));

@@ -85,7 +85,7 @@ export function render({ root, query, go }) {
       h("td.status-cell", badge(task.status), task.cancel_requested && task.status === "running" ? h("div.muted.small", "cancelling…") : null),
       h("td.progress-cell", bar),
       message,
-      h("td.num.center", `${task.attempt}/${task.max_attempts}`),
+      h("td.num.plain", `${task.attempt}/${task.max_attempts}`),
       h("td.nowrap", timeCell(task.created_at)),
     );
     if (session.canOperate) cells.push(h("td.row-actions", actions(task)));

@@ -1,0 +1,77 @@
+"""Browser tests: Playwright (Python) driving Debian's Chromium against a real daemon.
+
+Never downloads a browser: Chromium comes from the distribution (scripts/install-test-deps.sh)
+and is launched by its path. Screenshots of every page go to build/screenshots/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon import Daemon, running_daemon
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder carries the `browser` marker."""
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the whole session."""
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed: run scripts/install-test-deps.sh")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon without API tokens (everyone on loopback is an admin)."""
+    with running_daemon(
+        sqlite_template, tmp_path_factory.mktemp("browser-daemon"), SYNCD_CONCURRENCY="3"
+    ) as d:
+        yield d
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh tab (own session storage); a JavaScript error in the page fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under build/screenshots/ for people to look at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
