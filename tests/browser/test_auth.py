@@ -123,6 +123,7 @@ def test_a_401_during_the_session_shows_the_login_form_with_the_message(
     session. (The real server's 401 is covered above once issue 6's middleware is merged.)"""
     sign_in(page, daemon, ADMIN)
     expect(page.locator("#whoami")).to_have_text("admin")
+    expect(page.locator("main .loading")).to_have_count(0)  # the first list load is done
     body = '{"error": {"code": "unauthorized", "message": "token expired", "details": null}}'
     page.route(
         "**/api/sync/tasks?*",

@@ -44,29 +44,79 @@ export function render({ root, query, go }) {
     }
   });
 
+  // The table is kept between reloads: a row whose task did not change state is reused (its
+  // progress and message are updated in place), so buttons do not jump under the pointer.
+  let tableParts = null; // {table, tbody, all, pagerBox, pagerKey}
+
   function draw(answer) {
-    rows.clear();
     for (const id of [...selected]) if (!tasks.some((t) => t.id === id)) selected.delete(id);
     if (!tasks.length) {
+      tableParts = null;
+      rows.clear();
       const filtered = filters.status || filters.task_type || filters.data_source_id;
       clear(listBox, empty(filtered ? "No task matches these filters" : "No tasks yet",
         filtered ? "Change or clear the filters above." : "Tasks appear here as soon as they are created."));
       drawBatch();
       return;
     }
+    if (!tableParts) tableParts = buildTable();
+    const previous = new Map(rows);
+    rows.clear();
+    const nodes = tasks.map((task) => {
+      const old = previous.get(task.id);
+      if (old && old.key === rowKey(task)) {
+        old.task = task;
+        setProgress(old.bar, task.progress);
+        old.bar.dataset.status = task.status;
+        const text = task.error || task.message || "";
+        if (old.message.textContent !== text) {
+          old.message.textContent = text;
+          old.message.title = text;
+        }
+        rows.set(task.id, old);
+        return old.row;
+      }
+      return taskRow(task);
+    });
+    const current = [...tableParts.tbody.children];
+    if (current.length !== nodes.length || current.some((n, i) => n !== nodes[i])) {
+      tableParts.tbody.replaceChildren(...nodes);
+    }
+    tableParts.all.checked = tasks.every((t) => selected.has(t.id));
+    const pagerKey = JSON.stringify(answer.pagination);
+    if (pagerKey !== tableParts.pagerKey) {
+      tableParts.pagerKey = pagerKey;
+      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", { ...filters, page })));
+    }
+    drawBatch();
+  }
+
+  function buildTable() {
     const all = h("input", {
       type: "checkbox", title: "Select all on this page", "aria-label": "Select all",
-      checked: tasks.every((t) => selected.has(t.id)),
-      on: { change: (e) => { for (const t of tasks) e.target.checked ? selected.add(t.id) : selected.delete(t.id); draw(answer); } },
+      on: {
+        change: (e) => {
+          for (const t of tasks) e.target.checked ? selected.add(t.id) : selected.delete(t.id);
+          for (const entry of rows.values()) {
+            const box = entry.row.querySelector("td.check input");
+            if (box) box.checked = selected.has(entry.task.id);
+          }
+          drawBatch();
+        },
+      },
     });
     const headers = [
-      session.canOperate ? all : "", "Task", "Type", "Status", "Progress", "Message", "Attempt", "Created",
+      session.canOperate ? all : null, "Task", "Type", "Status", "Progress", "Message", "Attempt", "Created",
       session.canOperate ? "" : null,
     ].filter((x) => x !== null);
-    const body = tasks.map((task) => taskRow(task));
-    clear(listBox, table(headers, body, { className: "tasks" }),
-      pager(answer.pagination, (page) => go("/tasks", { ...filters, page })));
-    drawBatch();
+    const tableNode = table(headers, [], { className: "tasks" });
+    const pagerBox = h("div");
+    clear(listBox, tableNode, pagerBox);
+    return { table: tableNode, tbody: tableNode.querySelector("tbody"), all, pagerBox, pagerKey: null };
+  }
+
+  function rowKey(task) {
+    return [task.status, task.cancel_requested, task.attempt, task.error].join("|");
   }
 
   function taskRow(task) {
@@ -76,7 +126,13 @@ export function render({ root, query, go }) {
     if (session.canOperate) {
       cells.push(h("td.check", h("input", {
         type: "checkbox", "aria-label": `Select ${task.reference}`, checked: selected.has(task.id),
-        on: { change: (e) => { e.target.checked ? selected.add(task.id) : selected.delete(task.id); drawBatch(); } },
+        on: {
+          change: (e) => {
+            e.target.checked ? selected.add(task.id) : selected.delete(task.id);
+            tableParts.all.checked = tasks.every((t) => selected.has(t.id));
+            drawBatch();
+          },
+        },
       })));
     }
     cells.push(
@@ -90,7 +146,7 @@ export function render({ root, query, go }) {
     );
     if (session.canOperate) cells.push(h("td.row-actions", actions(task)));
     const row = h("tr", { dataset: { id: task.id, status: task.status } }, cells);
-    rows.set(task.id, { row, bar, message, task });
+    rows.set(task.id, { row, bar, message, task, key: rowKey(task) });
     return row;
   }
 
@@ -145,7 +201,7 @@ export function render({ root, query, go }) {
       h("strong", `${chosen.length} selected`),
       h("button.btn.small.danger", { type: "button", disabled: !cancellable, dataset: { action: "batch-cancel" }, on: { click: (e) => batch(e.currentTarget, "cancel", chosen) } }, `Cancel ${cancellable}`),
       h("button.btn.small", { type: "button", disabled: !retryable, dataset: { action: "batch-retry" }, on: { click: (e) => batch(e.currentTarget, "retry", chosen) } }, `Retry ${retryable}`),
-      h("button.btn.small.ghost", { type: "button", on: { click: () => { selected.clear(); draw(lastAnswer); } } }, "Clear selection"));
+      h("button.btn.small.ghost", { type: "button", on: { click: () => { selected.clear(); for (const b of listBox.querySelectorAll("td.check input")) b.checked = false; draw(lastAnswer); } } }, "Clear selection"));
   }
 
   async function batch(button, action, chosen) {
@@ -166,6 +222,7 @@ export function render({ root, query, go }) {
   }
 
   // Live: progress in place; anything else (created, finished, ...) reloads the page of the list.
+  let reloadTimer = null;
   const unsubscribe = live.subscribe((events) => {
     let structural = false;
     for (const event of events) {
@@ -181,12 +238,21 @@ export function render({ root, query, go }) {
         structural = true;
       }
     }
-    if (structural) reload();
+    if (structural && !reloadTimer) {
+      // Many tasks starting or ending at once: one reload for the lot, a moment later.
+      reloadTimer = setTimeout(() => {
+        reloadTimer = null;
+        reload();
+      }, 300);
+    }
   });
   live.setPoller(reload);
 
   reload();
-  return unsubscribe;
+  return () => {
+    unsubscribe();
+    clearTimeout(reloadTimer);
+  };
 }
 
 function filterBar(filters, go) {
