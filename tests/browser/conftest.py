@@ -34,9 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium per module. Not per session: Playwright's sync API keeps its event
+    loop set as the running loop while it is open, which would break the async tests that run
+    after the browser modules."""
     if not CHROMIUM.exists():
         pytest.skip("Chromium is not installed: run scripts/install-test-deps.sh")
     from playwright.sync_api import sync_playwright
