@@ -1,11 +1,12 @@
 """The partnumber-book store: every SQL statement about books and their source tables.
 
-A snapshot is set-based: two `INSERT ... SELECT` statements (plain lots, then bundle components)
-write the items, so a million mappings never travel through Python. The book, its items and its
-activation are one transaction, taken under the `partnumber_books` row of `sync_locks` so that
-two nodes never write books at the same time (on SQLite `BEGIN IMMEDIATE` already serialises
-writers; on MySQL the row is locked with `SELECT ... FOR UPDATE`). `UNIQUE(version)` is the
-last line of defence. Retention takes the same lock, so it never races an activation.
+A snapshot is set-based: one `INSERT ... SELECT` over a single scan of `lot_partnumbers` writes
+the items (bundles expanded by a join), so a million mappings never travel through Python. The
+book, its items and its activation are one transaction, taken under the `partnumber_books` row
+of `sync_locks` so that two nodes never write books at the same time (on SQLite `BEGIN
+IMMEDIATE` already serialises writers; on MySQL the row is locked with `SELECT ... FOR
+UPDATE`). `UNIQUE(version)` is the last line of defence. Retention takes the same lock, so it
+never races an activation.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
+    case,
     delete,
     exists,
     false,
@@ -106,11 +108,9 @@ class BookItem:
 
 @dataclass(frozen=True)
 class SnapshotResult:
-    """The book a snapshot created and how many items of each kind it wrote."""
+    """The book a snapshot created and how many ignore globs it applied."""
 
     book: BookRecord
-    lot_items: int
-    bundle_items: int
     ignore_patterns: int
 
 
@@ -160,11 +160,9 @@ class BookStore:
             version = await self._next_version(conn, now.astimezone(tz).date())
             book_id = await self._insert_book(conn, version, now, task_id)
             patterns = await self._ignore_patterns(conn)
-            report(f"{version}: copying mappings", 0, 10)
-            lots = (await conn.execute(_lot_items(book_id, patterns))).rowcount
-            report(f"{version}: expanding bundles", lots, 45)
-            bundles = (await conn.execute(_bundle_items(book_id, patterns))).rowcount
-            total = lots + bundles
+            report(f"{version}: copying mappings and expanding bundles", 0, 10)
+            dialect = self.engine.dialect.name
+            total = (await conn.execute(_items(book_id, patterns, dialect))).rowcount
             if total == 0:
                 raise SnapshotError(
                     "the snapshot is empty: no partnumber maps to a lot once ignored "
@@ -184,7 +182,7 @@ class BookStore:
             "partnumber book created",
             extra={"action": "snapshot", "version": version, "items": total, "task_id": task_id},
         )
-        return SnapshotResult(book, lots, bundles, len(patterns))
+        return SnapshotResult(book, len(patterns))
 
     async def _next_version(self, conn: AsyncConnection, day: Any) -> str:
         prefix = f"PNBOOK-{day.year:04d}-{day.month:02d}-{day.day:02d}-"
@@ -346,11 +344,43 @@ def _book(row: Any) -> BookRecord:
 # ---- snapshot SQL ---------------------------------------------------------------------------
 
 
-def _not_ignored(patterns: Sequence[str]) -> ColumnElement[bool]:
+def _items(book_id: int, patterns: Sequence[str], dialect: str) -> Any:
+    """The whole snapshot as one `INSERT ... SELECT` over one scan of `lot_partnumbers`.
+
+    Each mapping is left-joined to `qt_lot_bundles` and, for a bundle, to its components: a
+    plain lot gives one item (the lot, qty 1), a bundle one item per component (component lot,
+    its qty). A bundle without components yields a NULL lot, dropped with the blank lots.
+    """
+    bundle = BUNDLES.c.bundle_lot_name
+    is_plain = bundle.is_(None)
+    lot_name = case((is_plain, LP.c.lot_name), else_=BUNDLE_ITEMS.c.lot_name)
+    qty = case((is_plain, literal(1, Integer)), else_=BUNDLE_ITEMS.c.qty)
+    joined = LP.outerjoin(BUNDLES, bundle == LP.c.lot_name).outerjoin(
+        BUNDLE_ITEMS, BUNDLE_ITEMS.c.bundle_lot_name == bundle
+    )
+    source = (
+        select(
+            literal(book_id, BigInteger),
+            LP.c.partnumber,
+            LP.c.vendor,
+            lot_name,
+            qty,
+            LP.c.is_primary_pn,
+            LP.c.description,
+        )
+        .select_from(joined)
+        .where(_not_blank(lot_name, dialect), _not_ignored(patterns, dialect))
+    )
+    return insert(ITEMS).from_select(list(ITEM_COLUMNS), source)
+
+
+def _not_ignored(patterns: Sequence[str], dialect: str) -> ColumnElement[bool]:
     """Not an exact `is_ignored` partnumber, and matching no ignored glob (case-insensitive).
 
     The exact match uses the column's collation (case-insensitive on MariaDB's default
     collations, case-sensitive on SQLite) so that it can use the primary key of the seen table.
+    SQLite's LIKE already ignores ASCII case (its LOWER knows no other letters either), so only
+    MySQL lowers both sides, which also covers a binary collation.
     """
     exact = exists().where(
         SEEN.c.partnumber == LP.c.partnumber,
@@ -359,48 +389,14 @@ def _not_ignored(patterns: Sequence[str]) -> ColumnElement[bool]:
     )
     clauses: list[ColumnElement[bool]] = [not_(exact)]
     if patterns:
-        lowered = func.lower(LP.c.partnumber)
-        clauses.append(not_(or_(*(lowered.like(p, escape=LIKE_ESCAPE) for p in patterns))))
+        subject = LP.c.partnumber if dialect == "sqlite" else func.lower(LP.c.partnumber)
+        clauses.append(not_(or_(*(subject.like(p, escape=LIKE_ESCAPE) for p in patterns))))
     return and_(*clauses)
 
 
-def _not_blank(column: Any) -> ColumnElement[bool]:
+def _not_blank(column: Any, dialect: str) -> ColumnElement[bool]:
     """Not NULL, and not only spaces, tabs, carriage returns and line feeds."""
+    if dialect == "sqlite":
+        return func.trim(column, " \t\r\n") != ""
     spaced = func.replace(func.replace(func.replace(column, "\t", " "), "\n", " "), "\r", " ")
-    return and_(column.is_not(None), func.trim(spaced) != "")
-
-
-def _lot_items(book_id: int, patterns: Sequence[str]) -> Any:
-    """One item per mapping whose lot is not a bundle: the lot itself, qty 1."""
-    is_bundle = exists().where(BUNDLES.c.bundle_lot_name == LP.c.lot_name)
-    source = select(
-        literal(book_id, BigInteger),
-        LP.c.partnumber,
-        LP.c.vendor,
-        LP.c.lot_name,
-        literal(1, Integer),
-        LP.c.is_primary_pn,
-        LP.c.description,
-    ).where(_not_ignored(patterns), _not_blank(LP.c.lot_name), not_(is_bundle))
-    return insert(ITEMS).from_select(list(ITEM_COLUMNS), source)
-
-
-def _bundle_items(book_id: int, patterns: Sequence[str]) -> Any:
-    """One item per component of a bundle a mapping points at: the component lot, its qty."""
-    joined = LP.join(BUNDLES, BUNDLES.c.bundle_lot_name == LP.c.lot_name).join(
-        BUNDLE_ITEMS, BUNDLE_ITEMS.c.bundle_lot_name == BUNDLES.c.bundle_lot_name
-    )
-    source = (
-        select(
-            literal(book_id, BigInteger),
-            LP.c.partnumber,
-            LP.c.vendor,
-            BUNDLE_ITEMS.c.lot_name,
-            BUNDLE_ITEMS.c.qty,
-            LP.c.is_primary_pn,
-            LP.c.description,
-        )
-        .select_from(joined)
-        .where(_not_ignored(patterns), _not_blank(BUNDLE_ITEMS.c.lot_name))
-    )
-    return insert(ITEMS).from_select(list(ITEM_COLUMNS), source)
+    return func.trim(spaced) != ""

@@ -37,8 +37,6 @@ async def run(ctx: TaskContext) -> JsonObject:
         "version": book.version,
         "book_id": book.id,
         "item_count": book.item_count,
-        "lot_items": created.lot_items,
-        "bundle_items": created.bundle_items,
         "ignore_patterns": created.ignore_patterns,
     }
     try:
