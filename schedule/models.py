@@ -137,7 +137,7 @@ lot = Table(
 lot_partnumbers = Table(
     "lot_partnumbers",
     metadata,
-    Column("vendor", Name, primary_key=True, server_default=""),
+    Column("vendor", Name, primary_key=True, server_default=text("''")),
     Column("partnumber", Name, primary_key=True),
     Column("lot_name", Name),
     Column("description", Description),
@@ -191,7 +191,7 @@ qt_partnumber_book_items = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("book_id", BigId, nullable=False),
     Column("partnumber", Name, nullable=False),
-    Column("vendor", Name, nullable=False, server_default=""),
+    Column("vendor", Name, nullable=False, server_default=text("''")),
     Column("lot_name", Name, nullable=False),
     Column("qty", Integer, nullable=False, server_default="1"),
     Column("is_primary_pn", Boolean, nullable=False, server_default=true()),

@@ -63,7 +63,7 @@ def _source_tables() -> None:
     if _missing("lot_partnumbers"):
         op.create_table(
             "lot_partnumbers",
-            sa.Column("vendor", Name, primary_key=True, server_default=""),
+            sa.Column("vendor", Name, primary_key=True, server_default=sa.text("''")),
             sa.Column("partnumber", Name, primary_key=True),
             sa.Column("lot_name", Name),
             sa.Column("description", Description),
@@ -116,7 +116,7 @@ def _book_tables() -> None:
             sa.Column("id", BigId, primary_key=True, autoincrement=True),
             sa.Column("book_id", BigId, nullable=False),
             sa.Column("partnumber", Name, nullable=False),
-            sa.Column("vendor", Name, nullable=False, server_default=""),
+            sa.Column("vendor", Name, nullable=False, server_default=sa.text("''")),
             sa.Column("lot_name", Name, nullable=False),
             sa.Column("qty", sa.Integer, nullable=False, server_default="1"),
             sa.Column("is_primary_pn", sa.Boolean, nullable=False, server_default=sa.true()),
