@@ -17,7 +17,7 @@ from engine.handlers import default_registry
 from schedule.books import BookStore
 from schedule.database import create_engine
 from schedule.models import TaskStatus, sync_task_attempts, sync_task_errors, sync_tasks
-from schedule.records import NewTask, Outcome, Page, TaskFilter, TaskRecord, TaskRequest
+from schedule.records import NewTask, Page, TaskFilter, TaskRecord, TaskRequest
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
 from tests.conftest import make_settings
@@ -168,8 +168,23 @@ def noop_later() -> NewTask:
 
 
 async def make_finished(store: TaskStore, status: TaskStatus) -> str:
-    """A task that ran on node `x` and ended with `status` (attempt row written)."""
-    task, _ = await store.create(NewTask(task_type="noop_x", parameters={}, max_attempts=1))
-    (claimed,) = await store.claim("x", 1, 30, types=["noop_x"])
-    await store.finish("x", [Outcome(task.id, claimed.attempt, status, status.value)])
+    """A task that ended with `status`, with an attempt row (written directly, not run)."""
+    task, _ = await store.create(noop_later())
+    now = datetime.now(UTC).replace(tzinfo=None)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(sync_tasks)
+            .where(sync_tasks.c.id == task.id)
+            .values(status=status.value, attempt=1, finished_at=now, dedupe_active=None)
+        )
+        await conn.execute(
+            insert(sync_task_attempts).values(
+                task_id=task.id,
+                attempt=1,
+                node_id="x",
+                started_at=now,
+                finished_at=now,
+                outcome=status.value,
+            )
+        )
     return task.id
