@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import (
@@ -184,7 +184,7 @@ class BookStore:
         )
         return SnapshotResult(book, len(patterns))
 
-    async def _next_version(self, conn: AsyncConnection, day: Any) -> str:
+    async def _next_version(self, conn: AsyncConnection, day: date) -> str:
         prefix = f"PNBOOK-{day.year:04d}-{day.month:02d}-{day.day:02d}-"
         rows = await conn.execute(select(BOOKS.c.version).where(BOOKS.c.version.like(prefix + "%")))
         try:

@@ -142,7 +142,6 @@ lot_partnumbers = Table(
     Column("lot_name", Name),
     Column("description", Description),
     Column("is_primary_pn", Boolean, nullable=False, server_default=true()),
-    Index("ix_lot_partnumbers_lot", "lot_name"),
 )
 
 qt_lot_bundles = Table(

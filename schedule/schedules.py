@@ -114,10 +114,10 @@ class ScheduleStore:
     ) -> ScheduleRow:
         """Pause or resume; `skip_until` moves the fire baseline so paused fires are skipped."""
         now = naive(self.clock())
-        values: dict[str, object] = {"paused": paused, "updated_at": now}
-        where = [S.c.id == job_id]
         async with self.engine.begin() as conn:
-            result = await conn.execute(update(S).where(*where).values(**values))
+            result = await conn.execute(
+                update(S).where(S.c.id == job_id).values(paused=paused, updated_at=now)
+            )
             if result.rowcount and skip_until is not None:
                 fire = naive(skip_until)
                 await conn.execute(

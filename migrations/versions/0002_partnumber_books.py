@@ -69,7 +69,6 @@ def _source_tables() -> None:
             sa.Column("description", Description),
             sa.Column("is_primary_pn", sa.Boolean, nullable=False, server_default=sa.true()),
         )
-        op.create_index("ix_lot_partnumbers_lot", "lot_partnumbers", ["lot_name"])
     if _missing("qt_lot_bundles"):
         op.create_table("qt_lot_bundles", sa.Column("bundle_lot_name", Name, primary_key=True))
     if _missing("qt_lot_bundle_items"):

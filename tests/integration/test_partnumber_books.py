@@ -312,3 +312,24 @@ def test_blank_rule_matches_the_sql_rule() -> None:
     for name in (None, "", " ", "\t", "\r\n", " \t "):
         assert is_blank_lot(name)
     assert not is_blank_lot(" x ")
+
+
+async def test_two_nodes_snapshotting_at_once_get_distinct_versions(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock
+) -> None:
+    await load(ddb, [mapping(f"PN-{i}", "LOT") for i in range(2000)])
+    other_engine = await asyncio.to_thread(create_engine, dialect_settings)
+    try:
+        node_a, node_b = BookStore(ddb, clock), BookStore(other_engine, clock)
+        async with asyncio.timeout(60):
+            made = await asyncio.gather(
+                node_a.snapshot(UTC_TZ, None, "a"), node_b.snapshot(UTC_TZ, None, "b")
+            )
+    finally:
+        await other_engine.dispose()
+    assert sorted(m.book.version for m in made) == [
+        "PNBOOK-2026-03-10-001",
+        "PNBOOK-2026-03-10-002",
+    ]
+    assert await active_versions(ddb) == ["PNBOOK-2026-03-10-002"]
+    assert all(m.book.item_count == 2000 for m in made)

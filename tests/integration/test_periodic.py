@@ -174,6 +174,18 @@ async def test_run_now_and_unknown_ids(
             await action("nope")
 
 
+async def test_cron_callback_enqueues_the_fire_that_just_passed(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
+    clock.now = datetime(2026, 3, 11, 1, 0, 0, 300000, tzinfo=UTC)  # 04:00:00.3 Moscow
+    await scheduler._on_fire("task_retention")
+    await scheduler._on_fire("task_retention")  # a second daemon's callback for the same fire
+    assert await tasks_of(store, "task_retention") == ["task_retention@2026-03-11T01:00:00Z"]
+    assert await tasks_of(store, "partnumber_book_create") == []
+
+
 async def test_start_registers_cron_jobs_and_stops(
     ddb: AsyncEngine, dialect_settings: Settings, clock: Clock
 ) -> None:
