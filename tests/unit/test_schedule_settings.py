@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from schedule.periodic import default_jobs
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(
-    overrides: dict[str, object], named: str, tmp_path: Path
+    overrides: dict[str, Any], named: str, tmp_path: Path
 ) -> None:
     with pytest.raises(SettingsError, match=named):
         load_settings(state_dir=tmp_path, **overrides)
