@@ -9,13 +9,16 @@ from datetime import datetime
 from aiohttp import web
 
 from config.settings import Settings
-from controllers import dashboard, health, identity, live, tasks
+from controllers import dashboard, health, identity, live, pricing, schedules, tasks
 from controllers.errors import error_middleware
-from controllers.keys import DB, ENGINE, REGISTRY, SERVICE, SETTINGS, STORE
+from controllers.keys import BOOKS, DB, ENGINE, REGISTRY, SCHEDULER, SERVICE, SETTINGS, STORE
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import Registry
+from schedule.books import BookStore
 from schedule.database import check_schema, create_engine
+from schedule.periodic import PeriodicScheduler
+from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
 from schedule.store import make_store, utcnow
 
@@ -33,10 +36,13 @@ def create_app(
     app[REGISTRY] = registry or default_registry()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_engine(clock))
+    app.cleanup_ctx.append(_periodic(clock))
     app.cleanup_ctx.append(live.live_context)
     app.on_shutdown.append(live.close_sockets)
     app.add_routes(health.routes)
     app.add_routes(tasks.routes)
+    app.add_routes(schedules.routes)
+    app.add_routes(pricing.routes)
     app.add_routes(identity.routes)
     app.add_routes(live.routes)
     app.add_routes(dashboard.routes)
@@ -67,5 +73,22 @@ def _engine(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncI
         await engine.start()
         yield
         await engine.stop()
+
+    return ctx
+
+
+def _periodic(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The book store and the periodic jobs; stopped before the engine."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        app[BOOKS] = BookStore(app[DB], clock)
+        scheduler = PeriodicScheduler(
+            app[SERVICE], ScheduleStore(app[DB], clock), settings, clock=clock
+        )
+        app[SCHEDULER] = scheduler
+        await scheduler.start()
+        yield
+        await scheduler.stop()
 
     return ctx

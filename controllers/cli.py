@@ -132,8 +132,11 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
     from config.logging import configure_logging
+    from schedule.database import ensure_sqlite_dir
 
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
+    ensure_sqlite_dir(settings.database_url)
     asyncio.run(_serve(settings))
     return 0
 

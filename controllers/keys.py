@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config.settings import Settings
 from engine.engine import SyncEngine
 from engine.handlers.base import Registry
+from schedule.books import BookStore
+from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
 
@@ -23,3 +25,5 @@ STORE = web.AppKey("store", TaskStore)
 ENGINE = web.AppKey("engine", SyncEngine)
 SERVICE = web.AppKey("service", ScheduleService)
 LIVE: web.AppKey[LiveHub] = web.AppKey("live")
+BOOKS = web.AppKey("books", BookStore)
+SCHEDULER = web.AppKey("scheduler", PeriodicScheduler)

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schedule.books import BookItem, BookRecord
 from schedule.models import TaskStatus
+from schedule.periodic import ScheduleView
 from schedule.records import (
     AttemptRecord,
     BatchResult,
@@ -207,4 +209,82 @@ def throughput_json(hours: list[HourCount]) -> dict[str, Any]:
         "hours": len(hours),
         "since": iso(hours[0].hour) if hours else None,
         "buckets": [{"hour": iso(h.hour), **h.by_status} for h in hours],
+    }
+
+
+# ---- issue 3: schedules, partnumber books, seed-000 task shape ---------------------------------
+
+
+class BookItemsQuery(PageQuery):
+    """GET /api/admin/pricing/partnumber-books/{version}/items query."""
+
+    partnumber: str | None = Field(None, min_length=1, max_length=255)
+
+
+class CreateBookBody(Strict):
+    """POST /api/admin/pricing/partnumber-books: no fields (an empty object or no body)."""
+
+
+def schedule_json(view: ScheduleView) -> dict[str, Any]:
+    """One periodic job of `GET /api/schedules`."""
+    return {
+        "id": view.id,
+        "task_type": view.task_type,
+        "cron": view.cron,
+        "timezone": view.timezone,
+        "next_run_at": iso(view.next_run_at),
+        "last_run_at": iso(view.last_run_at),
+        "last_task_id": view.last_task_id,
+        "paused": view.paused,
+    }
+
+
+def book_json(book: BookRecord) -> dict[str, Any]:
+    """One partnumber book."""
+    return {
+        "id": book.id,
+        "version": book.version,
+        "is_active": book.is_active,
+        "created_at": iso(book.created_at),
+        "item_count": book.item_count,
+        "task_id": book.task_id,
+    }
+
+
+def book_item_json(item: BookItem) -> dict[str, Any]:
+    """One item of a partnumber book."""
+    return {
+        "partnumber": item.partnumber,
+        "vendor": item.vendor,
+        "lot_name": item.lot_name,
+        "qty": item.qty,
+        "is_primary_pn": item.is_primary_pn,
+        "description": item.description,
+    }
+
+
+SEED000_STATUS = {
+    TaskStatus.PENDING: "running",
+    TaskStatus.RUNNING: "running",
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.FAILED: "error",
+    TaskStatus.CANCELLED: "error",
+}
+
+
+def seed000_task_json(task: TaskRecord) -> dict[str, Any]:
+    """A task in seed 000's shape: running | completed | error, with `type` and `done_at`."""
+    error = task.error
+    if task.status is TaskStatus.CANCELLED and not error:
+        error = "cancelled"
+    return {
+        "id": task.id,
+        "type": task.task_type,
+        "status": SEED000_STATUS[task.status],
+        "progress": task.progress,
+        "message": task.message,
+        "result": task.result,
+        "error": error if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) else None,
+        "created_at": iso(task.created_at),
+        "done_at": iso(task.finished_at),
     }

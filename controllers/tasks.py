@@ -51,7 +51,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
     flt = TaskFilter(query.status, query.task_type, query.data_source_id)
-    tasks, total = await request.app[SERVICE].list(flt, Page(query.page, query.size))
+    tasks, total = await request.app[SERVICE].list_tasks(flt, Page(query.page, query.size))
     return web.json_response(
         {
             "tasks": [task_json(t) for t in tasks],

@@ -338,6 +338,8 @@ class SyncEngine:
             log.warning(
                 "cancel grace expired; forcing", extra=self._extra(run.task, action="force")
             )
+            grace = self.settings.cancel_grace_s
+            run.cancel.reason = f"{run.cancel.reason}; forced after {grace:g} s grace"
             run.job.cancel()
 
     # ---- group commit of finished attempts --------------------------------------------------

@@ -57,3 +57,18 @@ class SchemaError(ScheduleError):
     """The database schema is missing or outdated: run `syncd migrate`."""
 
     code = "unavailable"
+
+
+# ---- issue 3: partnumber books ----------------------------------------------------------------
+
+
+class SnapshotError(ScheduleError):
+    """The partnumber book could not be created; nothing was written."""
+
+    code = "snapshot_failed"
+
+
+class LockBusy(ScheduleError):
+    """Another node holds the lock for this work; try again later."""
+
+    code = "unavailable"

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     false,
     text,
+    true,
 )
 from sqlalchemy.dialects import mysql
 
@@ -81,12 +82,21 @@ sync_tasks = Table(
     Column("started_at", Timestamp),
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp),
-    Index("ix_sync_tasks_claim", "status", text("priority DESC"), "run_after", "created_at"),
     Index("ix_sync_tasks_lease", "status", "lease_expires_at"),
     Index("ix_sync_tasks_created", "created_at"),
     Index("ix_sync_tasks_type_created", "task_type", "created_at"),
     Index("ix_sync_tasks_source_created", "data_source_id", "created_at"),
     Index("ix_sync_tasks_finished", "finished_at"),
+)
+
+# Claim order is priority DESC, run_after, created_at: the index walks it in that order, so a
+# MariaDB claim locks only the rows it takes (no filesort over every pending row).
+Index(
+    "ix_sync_tasks_claim",
+    sync_tasks.c.status,
+    sync_tasks.c.priority.desc(),
+    sync_tasks.c.run_after,
+    sync_tasks.c.created_at,
 )
 
 sync_task_attempts = Table(
@@ -114,4 +124,109 @@ sync_task_errors = Table(
     Column("reason", LongText, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_sync_task_errors_task", "task_id", "id"),
+)
+
+# ---- issue 3: partnumber books (seed 000) and periodic schedules ---------------------------
+#
+# Source and book tables carry the names and columns QuoteForge reads (DESIGN.md, Partnumber
+# books); do not rename them. Lot names and partnumbers are VARCHAR(255) so that the composite
+# keys stay within InnoDB's 3072-byte index limit in utf8mb4.
+
+Name = String(255)
+Description = String(10000)
+
+lot = Table(
+    "lot",
+    metadata,
+    Column("lot_name", Name, primary_key=True),
+    Column("lot_category", String(255)),
+    Column("description", Description),
+)
+
+lot_partnumbers = Table(
+    "lot_partnumbers",
+    metadata,
+    Column("vendor", Name, primary_key=True, server_default=text("''")),
+    Column("partnumber", Name, primary_key=True),
+    Column("lot_name", Name),
+    Column("description", Description),
+    Column("is_primary_pn", Boolean, nullable=False, server_default=true()),
+)
+
+qt_lot_bundles = Table(
+    "qt_lot_bundles",
+    metadata,
+    Column("bundle_lot_name", Name, primary_key=True),
+)
+
+qt_lot_bundle_items = Table(
+    "qt_lot_bundle_items",
+    metadata,
+    Column("bundle_lot_name", Name, primary_key=True),
+    Column("lot_name", Name, primary_key=True),
+    Column("qty", Integer, nullable=False, server_default="1"),
+)
+
+qt_vendor_partnumber_seen = Table(
+    "qt_vendor_partnumber_seen",
+    metadata,
+    Column("partnumber", Name, primary_key=True),
+    Column("vendor", Name),
+    Column("is_ignored", Boolean, nullable=False, server_default=false()),
+    Column("is_pattern", Boolean, nullable=False, server_default=false()),
+    Column("source_type", String(64)),
+    Column("first_seen_at", Timestamp),
+    Column("last_seen_at", Timestamp),
+    Index("ix_qt_vendor_partnumber_seen_ignored", "is_ignored", "is_pattern"),
+)
+
+qt_partnumber_books = Table(
+    "qt_partnumber_books",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(30), nullable=False, unique=True),
+    Column("is_active", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Timestamp, nullable=False),
+    Column("item_count", Integer, nullable=False, server_default="0"),
+    Column("task_id", String(36)),
+    Index("ix_qt_partnumber_books_active", "is_active"),
+    Index("ix_qt_partnumber_books_created", "created_at"),
+)
+
+qt_partnumber_book_items = Table(
+    "qt_partnumber_book_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("book_id", BigId, nullable=False),
+    Column("partnumber", Name, nullable=False),
+    Column("vendor", Name, nullable=False, server_default=text("''")),
+    Column("lot_name", Name, nullable=False),
+    Column("qty", Integer, nullable=False, server_default="1"),
+    Column("is_primary_pn", Boolean, nullable=False, server_default=true()),
+    Column("description", Description),
+    Index("ix_qt_partnumber_book_items_book_pn", "book_id", "partnumber"),
+)
+
+sync_schedules = Table(
+    "sync_schedules",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("task_type", String(64), nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    # The scheduled time of the newest fire that enqueued a task (the catch-up baseline).
+    Column("last_fire_at", Timestamp),
+    Column("last_run_at", Timestamp),
+    Column("last_task_id", String(36)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# Named cluster-wide locks: a transaction that must not run on two nodes at once takes its row
+# with SELECT ... FOR UPDATE (MySQL); on SQLite `BEGIN IMMEDIATE` already serialises writers.
+sync_locks = Table(
+    "sync_locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("locked_by", String(128)),
+    Column("locked_at", Timestamp),
 )

@@ -59,7 +59,7 @@ class TaskRecord:
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TaskRecord:
+    def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:
         """Build from a `sync_tasks` row mapping."""
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["status"] = TaskStatus(values["status"])

@@ -177,9 +177,9 @@ class ScheduleService:
         """One task (live progress merged), without attempts."""
         return self._merge_live(await self.store.require(key))
 
-    async def list(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
         """A page of tasks, newest first, with live progress merged."""
-        tasks, total = await self.store.list(flt, page)
+        tasks, total = await self.store.list_tasks(flt, page)
         return [self._merge_live(t) for t in tasks], total
 
     async def errors(self, key: str, page: Page) -> tuple[list[StoredRecordError], int]:

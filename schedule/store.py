@@ -190,7 +190,7 @@ class TaskStore:
             raise NotFound(f"no task {key!r}")
         return task
 
-    async def list(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
         """Newest first, filtered and paged; also the total matching."""
         where = _filter_clause(flt)
         query = select(T).where(where).order_by(T.c.created_at.desc(), T.c.id.desc())
@@ -763,7 +763,7 @@ class _ReadConnection:
         return await conn.execution_options(**READONLY)
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+        await self._cm.__aexit__(*exc)
 
 
 def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:

@@ -7,9 +7,14 @@ from engine.handlers.base import Registry
 
 def default_registry() -> Registry:
     """Every built-in task type (imported here so that handler modules load lazily)."""
-    from engine.handlers import noop
+    from engine.handlers import (
+        noop,
+        partnumber_book_create,
+        partnumber_book_retention,
+        task_retention,
+    )
 
     registry = Registry()
-    for module in (noop,):
+    for module in (noop, partnumber_book_create, partnumber_book_retention, task_retention):
         registry.register(module.SPEC)
     return registry

@@ -58,7 +58,12 @@ def upgrade() -> None:
     op.create_index(
         "ix_sync_tasks_claim",
         "sync_tasks",
-        ["status", sa.text("priority DESC"), "run_after", "created_at"],
+        [
+            sa.column("status"),
+            sa.column("priority").desc(),
+            sa.column("run_after"),
+            sa.column("created_at"),
+        ],
     )
     op.create_index("ix_sync_tasks_lease", "sync_tasks", ["status", "lease_expires_at"])
     op.create_index("ix_sync_tasks_created", "sync_tasks", ["created_at"])

@@ -213,9 +213,9 @@ async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
     for i in range(5):
         await st.create(noop(data_source_id="ds1" if i % 2 else None))
         clock.advance(1)
-    tasks, total = await st.list(TaskFilter(data_source_id="ds1"), Page(1, 10))
+    tasks, total = await st.list_tasks(TaskFilter(data_source_id="ds1"), Page(1, 10))
     assert total == 2 and all(t.data_source_id == "ds1" for t in tasks)
-    everything, _ = await st.list(TaskFilter(), Page(1, 3))
+    everything, _ = await st.list_tasks(TaskFilter(), Page(1, 3))
     assert [t.created_at for t in everything] == sorted(
         (t.created_at for t in everything), reverse=True
     )
@@ -240,5 +240,5 @@ async def test_delete_finished_before_in_batches(st: TaskStore, clock: Clock) ->
     assert await st.delete_finished_before(clock.now, batch=2) == 2
     assert await st.delete_finished_before(clock.now, batch=2) == 1
     assert await st.delete_finished_before(clock.now, batch=2) == 0
-    _, total = await st.list(TaskFilter(), Page(1, 10))
+    _, total = await st.list_tasks(TaskFilter(), Page(1, 10))
     assert total == 2

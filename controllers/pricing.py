@@ -1,0 +1,62 @@
+"""Seed 000's routes: partnumber books for QuoteForge and its task polling endpoint."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from controllers.errors import parse, parse_query, read_json
+from controllers.keys import BOOKS, SERVICE
+from controllers.models import (
+    BookItemsQuery,
+    CreateBookBody,
+    book_item_json,
+    book_json,
+    pagination_json,
+    seed000_task_json,
+)
+from schedule.records import Page, TaskRequest
+
+routes = web.RouteTableDef()
+BOOKS_PATH = "/api/admin/pricing/partnumber-books"
+CREATE_DEDUPE_KEY = "partnumber_book_create@api"
+
+
+@routes.get("/api/tasks/{id}")
+async def get_task(request: web.Request) -> web.Response:
+    """A task in seed 000's shape, for clients that poll it every 500 ms."""
+    task = await request.app[SERVICE].find(request.match_info["id"])
+    return web.json_response(seed000_task_json(task))
+
+
+@routes.get(BOOKS_PATH)
+async def list_books(request: web.Request) -> web.Response:
+    """Every book, newest first, with its item count and whether it is the active one."""
+    books = await request.app[BOOKS].list_books()
+    return web.json_response({"books": [book_json(b) for b in books]})
+
+
+@routes.post(BOOKS_PATH)
+async def create_book(request: web.Request) -> web.Response:
+    """Enqueue a snapshot; a snapshot requested here and not finished yet is reused."""
+    if request.can_read_body:
+        parse(CreateBookBody, await read_json(request))
+    task, _ = await request.app[SERVICE].create(
+        TaskRequest(task_type="partnumber_book_create", dedupe_key=CREATE_DEDUPE_KEY)
+    )
+    return web.json_response({"task_id": task.id})
+
+
+@routes.get(BOOKS_PATH + "/{version}/items")
+async def book_items(request: web.Request) -> web.Response:
+    """A page of one book's items, optionally for one partnumber."""
+    query = parse_query(request, BookItemsQuery)
+    store = request.app[BOOKS]
+    book = await store.get_book(request.match_info["version"])
+    items, total = await store.items(book.id, Page(query.page, query.size), query.partnumber)
+    return web.json_response(
+        {
+            "book": book_json(book),
+            "items": [book_item_json(i) for i in items],
+            "pagination": pagination_json(query.page, query.size, total),
+        }
+    )

@@ -1,0 +1,237 @@
+"""The task API over real HTTP (aiohttp test server) on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from config.settings import Settings
+from controllers.app import create_app
+from controllers.keys import ENGINE
+from engine.handlers import default_registry
+from tests.helpers import Events, Gates
+
+Client = TestClient[web.Request, web.Application]
+AiohttpClient = Callable[[web.Application], Awaitable[Client]]
+
+
+@pytest.fixture
+def gates() -> Gates:
+    return Gates()
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, settings: Settings, gates: Gates) -> Client:
+    registry = default_registry()
+    registry.register(gates.spec())
+    app = create_app(settings, registry)
+    return await aiohttp_client(app)
+
+
+@pytest.fixture
+def events(client: Client) -> Events:
+    return Events(client.app[ENGINE])
+
+
+async def post(client: Client, path: str, body: Any, status: int) -> Any:
+    resp = await client.post(path, json=body)
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+async def get(client: Client, path: str, status: int = 200) -> Any:
+    resp = await client.get(path)
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+def error_fields(body: Any) -> list[str]:
+    return [d["field"] for d in body["error"]["details"]]
+
+
+async def test_create_follow_and_get_by_reference(client: Client, events: Events) -> None:
+    task = await post(client, "/api/sync/tasks", {"task_type": "noop", "priority": 5}, 201)
+    assert task["status"] == "pending" and len(task["reference"]) == 11
+    assert task["created_at"].endswith("Z") and task["attempt"] == 0
+    await events.wait(task["id"], "finished")
+    done = await get(client, f"/api/sync/tasks/{task['reference']}")
+    assert done["id"] == task["id"] and done["status"] == "completed"
+    assert done["attempts"][0]["outcome"] == "completed" and done["progress"] == 100
+
+
+async def test_dedupe_returns_the_unfinished_task(client: Client) -> None:
+    body = {"task_type": "noop", "dedupe_key": "k1", "run_after": "2099-01-01T00:00:00Z"}
+    first = await post(client, "/api/sync/tasks", body, 201)
+    again = await post(client, "/api/sync/tasks", body, 200)
+    assert again["id"] == first["id"]
+
+
+async def test_batch_create_and_list_paging_and_filters(client: Client) -> None:
+    later = "2099-01-01T00:00:00Z"
+    tasks = [
+        {"task_type": "noop", "run_after": later, "data_source_id": f"ds{i % 2}"} for i in range(5)
+    ]
+    created = await post(client, "/api/sync/tasks/batch", {"tasks": tasks}, 201)
+    assert len(created["tasks"]) == 5
+    page = await get(client, "/api/sync/tasks?page=2&size=2")
+    assert page["pagination"] == {"page": 2, "size": 2, "total": 5, "total_pages": 3}
+    assert len(page["tasks"]) == 2
+    ds1 = await get(client, "/api/sync/tasks?data_source_id=ds1&status=pending&task_type=noop")
+    assert ds1["pagination"]["total"] == 2
+
+
+async def test_update_only_while_pending(client: Client, events: Events) -> None:
+    later = "2099-01-01T00:00:00Z"
+    task = await post(client, "/api/sync/tasks", {"task_type": "noop", "run_after": later}, 201)
+    resp = await client.put(f"/api/sync/tasks/{task['id']}", json={"config": {"steps": 2}})
+    assert resp.status == 200 and (await resp.json())["parameters"] == {"steps": 2}
+    resp = await client.put(
+        f"/api/sync/tasks/{task['id']}", json={"run_after": "2020-01-01T00:00:00Z"}
+    )
+    assert resp.status == 200
+    await events.wait(task["id"], "finished")
+    resp = await client.put(f"/api/sync/tasks/{task['id']}", json={"priority": 1})
+    body = await resp.json()
+    assert resp.status == 409 and body["error"]["code"] == "invalid_state"
+    assert "completed" in body["error"]["message"]
+
+
+async def test_cancel_retry_delete(client: Client, events: Events, gates: Gates) -> None:
+    later = "2099-01-01T00:00:00Z"
+    pending = await post(client, "/api/sync/tasks", {"task_type": "noop", "run_after": later}, 201)
+    cancelled = await post(client, f"/api/sync/tasks/{pending['id']}/cancel", None, 200)
+    assert cancelled["status"] == "cancelled"
+    again = await post(client, f"/api/sync/tasks/{pending['id']}/cancel", None, 409)
+    assert "cancelled" in again["error"]["message"]
+    running = await post(
+        client, "/api/sync/tasks", {"task_type": "gate", "parameters": {"name": "r"}}, 201
+    )
+    async with asyncio.timeout(5):
+        await gates.started["r"].wait()
+    asked = await post(client, f"/api/sync/tasks/{running['id']}/cancel", None, 202)
+    assert asked["cancel_requested"] is True
+    delete_running = await client.delete(f"/api/sync/tasks/{running['id']}")
+    assert delete_running.status == 409
+    gates.release["r"].set()
+    await events.wait(running["id"], "finished")
+    retried = await post(client, f"/api/sync/tasks/{running['id']}/retry", None, 201)
+    assert retried["retry_of"] == running["id"] and retried["id"] != running["id"]
+    assert (await client.delete(f"/api/sync/tasks/{pending['id']}")).status == 204
+    await get(client, f"/api/sync/tasks/{pending['id']}", 404)
+
+
+async def test_retry_of_a_completed_task_is_refused(client: Client, events: Events) -> None:
+    task = await post(client, "/api/sync/tasks", {"task_type": "noop"}, 201)
+    await events.wait(task["id"], "finished")
+    body = await post(client, f"/api/sync/tasks/{task['id']}/retry", None, 409)
+    assert body["error"]["code"] == "invalid_state" and "completed" in body["error"]["message"]
+
+
+async def test_batch_cancel_and_retry(client: Client) -> None:
+    later = "2099-01-01T00:00:00Z"
+    a = await post(client, "/api/sync/tasks", {"task_type": "noop", "run_after": later}, 201)
+    result = await post(client, "/api/sync/tasks/batch/cancel", {"ids": [a["id"], "nope"]}, 200)
+    assert result["results"][0] == {"id": a["id"], "ok": True, "status": "cancelled"}
+    assert result["results"][1]["ok"] is False and "nope" in result["results"][1]["error"]
+    retried = await post(client, "/api/sync/tasks/batch/retry", {"ids": [a["id"]]}, 200)
+    assert retried["results"][0]["ok"] and retried["results"][0]["task_id"] != a["id"]
+
+
+async def test_errors_and_statistics(client: Client, events: Events, gates: Gates) -> None:
+    task = await post(
+        client,
+        "/api/sync/tasks",
+        {"task_type": "gate", "parameters": {"name": "e", "report": 10}},
+        201,
+    )
+    async with asyncio.timeout(5):
+        await gates.started["e"].wait()
+    live = await get(client, f"/api/sync/tasks/{task['id']}")
+    assert live["status"] == "running" and live["progress"] == 10
+    assert live["attempts"][-1]["outcome"] is None
+    gates.release["e"].set()
+    await events.wait(task["id"], "finished")
+    errors = await get(client, f"/api/sync/tasks/{task['id']}/errors?size=5")
+    assert errors["pagination"]["total"] == 1 and errors["errors"][0]["reason"] == "bad row"
+    stats = await get(client, "/api/sync/tasks/statistics")
+    assert stats["database"]["by_status"]["completed"] == 1
+    assert stats["engine"]["node_id"] == "test-node" and stats["engine"]["max_concurrent"] == 4
+    await get(client, "/api/sync/tasks/statistics?since=yesterday", 422)
+
+
+async def test_health_and_readiness(client: Client) -> None:
+    assert (await get(client, "/healthz"))["status"] == "ok"
+    ready = await get(client, "/readyz")
+    assert ready["checks"] == {"database": "ok", "engine": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ("{not json", 400, "invalid_json", None),
+        ("", 400, "invalid_json", None),
+        ("[1, 2]", 422, "validation_error", "body"),
+        ('{"parameters": {}}', 422, "validation_error", "task_type"),
+        ('{"task_type": "noop", "colour": "red"}', 422, "validation_error", "colour"),
+        ('{"task_type": "nope"}', 422, "validation_error", "task_type"),
+        ('{"task_type": "noop", "priority": 101}', 422, "validation_error", "priority"),
+        ('{"task_type": "noop", "max_attempts": 0}', 422, "validation_error", "max_attempts"),
+        ('{"task_type": "noop", "run_after": "soon"}', 422, "validation_error", "run_after"),
+        (
+            '{"task_type": "noop", "parameters": {"sleep_s": -1}}',
+            422,
+            "validation_error",
+            "parameters.sleep_s",
+        ),
+        ('{"task_type": "noop", "parameters": {"x": 1}}', 422, "validation_error", "parameters.x"),
+    ],
+)
+async def test_bad_create_input(
+    client: Client, body: str, status: int, code: str, field: str | None
+) -> None:
+    resp = await client.post(
+        "/api/sync/tasks", data=body, headers={"Content-Type": "application/json"}
+    )
+    data = await resp.json()
+    assert resp.status == status and data["error"]["code"] == code
+    if field is not None:
+        assert field in error_fields(data)
+        assert field in data["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("page=0", "page"),
+        ("size=0", "size"),
+        ("size=501", "size"),
+        ("page=x", "page"),
+        ("status=done", "status"),
+        ("colour=red", "colour"),
+    ],
+)
+async def test_bad_list_query(client: Client, query: str, field: str) -> None:
+    data = await get(client, f"/api/sync/tasks?{query}", 422)
+    assert field in error_fields(data)
+
+
+async def test_unknown_ids_and_routes(client: Client) -> None:
+    for path in ("/api/sync/tasks/nope", "/api/sync/tasks/nope/errors"):
+        data = await get(client, path, 404)
+        assert data["error"]["code"] == "not_found"
+    for action in ("cancel", "retry"):
+        await post(client, f"/api/sync/tasks/nope/{action}", None, 404)
+    assert (await client.delete("/api/sync/tasks/nope")).status == 404
+    resp = await client.put("/api/sync/tasks/nope", json={"priority": 1})
+    assert resp.status == 404
+    data = await get(client, "/api/no/such/route", 404)
+    assert data["error"]["code"] == "not_found"
+    resp = await client.put("/api/sync/tasks/x", json={"parameters": {}, "config": {}})
+    assert resp.status == 422

@@ -1,0 +1,42 @@
+"""Settings of the periodic jobs: bad crons, time zones and keep counts stop start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.exceptions import SettingsError
+from config.settings import load_settings
+from engine.handlers.partnumber_book_retention import policy_of
+from schedule.periodic import default_jobs
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"snapshot_cron": "61 3 * * *"}, "SYNCD_SNAPSHOT_CRON"),
+        ({"retention_cron": "every night"}, "SYNCD_RETENTION_CRON"),
+        ({"task_retention_cron": "0 4 * *"}, "SYNCD_TASK_RETENTION_CRON"),
+        ({"timezone": "Mars/Olympus_Mons"}, "SYNCD_TIMEZONE"),
+        ({"keep_weekly": -1}, "SYNCD_KEEP_WEEKLY"),
+        ({"task_retention_days": 0}, "SYNCD_TASK_RETENTION_DAYS"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_setting(
+    overrides: dict[str, Any], named: str, tmp_path: Path
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(state_dir=tmp_path, **overrides)
+
+
+def test_jobs_and_policy_follow_the_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        state_dir=tmp_path, snapshot_cron="15 2 * * 1-5", keep_daily=0, keep_yearly=3
+    )
+    jobs = {j.id: j for j in default_jobs(settings)}
+    assert jobs["partnumber_book_create"].cron == "15 2 * * 1-5"
+    assert jobs["task_retention"].setting == "SYNCD_TASK_RETENTION_CRON"
+    policy = policy_of(settings)
+    assert (policy.daily, policy.weekly, policy.monthly, policy.yearly) == (0, 5, 12, 3)
