@@ -301,3 +301,8 @@ def test_schedules_run_now_pause_resume(daemon: Daemon, page: Any) -> None:
     page.locator(f'tr[data-id="{job}"] button[data-action=resume]').click()
     expect(page.locator(f'tr[data-id="{job}"] button[data-action=pause]')).to_be_visible()
     screenshot(page, "schedules")
+    page.locator('tr[data-id="task_retention"] button[data-action=run]').click()
+    page.click("#confirm-ok")
+    expect(page.locator(".toast", has_text="task_retention: task ")).to_contain_text("enqueued")
+    kinds = [t["task_type"] for t in daemon.call("GET", "/api/sync/tasks?size=100")["tasks"]]
+    assert "task_retention" in kinds
