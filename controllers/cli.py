@@ -146,11 +146,17 @@ async def _serve(settings: Settings) -> None:
 
     from config.logging import ACCESS_LOG_FORMAT
     from controllers.app import create_app
+    from controllers.identity import RedactingAccessLogger
     from controllers.systemd import Notifier
 
     notifier = Notifier(os.environ)
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log_class=RedactingAccessLogger,
+        access_log_format=ACCESS_LOG_FORMAT,
+        handle_signals=False,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

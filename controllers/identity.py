@@ -8,14 +8,19 @@ browser cannot send an `Authorization` header to) can take the token as `?token=
 from __future__ import annotations
 
 import hmac
+import re
+from collections.abc import Iterable
 
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 
 from config.settings import Role, Settings
 from controllers.errors import ApiError
 from controllers.keys import SETTINGS
 
 routes = web.RouteTableDef()
+
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 
 # Roles allowed to read the dashboard's data (the `worker` role only talks to /api/crontask).
 READER_ROLES: frozenset[Role] = frozenset({"admin", "operator", "read"})
@@ -70,3 +75,20 @@ async def whoami(request: web.Request) -> web.Response:
     if role is None:
         return web.json_response({"role": "admin", "auth": False})
     return web.json_response({"role": role, "auth": True})
+
+
+def redact_token(text: str) -> str:
+    """`GET /api/ws?token=s3cret HTTP/1.1` as `GET /api/ws?token=*** HTTP/1.1`."""
+    return TOKEN_IN_QUERY.sub(r"\1***", text)
+
+
+class RedactingAccessLogger(AccessLogger):
+    """The access log without `?token=` values: the dashboard's websocket URL carries one."""
+
+    def _format_line(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> Iterable[tuple[str | tuple[str, str], str]]:
+        return [
+            (key, redact_token(value) if isinstance(value, str) else value)
+            for key, value in super()._format_line(request, response, time)
+        ]

@@ -143,6 +143,9 @@ class LiveHub:
             except UNAVAILABLE as exc:
                 log.warning("live feed: database unavailable: %s", exc)
                 frame = _resync("database unavailable")
+            except Exception:  # a bug here must not stop the feed for good
+                log.exception("live feed: could not build a frame")
+                frame = _resync("server error in the live feed")
             if frame is not None:
                 self.frames_sent += 1
                 for client in list(self.clients):
