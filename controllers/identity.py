@@ -62,7 +62,13 @@ def caller_role(request: web.Request, *, allow_query: bool = False) -> Role | No
         token = request.query.get("token")
     role = role_of(settings, token)
     if role is None:
-        message = "an API token is required" if not token else "unknown API token"
+        # The same wording as the /api auth middleware (issue 6), so clients see one language.
+        if token:
+            message = "unknown bearer token"
+        elif allow_query:
+            message = "missing token; send Authorization: Bearer <token> or ?token=<token>"
+        else:
+            message = "missing Authorization header; send Authorization: Bearer <token>"
         raise ApiError(401, "unauthorized", message)
     return role
 

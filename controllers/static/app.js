@@ -108,7 +108,7 @@ async function signIn() {
   try {
     await whoami();
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
       const had = !!session.token;
       session.token = "";
       showLogin(had ? `Sign-in failed: ${error.message}` : "");

@@ -44,7 +44,7 @@ def sign_in(page: Any, daemon: Daemon, token: str) -> None:
 
 def test_wrong_token_stays_on_the_login_form(daemon: Daemon, page: Any) -> None:
     sign_in(page, daemon, "not-a-token")
-    expect(page.locator("#login-error")).to_have_text("Sign-in failed: unknown API token")
+    expect(page.locator("#login-error")).to_have_text("Sign-in failed: unknown bearer token")
     expect(page.locator("#nav")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('syncd.token')") is None
     screenshot(page, "login")
@@ -96,7 +96,8 @@ def test_read_only_user_sees_no_mutating_buttons(
 
 def test_worker_token_cannot_use_the_dashboard(daemon: Daemon, page: Any) -> None:
     sign_in(page, daemon, WORKER)
-    expect(page.locator("#login-error")).to_contain_text("worker role")
+    expect(page.locator("#login-error")).to_contain_text("worker")
+    expect(page.locator("#nav")).to_be_hidden()
 
 
 def test_an_expired_token_sends_the_user_back_to_the_login_form(daemon: Daemon, page: Any) -> None:

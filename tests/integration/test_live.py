@@ -149,7 +149,7 @@ async def test_auth_with_tokens(
     assert (await refused.json())["error"]["code"] == "unauthorized"
     wrong = await client.get("/api/ws", params={"token": "nope"})
     assert wrong.status == 401
-    assert (await wrong.json())["error"]["message"] == "unknown API token"
+    assert (await wrong.json())["error"]["message"] == "unknown bearer token"
     worker = await client.get("/api/ws", params={"token": "workertoken"})
     assert worker.status == 403
 
