@@ -19,6 +19,7 @@ from config.exceptions import SettingsError
 from config.logging import ACCESS_LOG_FORMAT, configure_logging
 from config.settings import Settings, load_settings
 from controllers.app import create_app
+from controllers.auth import check_exposure
 from controllers.systemd import Notifier, watchdog_interval, watchdog_loop
 from schedule.database import (
     alembic_config,
@@ -116,6 +117,7 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
+    check_exposure(settings)
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
     asyncio.run(_serve(settings))
     return 0

@@ -6,8 +6,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
+from engine.callbacks import CallbackSender
 from engine.engine import SyncEngine
 from engine.handlers.base import Registry
+from engine.metrics import Metrics
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
 
@@ -17,3 +19,5 @@ DB = web.AppKey("db", AsyncEngine)
 STORE = web.AppKey("store", TaskStore)
 ENGINE = web.AppKey("engine", SyncEngine)
 SERVICE = web.AppKey("service", ScheduleService)
+METRICS = web.AppKey("metrics", Metrics)
+CALLBACKS = web.AppKey("callbacks", CallbackSender)

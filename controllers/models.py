@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -11,6 +11,7 @@ from schedule.models import TaskStatus
 from schedule.records import (
     AttemptRecord,
     BatchResult,
+    ExternalReport,
     StoredRecordError,
     TaskRecord,
     TaskRequest,
@@ -150,6 +151,12 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
         "started_at": iso(task.started_at),
         "updated_at": iso(task.updated_at),
         "finished_at": iso(task.finished_at),
+        "service": task.service,
+        "group": task.service_group,
+        "temp": task.temp,
+        "callback_status": task.callback_status,
+        "callback_attempts": task.callback_attempts,
+        "callback_error": task.callback_error,
     }
 
 
@@ -192,3 +199,55 @@ def batch_json(result: BatchResult) -> dict[str, Any]:
 def pagination_json(page: int, size: int, total: int) -> dict[str, int]:
     """The `pagination` object of list answers."""
     return {"page": page, "size": size, "total": total, "total_pages": -(-total // size)}
+
+
+# ---- issue 6: external workers (seed 003) -------------------------------------------------
+
+ServiceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: seed 003's numeric statuses, accepted as aliases: 20 started, 30 finished, -10 error.
+SEED_STATUS = {20: "running", 30: "completed", -10: "failed"}
+
+
+class CronTaskQuery(Strict):
+    """GET /api/crontask: which service (and group) the worker serves."""
+
+    service: ServiceName
+    group: ServiceName | None = None
+
+
+class CronTaskReport(Strict):
+    """PUT /api/crontask/{id}: progress, intermediate state, and the end of an external task.
+
+    Every field is optional: `{}` only extends the lease. `status` `completed` or `failed` ends
+    the task (`output` becomes `result.output`, `message` the error of a failure).
+    """
+
+    status: Literal["running", "completed", "failed"] | None = None
+    progress: int | None = Field(None, ge=0, le=100)
+    message: str | None = Field(None, max_length=2000)
+    temp: Any = Field(None, description="intermediate state, kept on the task as `temp`")
+    output: Any = Field(None, description="the result, kept as `result.output`")
+    attempt: int | None = Field(None, ge=1, description="refuse the report unless current")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _seed_status(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value not in SEED_STATUS:
+                raise ValueError("numeric status must be 20, 30 or -10 (seed 003)")
+            return SEED_STATUS[value]
+        return value
+
+    def to_report(self) -> ExternalReport:
+        """The store's view of this report (absent and null `temp`/`output` differ)."""
+        sent = self.model_fields_set
+        return ExternalReport(
+            status=self.status,
+            progress=self.progress,
+            message=self.message,
+            temp=self.temp,
+            has_temp="temp" in sent,
+            output=self.output,
+            has_output="output" in sent,
+            attempt=self.attempt,
+        )

@@ -42,7 +42,7 @@ Listener = Callable[["EngineEvent"], None]
 class EngineEvent:
     """A change worth telling observers about (metrics, websockets, callbacks)."""
 
-    kind: str  # started | finished | released | lost
+    kind: str  # started | finished | released | lost | rescued
     task: TaskRecord
     outcome: Outcome | None = None
 
@@ -101,6 +101,7 @@ class SyncEngine:
         self._stopping = False
         self._started_at = time.monotonic()
         self._db_failures = 0
+        self.db_errors = 0  # database errors since start, for the metrics (never reset)
         self.database_ok = True
         self.idle = asyncio.Event()
 
@@ -171,6 +172,10 @@ class SyncEngine:
         run = self._running.get(task_id)
         return run.live if run is not None else None
 
+    def publish(self, kind: str, task: TaskRecord, outcome: Outcome | None = None) -> None:
+        """Tell the listeners about a change made outside the pool (external workers)."""
+        self._emit(EngineEvent(kind, task, outcome))
+
     def stats(self) -> EngineStats:
         """This node's counters."""
         executing = [r for r in self._running.values() if r.executing]
@@ -225,7 +230,8 @@ class SyncEngine:
         return [
             spec.task_type
             for spec in self.registry
-            if spec.concurrency is None or counts[spec.task_type] < spec.concurrency
+            if not spec.external
+            and (spec.concurrency is None or counts[spec.task_type] < spec.concurrency)
         ]
 
     def _within_type_limits(
@@ -424,6 +430,7 @@ class SyncEngine:
 
     def _db_down(self, exc: BaseException) -> None:
         self._db_failures += 1
+        self.db_errors += 1
         if self.database_ok:
             log.error("database unavailable: %s", exc, extra={"action": "db_down"})
         self.database_ok = False

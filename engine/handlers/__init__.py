@@ -7,9 +7,9 @@ from engine.handlers.base import Registry
 
 def default_registry() -> Registry:
     """Every built-in task type (imported here so that handler modules load lazily)."""
-    from engine.handlers import noop
+    from engine.handlers import external, noop
 
     registry = Registry()
-    for module in (noop,):
+    for module in (noop, external):
         registry.register(module.SPEC)
     return registry
