@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 from config.settings import Settings
 from engine.engine import DB_ERRORS, EngineEvent
@@ -121,9 +121,15 @@ class CallbackSender:
         return len(batch)
 
     async def _deliver(self, delivery: CallbackDelivery) -> None:
-        async with self._slots:
-            error = await self._send(delivery.task)
-        await self._settle(delivery, error)
+        try:
+            async with self._slots:
+                error = await self._send(delivery.task)
+            await self._settle(delivery, error)
+        except Exception:  # a bug here must not vanish silently; the claim runs out, retried
+            log.exception(
+                "callback delivery crashed",
+                extra={"task_id": delivery.task.id, "action": "callback"},
+            )
 
     async def _send(self, task: TaskRecord) -> str | None:
         """POST once; None when the receiver answered 2xx, else why not."""
@@ -176,7 +182,10 @@ class CallbackSender:
 
     def _retry_at(self, attempt: int) -> datetime:
         base = self.settings.callback_backoff_s
-        wait = wait_exponential_jitter(initial=base, max=MAX_BACKOFF_S, jitter=base)
+        # exponential (base * 2**(n-1), capped) plus up to `base` of jitter; spelled with the
+        # waits that every supported tenacity has (`wait_exponential_jitter(initial=)` is
+        # deprecated in tenacity 9.2).
+        wait = wait_exponential(multiplier=base, max=MAX_BACKOFF_S) + wait_random(0, base)
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = attempt
         return self.clock() + timedelta(seconds=float(wait(state)))
