@@ -248,6 +248,11 @@ class ScheduleService:
         task = await self.store.cancel(key)
         if task.status is TaskStatus.RUNNING and self.engine is not None:
             self.engine.request_cancel(task.id)
+        elif task.status is TaskStatus.CANCELLED and self.engine is not None:
+            # It was pending and ended here, not in the pool: tell the observers (metrics,
+            # completion callbacks) as the engine does for the tasks it ends.
+            outcome = Outcome(task.id, task.attempt, TaskStatus.CANCELLED, "cancelled")
+            self.engine.publish("finished", task, outcome)
         return task
 
     async def retry(self, key: str) -> TaskRecord:

@@ -225,3 +225,19 @@ def test_signature_helper() -> None:
     from engine.callbacks import sign
 
     assert sign("k", b"{}") == "sha256=" + hmac.new(b"k", b"{}", hashlib.sha256).hexdigest()
+
+
+async def test_cancelled_pending_task_is_delivered(
+    client: Client, receiver: tuple[Receiver, TestServer]
+) -> None:
+    rec, server = receiver
+    results = Results(client)
+    body = {
+        "task_type": "noop",
+        "run_after": "2999-01-01T00:00:00Z",
+        "callback_url": str(server.make_url("/hook")),
+    }
+    task = await (await client.post("/api/sync/tasks", json=body)).json()
+    assert (await client.post(f"/api/sync/tasks/{task['id']}/cancel")).status == 200
+    await results.until("delivered", within=5)
+    assert json.loads(rec.requests[0][1])["status"] == "cancelled"

@@ -64,6 +64,8 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
         resp = await client.post("/api/sync/tasks", json=body)
         ids.append((await resp.json())["id"])
     await gate.until("finished", set(ids[:3]))
+    later = await client.post("/api/sync/tasks", json=bodies[3])
+    assert (await client.post(f"/api/sync/tasks/{(await later.json())['id']}/cancel")).status == 200
 
     # A task leased to a node that died: the engine's rescue loop takes it back.
     lost = await (
@@ -80,11 +82,12 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     await gate.until("rescued", {lost["id"]})
     samples = await scrape(client)
     assert lost["id"]
-    assert samples[("syncd_tasks_created_total", (("task_type", "noop"),))] == 4
+    assert samples[("syncd_tasks_created_total", (("task_type", "noop"),))] == 5
     assert samples[("syncd_tasks_created_total", (("task_type", "external"),))] == 1
     finished = "syncd_tasks_finished_total"
     assert samples[(finished, (("outcome", "completed"), ("task_type", "noop")))] == 2
     assert samples[(finished, (("outcome", "failed"), ("task_type", "noop")))] == 1
+    assert samples[(finished, (("outcome", "cancelled"), ("task_type", "noop")))] == 1
     assert samples[("syncd_task_retries_total", (("task_type", "noop"),))] == 1
     assert samples[("syncd_task_duration_seconds_count", (("task_type", "noop"),))] == 4
     assert samples[("syncd_queue_depth", ())] >= 2  # the far-future noop and the rescued task
