@@ -11,7 +11,7 @@ from aiohttp import web
 
 from controllers.errors import parse_body, parse_query
 from controllers.keys import SERVICE
-from controllers.models import CronTaskQuery, CronTaskReport, task_json
+from controllers.models import CronTaskQuery, CronTaskReport, TaskOut, task_json
 from controllers.openapi import doc
 
 routes = web.RouteTableDef()
@@ -23,6 +23,7 @@ routes = web.RouteTableDef()
     query=CronTaskQuery,
     responses={200: "the claimed task, now running", 204: "no task is due for this service"},
     tags=["external workers"],
+    response=TaskOut,
 )
 async def claim(request: web.Request) -> web.Response:
     """Claim the first due external task of `service` (and `group`) for the caller."""
@@ -43,6 +44,7 @@ async def claim(request: web.Request) -> web.Response:
         409: "the task is not running (pending, or already finished)",
     },
     tags=["external workers"],
+    response=TaskOut,
 )
 async def report(request: web.Request) -> web.Response:
     """Apply a report; `completed`/`failed` end the task, anything else extends its lease."""

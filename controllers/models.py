@@ -251,3 +251,90 @@ class CronTaskReport(Strict):
             has_output="output" in sent,
             attempt=self.attempt,
         )
+
+
+# ---- issue 6: response models (the OpenAPI document; tests keep them equal to *_json) --------
+
+
+class Out(BaseModel):
+    """Base of response models: exactly the keys the API writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskOut(Out):
+    """The task JSON every task endpoint answers with (`task_json`)."""
+
+    id: str
+    reference: str
+    task_type: str
+    status: TaskStatus
+    priority: int
+    data_source_id: str | None
+    interface_id: str | None
+    parameters: dict[str, Any]
+    progress: int
+    message: str
+    processed_rows: int
+    total_rows: int | None
+    error_count: int
+    result: dict[str, Any] | None
+    error: str | None
+    attempt: int
+    max_attempts: int
+    timeout_s: float | None
+    retry_of: str | None
+    dedupe_key: str | None
+    callback_url: str | None
+    run_after: str
+    cancel_requested: bool
+    lease_owner: str | None
+    created_at: str
+    started_at: str | None
+    updated_at: str
+    finished_at: str | None
+    service: str | None = Field(description="external tasks: the service that may claim it")
+    group: str | None = Field(description="external tasks: the group within the service")
+    temp: Any = Field(description="external tasks: the intermediate state last reported")
+    callback_status: Literal["pending", "delivered", "failed"] | None
+    callback_attempts: int
+    callback_error: str | None
+
+
+class AttemptOut(Out):
+    """One entry of a task's `attempts` (`attempt_json`)."""
+
+    attempt: int
+    node_id: str
+    started_at: str | None
+    finished_at: str | None
+    outcome: str | None
+    error: str | None
+
+
+class TaskDetailOut(TaskOut):
+    """`GET /api/sync/tasks/{id}`: the task with its attempts."""
+
+    attempts: list[AttemptOut]
+
+
+class PaginationOut(Out):
+    """The `pagination` object of list answers (`pagination_json`)."""
+
+    page: int
+    size: int
+    total: int
+    total_pages: int
+
+
+class TaskListOut(Out):
+    """`GET /api/sync/tasks`."""
+
+    tasks: list[TaskOut]
+    pagination: PaginationOut
+
+
+class TaskBatchOut(Out):
+    """`POST /api/sync/tasks/batch`."""
+
+    tasks: list[TaskOut]

@@ -52,6 +52,7 @@ class RouteDoc:
     tags: tuple[str, ...] = ()
     public: bool = False
     content_type: str = "application/json"
+    response: type[BaseModel] | None = None
 
 
 def doc(
@@ -63,8 +64,13 @@ def doc(
     tags: list[str] | tuple[str, ...] = (),
     public: bool = False,
     content_type: str = "application/json",
+    response: type[BaseModel] | None = None,
 ) -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a route handler (put it under the `@routes.<method>`)."""
+    """Attach OpenAPI metadata to a route handler (put it under the `@routes.<method>`).
+
+    `body`/`query` are the models the handler parses with; `response` the model of its 2xx
+    JSON answers (other than 204), when there is one.
+    """
     meta = RouteDoc(
         summary=summary,
         body=body,
@@ -73,6 +79,7 @@ def doc(
         tags=tuple(tags),
         public=public,
         content_type=content_type,
+        response=response,
     )
 
     def mark(handler: F) -> F:
@@ -146,12 +153,15 @@ def _operation(method: str, path: str, meta: RouteDoc, schemas: dict[str, Any]) 
             "required": True,
             "content": {"application/json": {"schema": _schema_ref(meta.body, schemas)}},
         }
-    op["responses"] = _responses(meta, path, with_body=meta.body is not None)
+    answer = _schema_ref(meta.response, schemas) if meta.response is not None else {}
+    op["responses"] = _responses(meta, path, answer, with_body=meta.body is not None)
     op["security"] = [] if meta.public or not path.startswith("/api") else [{"bearer": []}]
     return op
 
 
-def _responses(meta: RouteDoc, path: str, *, with_body: bool) -> dict[str, Any]:
+def _responses(
+    meta: RouteDoc, path: str, answer: dict[str, Any], *, with_body: bool
+) -> dict[str, Any]:
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     out: dict[str, Any] = {}
     for status, description in sorted(meta.responses.items()):
@@ -159,7 +169,7 @@ def _responses(meta: RouteDoc, path: str, *, with_body: bool) -> dict[str, Any]:
         if status >= 400:
             entry["content"] = error
         elif status != 204:
-            entry["content"] = {meta.content_type: {"schema": {}}}
+            entry["content"] = {meta.content_type: {"schema": answer}}
         out[str(status)] = entry
     defaults: dict[int, str] = {}
     if with_body:

@@ -15,6 +15,10 @@ from controllers.models import (
     ListQuery,
     PageQuery,
     StatsQuery,
+    TaskBatchOut,
+    TaskDetailOut,
+    TaskListOut,
+    TaskOut,
     UpdateTaskBody,
     attempt_json,
     batch_json,
@@ -35,6 +39,7 @@ routes = web.RouteTableDef()
     body=CreateTaskBody,
     responses={201: "the new task", 200: "the unfinished task that holds this dedupe_key"},
     tags=["tasks"],
+    response=TaskOut,
 )
 async def create_task(request: web.Request) -> web.Response:
     """Create a task (201), or return the unfinished task holding its dedupe key (200)."""
@@ -49,6 +54,7 @@ async def create_task(request: web.Request) -> web.Response:
     body=BatchCreateBody,
     responses={201: "`{tasks: [...]}`"},
     tags=["tasks"],
+    response=TaskBatchOut,
 )
 async def create_tasks(request: web.Request) -> web.Response:
     """Create many tasks at once; all are validated before any is written."""
@@ -63,6 +69,7 @@ async def create_tasks(request: web.Request) -> web.Response:
     query=ListQuery,
     responses={200: "`{tasks, pagination}`"},
     tags=["tasks"],
+    response=TaskListOut,
 )
 async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
@@ -137,6 +144,7 @@ async def batch_retry(request: web.Request) -> web.Response:
     "One task with its attempts and live progress",
     responses={200: "the task", 404: "no such task"},
     tags=["tasks"],
+    response=TaskDetailOut,
 )
 async def get_task(request: web.Request) -> web.Response:
     """One task by id or reference, with attempts and live progress."""
@@ -152,6 +160,7 @@ async def get_task(request: web.Request) -> web.Response:
     body=UpdateTaskBody,
     responses={200: "the task", 404: "no such task", 409: "the task is not pending"},
     tags=["tasks"],
+    response=TaskOut,
 )
 async def update_task(request: web.Request) -> web.Response:
     """Change a pending task."""
@@ -173,6 +182,7 @@ async def update_task(request: web.Request) -> web.Response:
         409: "already finished",
     },
     tags=["tasks"],
+    response=TaskOut,
 )
 async def cancel_task(request: web.Request) -> web.Response:
     """Pending: cancelled (200). Running: stop requested (202)."""
@@ -186,6 +196,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     "Retry a failed or cancelled task as a new task",
     responses={201: "the new task", 404: "no such task", 409: "not failed or cancelled"},
     tags=["tasks"],
+    response=TaskOut,
 )
 async def retry_task(request: web.Request) -> web.Response:
     """A new task from a failed or cancelled one."""

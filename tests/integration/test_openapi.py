@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.models import CreateTaskBody, ListQuery
+from controllers.models import CreateTaskBody, ListQuery, TaskDetailOut, TaskListOut, TaskOut
 from controllers.openapi import build_spec, doc, undocumented
 
 Client = TestClient[Any, Any]
@@ -76,3 +76,22 @@ async def test_served_document_is_valid(aiohttp_client: Any, settings: Settings)
         "group": False,
     }
     assert "204" in cron["responses"]
+
+
+async def test_answers_match_the_documented_models(aiohttp_client: Any, settings: Settings) -> None:
+    client: Client = await aiohttp_client(create_app(settings))
+    body = {"task_type": "external", "parameters": {"service": "s"}}
+    created = await (await client.post("/api/sync/tasks", json=body)).json()
+    TaskOut.model_validate(created)
+    claimed = await (await client.get("/api/crontask", params={"service": "s"})).json()
+    TaskOut.model_validate(claimed)
+    done = await client.put(f"/api/crontask/{created['id']}", json={"status": "completed"})
+    TaskOut.model_validate(await done.json())
+    detail = await (await client.get(f"/api/sync/tasks/{created['id']}")).json()
+    assert TaskDetailOut.model_validate(detail).attempts[0].outcome == "completed"
+    TaskListOut.model_validate(await (await client.get("/api/sync/tasks")).json())
+    spec = await (await client.get("/api/openapi.json")).json()
+    answer = spec["paths"]["/api/sync/tasks/{id}"]["get"]["responses"]["200"]
+    schema = answer["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/TaskDetailOut"}
+    assert set(spec["components"]["schemas"]["TaskOut"]["properties"]) == set(created)
