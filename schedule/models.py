@@ -131,11 +131,14 @@ sync_tasks.append_column(Column("callback_status", String(16)))
 sync_tasks.append_column(Column("callback_attempts", Integer, nullable=False, server_default="0"))
 sync_tasks.append_column(Column("callback_error", Text))
 sync_tasks.append_column(Column("callback_next_at", Timestamp))
+# Claim order within a service, like ix_sync_tasks_claim: the claim reads only that service's
+# pending tasks, however long the rest of the queue is.
 Index(
     "ix_sync_tasks_service_claim",
     sync_tasks.c.service,
     sync_tasks.c.status,
-    sync_tasks.c.service_group,
+    text("priority DESC"),
     sync_tasks.c.run_after,
+    sync_tasks.c.created_at,
 )
 Index("ix_sync_tasks_callback", sync_tasks.c.callback_status, sync_tasks.c.callback_next_at)

@@ -33,7 +33,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_sync_tasks_service_claim",
         "sync_tasks",
-        ["service", "status", "service_group", "run_after"],
+        ["service", "status", sa.text("priority DESC"), "run_after", "created_at"],
     )
     op.create_index("ix_sync_tasks_callback", "sync_tasks", ["callback_status", "callback_next_at"])
 
