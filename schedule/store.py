@@ -31,6 +31,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -773,9 +774,16 @@ class SqliteStore(TaskStore):
     async def _claim_rows(
         self, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
     ) -> list[Any]:
+        # `+status` keeps the (redundant under BEGIN IMMEDIATE) status guard out of the query
+        # planner's index choice: with a plain `status = ?` SQLite walked every pending row
+        # through a status index instead of looking the claimed ids up by primary key
+        # (measured: 26 ms per claim with 50k pending tasks, see the issue 6 notes).
+        still_pending = text("+sync_tasks.status = :claim_pending").bindparams(
+            claim_pending=TaskStatus.PENDING.value
+        )
         stmt = (
             update(T)
-            .where(T.c.id.in_(due.scalar_subquery()), T.c.status == TaskStatus.PENDING.value)
+            .where(T.c.id.in_(due.scalar_subquery()), still_pending)
             .values(**values)
             .returning(*T.c)
         )
