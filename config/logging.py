@@ -69,9 +69,33 @@ def _timestamp(record: logging.LogRecord) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+#: What aiohttp's access logger adds as extras (one per format directive): the message already
+#: says all of it, so only the status is kept, as `http_status`, for filtering.
+ACCESS_EXTRAS = frozenset(
+    {
+        "remote_address",
+        "request_start_time",
+        "process_id",
+        "first_request_line",
+        "response_status",
+        "response_size",
+        "request_time",
+        "request_time_frac",
+        "request_time_micro",
+        "request_header",
+        "response_header",
+    }
+)
+
+
 def _context(record: logging.LogRecord, node_id: str | None) -> dict[str, Any]:
     """Extras with the well-known keys first; `node_id` filled in unless the record has one."""
     found = extras(record)
+    if record.name == "aiohttp.access":
+        status = found.get("response_status")
+        found = {k: v for k, v in found.items() if k not in ACCESS_EXTRAS}
+        if status is not None:
+            found["http_status"] = int(status) if str(status).isdigit() else status
     if node_id is not None:
         found.setdefault("node_id", node_id)
     ordered = {k: found.pop(k) for k in CONTEXT_KEYS if k in found}
