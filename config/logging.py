@@ -3,7 +3,8 @@
 Code logs with `logging.getLogger(__name__)` and structured context in `extra=` (`task_id`,
 `task_type`, `action`, ...); `configure_logging` decides how that reaches the output, once, in
 `main()`. Secrets must not reach the logs: the aiohttp access log format below carries no headers,
-and a filter on the handler redacts `Bearer <token>` anywhere as a second line of defence.
+and a filter on the handler redacts `Bearer <token>` (and `?token=` query values) anywhere as a
+second line of defence.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ _CORE_KEYS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 _REDACTED = r"\1 [REDACTED]"
+# The dashboard's websocket URL carries its token as `?token=` (browsers cannot set headers).
+_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
 
 
 def redact(text: str) -> str:
-    """`text` with every `Bearer <token>` replaced by `Bearer [REDACTED]`."""
-    return _BEARER.sub(_REDACTED, text)
+    """`text` with every `Bearer <token>` replaced by `Bearer [REDACTED]`, and every `?token=`
+    or `&token=` query value by `[REDACTED]`."""
+    return _QUERY_TOKEN.sub(r"\1[REDACTED]", _BEARER.sub(_REDACTED, text))
 
 
 class RedactBearerFilter(logging.Filter):
@@ -69,9 +73,33 @@ def _timestamp(record: logging.LogRecord) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+#: What aiohttp's access logger adds as extras (one per format directive): the message already
+#: says all of it, so only the status is kept, as `http_status`, for filtering.
+ACCESS_EXTRAS = frozenset(
+    {
+        "remote_address",
+        "request_start_time",
+        "process_id",
+        "first_request_line",
+        "response_status",
+        "response_size",
+        "request_time",
+        "request_time_frac",
+        "request_time_micro",
+        "request_header",
+        "response_header",
+    }
+)
+
+
 def _context(record: logging.LogRecord, node_id: str | None) -> dict[str, Any]:
     """Extras with the well-known keys first; `node_id` filled in unless the record has one."""
     found = extras(record)
+    if record.name == "aiohttp.access":
+        status = found.get("response_status")
+        found = {k: v for k, v in found.items() if k not in ACCESS_EXTRAS}
+        if status is not None:
+            found["http_status"] = int(status) if str(status).isdigit() else status
     if node_id is not None:
         found.setdefault("node_id", node_id)
     ordered = {k: found.pop(k) for k in CONTEXT_KEYS if k in found}

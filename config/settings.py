@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     callback_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = Field(
         default_factory=list
     )
+    callback_timeout_s: float = Field(10.0, gt=0, le=300)
+    callback_max_attempts: int = Field(8, ge=1, le=50)
+    callback_backoff_s: float = Field(2.0, ge=0, le=3600)
+    external_lease_s: float = Field(300.0, ge=1, le=86400)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

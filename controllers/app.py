@@ -9,12 +9,38 @@ from datetime import datetime
 from aiohttp import web
 
 from config.settings import Settings
-from controllers import dashboard, health, identity, live, pricing, schedules, tasks
+from controllers import (
+    crontask,
+    dashboard,
+    health,
+    identity,
+    live,
+    metrics,
+    openapi,
+    pricing,
+    schedules,
+    tasks,
+)
+from controllers.auth import auth_middleware
 from controllers.errors import error_middleware
-from controllers.keys import BOOKS, DB, ENGINE, REGISTRY, SCHEDULER, SERVICE, SETTINGS, STORE
+from controllers.keys import (
+    BOOKS,
+    CALLBACKS,
+    DB,
+    ENGINE,
+    METRICS,
+    REGISTRY,
+    SCHEDULER,
+    SERVICE,
+    SETTINGS,
+    STORE,
+)
+from controllers.models import task_json
+from engine.callbacks import CallbackSender
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import Registry
+from engine.metrics import Metrics
 from schedule.books import BookStore
 from schedule.database import check_schema, create_engine
 from schedule.periodic import PeriodicScheduler
@@ -30,12 +56,15 @@ def create_app(
 ) -> web.Application:
     """Build the daemon's app; nothing connects until the app starts."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_upload_mb * 1024 * 1024
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_upload_mb * 1024 * 1024,
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry or default_registry()
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_engine(clock))
+    app.cleanup_ctx.append(_callbacks(clock))
     app.cleanup_ctx.append(_periodic(clock))
     app.cleanup_ctx.append(live.live_context)
     app.on_shutdown.append(live.close_sockets)
@@ -43,6 +72,9 @@ def create_app(
     app.add_routes(tasks.routes)
     app.add_routes(schedules.routes)
     app.add_routes(pricing.routes)
+    app.add_routes(crontask.routes)
+    app.add_routes(metrics.routes)
+    app.add_routes(openapi.routes)
     app.add_routes(identity.routes)
     app.add_routes(live.routes)
     app.add_routes(dashboard.routes)
@@ -70,6 +102,7 @@ def _engine(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncI
         app[STORE] = store
         app[ENGINE] = engine
         app[SERVICE] = ScheduleService(store, app[REGISTRY], settings, engine)
+        _observe(app[METRICS], engine, app[SERVICE])
         await engine.start()
         yield
         await engine.stop()
@@ -86,9 +119,36 @@ def _periodic(clock: Callable[[], datetime]) -> Callable[[web.Application], Asyn
         scheduler = PeriodicScheduler(
             app[SERVICE], ScheduleStore(app[DB], clock), settings, clock=clock
         )
+        scheduler.on_fire.append(app[METRICS].scheduler_fire)
         app[SCHEDULER] = scheduler
         await scheduler.start()
         yield
         await scheduler.stop()
+
+    return ctx
+
+
+def _observe(metrics: Metrics, engine: SyncEngine, service: ScheduleService) -> None:
+    """Feed the metrics from the engine's events and the service's creations."""
+    engine.listeners.append(metrics.observe)
+    service.on_created.append(metrics.task_created)
+    metrics.watch_engine_db_errors(lambda: engine.db_errors)
+
+
+def _callbacks(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        sender = CallbackSender(
+            app[STORE],
+            app[SETTINGS],
+            task_json,
+            observe=app[METRICS].callback_attempt,
+            poll_s=max(1.0, app[SETTINGS].poll_interval_s * 10),
+            clock=clock,
+        )
+        app[ENGINE].listeners.append(sender.on_event)
+        app[CALLBACKS] = sender
+        await sender.start()
+        yield
+        await sender.stop()
 
     return ctx

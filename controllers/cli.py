@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from controllers.systemd import Notifier
 
 log = logging.getLogger("syncd")
+STATUS_INTERVAL_S = 5.0  # how often `systemctl status` gets fresh running/queued counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,8 +133,10 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
     from config.logging import configure_logging
+    from controllers.auth import check_exposure
     from schedule.database import ensure_sqlite_dir
 
+    check_exposure(settings)
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
     ensure_sqlite_dir(settings.database_url)
@@ -146,18 +149,14 @@ async def _serve(settings: Settings) -> None:
 
     from config.logging import ACCESS_LOG_FORMAT
     from controllers.app import create_app
-    from controllers.identity import RedactingAccessLogger
+    from controllers.keys import ENGINE
     from controllers.systemd import Notifier
 
     notifier = Notifier(os.environ)
     app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        access_log_class=RedactingAccessLogger,
-        access_log_format=ACCESS_LOG_FORMAT,
-        handle_signals=False,
-    )
-    await runner.setup()
+    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
+    await runner.setup()  # checks the schema and starts the engine, or raises
+    background: list[asyncio.Task[None]] = []
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
@@ -166,27 +165,46 @@ async def _serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        notifier.ready()
-        watchdog = _start_watchdog(notifier, app)
+        if not app[ENGINE].running:
+            raise RuntimeError("the engine is not running after start-up")
+        notifier.ready()  # migrated (checked in setup), listening, engine running
+        background = _start_notifications(notifier, app)
         await stop.wait()
         log.info("stopping", extra={"action": "stop"})
-        notifier.stopping()
-        if watchdog is not None:
-            watchdog.cancel()
+        for task in background:
+            task.cancel()
+        notifier.send(
+            STOPPING=1, STATUS=f"stopping: draining {app[ENGINE].stats().running_tasks} task(s)"
+        )
     finally:
+        for task in background:
+            task.cancel()
         await runner.cleanup()
         notifier.close()
 
 
-def _start_watchdog(notifier: Notifier, app: web.Application) -> asyncio.Task[None] | None:
-    from controllers.keys import ENGINE
-    from controllers.systemd import watchdog_interval, watchdog_loop
+def _start_notifications(notifier: Notifier, app: web.Application) -> list[asyncio.Task[None]]:
+    """The STATUS= loop and, under a systemd watchdog, the WATCHDOG=1 loop."""
+    from controllers.keys import ENGINE, SETTINGS, STORE
+    from controllers.systemd import status_loop, watchdog_interval, watchdog_loop
 
+    if not notifier.enabled:
+        return []
+    engine, store, settings = app[ENGINE], app[STORE], app[SETTINGS]
+
+    async def describe() -> str:
+        async with asyncio.timeout(settings.db_timeout_s):
+            queued = await store.queue_length()
+        stats = engine.stats()
+        database = "ok" if stats.database_ok else "unavailable"
+        return f"running={stats.running_tasks} queued={queued} database={database}"
+
+    tasks = [asyncio.create_task(status_loop(notifier, describe, STATUS_INTERVAL_S))]
     interval = watchdog_interval(os.environ)
-    if interval is None or not notifier.enabled:
-        return None
-    engine = app[ENGINE]
-    return asyncio.create_task(watchdog_loop(notifier, interval, lambda: engine.running))
+    if interval is not None:
+        # Healthy: the event loop runs this at all, and the engine's dispatcher is alive.
+        tasks.append(asyncio.create_task(watchdog_loop(notifier, interval, lambda: engine.running)))
+    return tasks
 
 
 if __name__ == "__main__":

@@ -94,7 +94,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="syncd"'
+        return response
     except ScheduleError as exc:
         status = STATUS_BY_ERROR.get(type(exc), 503 if exc.code == "unavailable" else 400)
         return error_response(status, exc.code, str(exc), exc.details)

@@ -8,8 +8,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
+from engine.callbacks import CallbackSender
 from engine.engine import SyncEngine
 from engine.handlers.base import Registry
+from engine.metrics import Metrics
 from schedule.books import BookStore
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
@@ -27,3 +29,6 @@ SERVICE = web.AppKey("service", ScheduleService)
 LIVE: web.AppKey[LiveHub] = web.AppKey("live")
 BOOKS = web.AppKey("books", BookStore)
 SCHEDULER = web.AppKey("scheduler", PeriodicScheduler)
+
+METRICS = web.AppKey("metrics", Metrics)
+CALLBACKS = web.AppKey("callbacks", CallbackSender)

@@ -29,9 +29,9 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from controllers.errors import UNAVAILABLE, ApiError
-from controllers.identity import READER_ROLES, caller_role
 from controllers.keys import ENGINE, LIVE, SERVICE
-from controllers.models import task_json
+from controllers.models import LiveQuery, task_json
+from controllers.openapi import doc
 from engine.engine import EngineEvent, SyncEngine
 from schedule.records import TaskRecord
 from schedule.service import ScheduleService
@@ -216,12 +216,16 @@ async def close_sockets(app: web.Application) -> None:
 
 
 @routes.get("/api/ws")
+@doc(
+    "Live task events over a WebSocket (see docs/dashboard.md for the frames)",
+    query=LiveQuery,
+    responses={101: "switching to the WebSocket protocol", 400: "not a WebSocket request"},
+    tags=["live"],
+)
 async def websocket(request: web.Request) -> web.StreamResponse:
-    """The live feed. With API tokens configured, the token comes as `?token=` (browsers
-    cannot set headers on a websocket) or as a Bearer header; any reading role may connect."""
-    role = caller_role(request, allow_query=True)
-    if role is not None and role not in READER_ROLES:
-        raise ApiError(403, "forbidden", f"role {role!r} may not read the live feed")
+    """The live feed. With API tokens configured, `auth_middleware` has checked the token,
+    given as a Bearer header or as `?token=` (browsers cannot set headers on a websocket);
+    any reading role may connect."""
     ws = web.WebSocketResponse(heartbeat=20.0)
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "websocket_required", "GET /api/ws needs a websocket upgrade")

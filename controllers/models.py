@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -13,6 +13,7 @@ from schedule.periodic import ScheduleView
 from schedule.records import (
     AttemptRecord,
     BatchResult,
+    ExternalReport,
     HourCount,
     StoredRecordError,
     TaskRecord,
@@ -114,6 +115,12 @@ class StatsQuery(Strict):
         return value
 
 
+class LiveQuery(Strict):
+    """GET /api/ws query: the API token, for browsers (they cannot set a websocket header)."""
+
+    token: str | None = Field(None, description="API token, instead of an Authorization header")
+
+
 class ThroughputQuery(Strict):
     """GET /api/sync/tasks/throughput query: how many hours back (the current one included)."""
 
@@ -159,6 +166,12 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
         "started_at": iso(task.started_at),
         "updated_at": iso(task.updated_at),
         "finished_at": iso(task.finished_at),
+        "service": task.service,
+        "group": task.service_group,
+        "temp": task.temp,
+        "callback_status": task.callback_status,
+        "callback_attempts": task.callback_attempts,
+        "callback_error": task.callback_error,
     }
 
 
@@ -288,3 +301,142 @@ def seed000_task_json(task: TaskRecord) -> dict[str, Any]:
         "created_at": iso(task.created_at),
         "done_at": iso(task.finished_at),
     }
+
+
+# ---- issue 6: external workers (seed 003) -------------------------------------------------
+
+ServiceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: seed 003's numeric statuses, accepted as aliases: 20 started, 30 finished, -10 error.
+SEED_STATUS = {20: "running", 30: "completed", -10: "failed"}
+
+
+class CronTaskQuery(Strict):
+    """GET /api/crontask: which service (and group) the worker serves."""
+
+    service: ServiceName
+    group: ServiceName | None = None
+
+
+class CronTaskReport(Strict):
+    """PUT /api/crontask/{id}: progress, intermediate state, and the end of an external task.
+
+    Every field is optional: `{}` only extends the lease. `status` `completed` or `failed` ends
+    the task (`output` becomes `result.output`, `message` the error of a failure).
+    """
+
+    status: Literal["running", "completed", "failed"] | None = None
+    progress: int | None = Field(None, ge=0, le=100)
+    message: str | None = Field(None, max_length=2000)
+    temp: Any = Field(None, description="intermediate state, kept on the task as `temp`")
+    output: Any = Field(None, description="the result, kept as `result.output`")
+    attempt: int | None = Field(None, ge=1, description="refuse the report unless current")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _seed_status(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value not in SEED_STATUS:
+                raise ValueError("numeric status must be 20, 30 or -10 (seed 003)")
+            return SEED_STATUS[value]
+        return value
+
+    def to_report(self) -> ExternalReport:
+        """The store's view of this report (absent and null `temp`/`output` differ)."""
+        sent = self.model_fields_set
+        return ExternalReport(
+            status=self.status,
+            progress=self.progress,
+            message=self.message,
+            temp=self.temp,
+            has_temp="temp" in sent,
+            output=self.output,
+            has_output="output" in sent,
+            attempt=self.attempt,
+        )
+
+
+# ---- issue 6: response models (the OpenAPI document; tests keep them equal to *_json) --------
+
+
+class Out(BaseModel):
+    """Base of response models: exactly the keys the API writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskOut(Out):
+    """The task JSON every task endpoint answers with (`task_json`)."""
+
+    id: str
+    reference: str
+    task_type: str
+    status: TaskStatus
+    priority: int
+    data_source_id: str | None
+    interface_id: str | None
+    parameters: dict[str, Any]
+    progress: int
+    message: str
+    processed_rows: int
+    total_rows: int | None
+    error_count: int
+    result: dict[str, Any] | None
+    error: str | None
+    attempt: int
+    max_attempts: int
+    timeout_s: float | None
+    retry_of: str | None
+    dedupe_key: str | None
+    callback_url: str | None
+    run_after: str
+    cancel_requested: bool
+    lease_owner: str | None
+    created_at: str
+    started_at: str | None
+    updated_at: str
+    finished_at: str | None
+    service: str | None = Field(description="external tasks: the service that may claim it")
+    group: str | None = Field(description="external tasks: the group within the service")
+    temp: Any = Field(description="external tasks: the intermediate state last reported")
+    callback_status: Literal["pending", "delivered", "failed"] | None
+    callback_attempts: int
+    callback_error: str | None
+
+
+class AttemptOut(Out):
+    """One entry of a task's `attempts` (`attempt_json`)."""
+
+    attempt: int
+    node_id: str
+    started_at: str | None
+    finished_at: str | None
+    outcome: str | None
+    error: str | None
+
+
+class TaskDetailOut(TaskOut):
+    """`GET /api/sync/tasks/{id}`: the task with its attempts."""
+
+    attempts: list[AttemptOut]
+
+
+class PaginationOut(Out):
+    """The `pagination` object of list answers (`pagination_json`)."""
+
+    page: int
+    size: int
+    total: int
+    total_pages: int
+
+
+class TaskListOut(Out):
+    """`GET /api/sync/tasks`."""
+
+    tasks: list[TaskOut]
+    pagination: PaginationOut
+
+
+class TaskBatchOut(Out):
+    """`POST /api/sync/tasks/batch`."""
+
+    tasks: list[TaskOut]

@@ -14,6 +14,7 @@ from controllers.models import (
     pagination_json,
     seed000_task_json,
 )
+from controllers.openapi import doc
 from schedule.records import Page, TaskRequest
 
 routes = web.RouteTableDef()
@@ -22,6 +23,11 @@ CREATE_DEDUPE_KEY = "partnumber_book_create@api"
 
 
 @routes.get("/api/tasks/{id}")
+@doc(
+    "One task in seed 000's shape (running | completed | error)",
+    responses={200: "the task", 404: "no such task"},
+    tags=["partnumber books"],
+)
 async def get_task(request: web.Request) -> web.Response:
     """A task in seed 000's shape, for clients that poll it every 500 ms."""
     task = await request.app[SERVICE].find(request.match_info["id"])
@@ -29,6 +35,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.get(BOOKS_PATH)
+@doc("List partnumber books, newest first, with item counts", tags=["partnumber books"])
 async def list_books(request: web.Request) -> web.Response:
     """Every book, newest first, with its item count and whether it is the active one."""
     books = await request.app[BOOKS].list_books()
@@ -36,6 +43,12 @@ async def list_books(request: web.Request) -> web.Response:
 
 
 @routes.post(BOOKS_PATH)
+@doc(
+    "Start a partnumber-book snapshot",
+    body=CreateBookBody,
+    responses={200: '{"task_id": ...} of the (possibly already running) snapshot task'},
+    tags=["partnumber books"],
+)
 async def create_book(request: web.Request) -> web.Response:
     """Enqueue a snapshot; a snapshot requested here and not finished yet is reused."""
     if request.can_read_body:
@@ -47,6 +60,12 @@ async def create_book(request: web.Request) -> web.Response:
 
 
 @routes.get(BOOKS_PATH + "/{version}/items")
+@doc(
+    "Items of one partnumber book, paged",
+    query=BookItemsQuery,
+    responses={200: "a page of items", 404: "no such version"},
+    tags=["partnumber books"],
+)
 async def book_items(request: web.Request) -> web.Response:
     """A page of one book's items, optionally for one partnumber."""
     query = parse_query(request, BookItemsQuery)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from controllers.keys import SCHEDULER
-from controllers.models import schedule_json, task_json
+from controllers.models import TaskOut, schedule_json, task_json
+from controllers.openapi import doc
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/schedules")
+@doc("List the periodic jobs with their next and last runs", tags=["schedules"])
 async def list_schedules(request: web.Request) -> web.Response:
     """Every periodic job with its cron, next and last run, and whether it is paused."""
     views = await request.app[SCHEDULER].views()
@@ -18,6 +20,12 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/schedules/{id}/run")
+@doc(
+    "Enqueue a periodic job's task now",
+    responses={201: "the task", 404: "no such schedule"},
+    tags=["schedules"],
+    response=TaskOut,
+)
 async def run_schedule(request: web.Request) -> web.Response:
     """Enqueue the job's task now (201 with the task)."""
     task = await request.app[SCHEDULER].run_now(request.match_info["id"])
@@ -25,6 +33,11 @@ async def run_schedule(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/schedules/{id}/pause")
+@doc(
+    "Pause a periodic job (kept across restarts)",
+    responses={200: "the schedule", 404: "no such schedule"},
+    tags=["schedules"],
+)
 async def pause_schedule(request: web.Request) -> web.Response:
     """Stop firing the job, on every daemon and across restarts."""
     view = await request.app[SCHEDULER].pause(request.match_info["id"])
@@ -32,6 +45,11 @@ async def pause_schedule(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/schedules/{id}/resume")
+@doc(
+    "Resume a paused periodic job",
+    responses={200: "the schedule", 404: "no such schedule"},
+    tags=["schedules"],
+)
 async def resume_schedule(request: web.Request) -> web.Response:
     """Fire the job again from its next scheduled time."""
     view = await request.app[SCHEDULER].resume(request.match_info["id"])

@@ -211,3 +211,23 @@ def _log_health_change(is_healthy: bool) -> None:
             "daemon unhealthy; watchdog pings paused (systemd restarts it after WatchdogSec)",
             extra={"action": "watchdog"},
         )
+
+
+async def status_loop(
+    notifier: Notifier,
+    describe: Callable[[], Awaitable[str]],
+    interval_s: float,
+    *,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """Send `STATUS=<describe()>` now and then every `interval_s`; runs until cancelled.
+
+    `describe` may fail (the database is down): the status then says so instead of going stale.
+    """
+    while True:
+        try:
+            text = await describe()
+        except Exception as exc:
+            text = f"status unavailable: {type(exc).__name__}"
+        notifier.status(text)
+        await sleep(interval_s)

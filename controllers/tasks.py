@@ -15,6 +15,10 @@ from controllers.models import (
     ListQuery,
     PageQuery,
     StatsQuery,
+    TaskBatchOut,
+    TaskDetailOut,
+    TaskListOut,
+    TaskOut,
     ThroughputQuery,
     UpdateTaskBody,
     attempt_json,
@@ -24,6 +28,7 @@ from controllers.models import (
     task_json,
     throughput_json,
 )
+from controllers.openapi import doc
 from schedule.models import TaskStatus
 from schedule.records import Page, TaskFilter
 
@@ -31,6 +36,13 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/api/sync/tasks")
+@doc(
+    "Create a task",
+    body=CreateTaskBody,
+    responses={201: "the new task", 200: "the unfinished task that holds this dedupe_key"},
+    tags=["tasks"],
+    response=TaskOut,
+)
 async def create_task(request: web.Request) -> web.Response:
     """Create a task (201), or return the unfinished task holding its dedupe key (200)."""
     body = await parse_body(request, CreateTaskBody)
@@ -39,6 +51,13 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/batch")
+@doc(
+    "Create many tasks (all validated before any is written)",
+    body=BatchCreateBody,
+    responses={201: "`{tasks: [...]}`"},
+    tags=["tasks"],
+    response=TaskBatchOut,
+)
 async def create_tasks(request: web.Request) -> web.Response:
     """Create many tasks at once; all are validated before any is written."""
     body = await parse_body(request, BatchCreateBody)
@@ -47,6 +66,13 @@ async def create_tasks(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sync/tasks")
+@doc(
+    "List tasks, newest first",
+    query=ListQuery,
+    responses={200: "`{tasks, pagination}`"},
+    tags=["tasks"],
+    response=TaskListOut,
+)
 async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
@@ -61,6 +87,12 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sync/tasks/statistics")
+@doc(
+    "Task statistics and this node's engine counters",
+    query=StatsQuery,
+    responses={200: "`{database, engine}`"},
+    tags=["tasks"],
+)
 async def statistics(request: web.Request) -> web.Response:
     """Database aggregates and this node's engine counters."""
     query = parse_query(request, StatsQuery)
@@ -92,6 +124,12 @@ async def statistics(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sync/tasks/throughput")
+@doc(
+    "Tasks finished per hour, by final status (the dashboard's chart)",
+    query=ThroughputQuery,
+    responses={200: "`{hours, since, buckets: [{hour, completed, failed, cancelled}]}`"},
+    tags=["tasks"],
+)
 async def throughput(request: web.Request) -> web.Response:
     """Tasks finished per hour over the last `hours` hours, by final status (dashboard chart)."""
     query = parse_query(request, ThroughputQuery)
@@ -100,6 +138,7 @@ async def throughput(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/batch/cancel")
+@doc("Cancel many tasks", body=IdsBody, responses={200: "`{results: [...]}`"}, tags=["tasks"])
 async def batch_cancel(request: web.Request) -> web.Response:
     """Cancel many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
@@ -108,6 +147,7 @@ async def batch_cancel(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/batch/retry")
+@doc("Retry many tasks", body=IdsBody, responses={200: "`{results: [...]}`"}, tags=["tasks"])
 async def batch_retry(request: web.Request) -> web.Response:
     """Retry many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
@@ -116,6 +156,12 @@ async def batch_retry(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sync/tasks/{id}")
+@doc(
+    "One task with its attempts and live progress",
+    responses={200: "the task", 404: "no such task"},
+    tags=["tasks"],
+    response=TaskDetailOut,
+)
 async def get_task(request: web.Request) -> web.Response:
     """One task by id or reference, with attempts and live progress."""
     detail = await request.app[SERVICE].get(request.match_info["id"])
@@ -125,6 +171,13 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/sync/tasks/{id}")
+@doc(
+    "Change a pending task",
+    body=UpdateTaskBody,
+    responses={200: "the task", 404: "no such task", 409: "the task is not pending"},
+    tags=["tasks"],
+    response=TaskOut,
+)
 async def update_task(request: web.Request) -> web.Response:
     """Change a pending task."""
     body = await parse_body(request, UpdateTaskBody)
@@ -136,6 +189,17 @@ async def update_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/{id}/cancel")
+@doc(
+    "Cancel a task",
+    responses={
+        200: "cancelled (it was pending)",
+        202: "stop requested (it is running)",
+        404: "no such task",
+        409: "already finished",
+    },
+    tags=["tasks"],
+    response=TaskOut,
+)
 async def cancel_task(request: web.Request) -> web.Response:
     """Pending: cancelled (200). Running: stop requested (202)."""
     task = await request.app[SERVICE].cancel(request.match_info["id"])
@@ -144,6 +208,12 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/{id}/retry")
+@doc(
+    "Retry a failed or cancelled task as a new task",
+    responses={201: "the new task", 404: "no such task", 409: "not failed or cancelled"},
+    tags=["tasks"],
+    response=TaskOut,
+)
 async def retry_task(request: web.Request) -> web.Response:
     """A new task from a failed or cancelled one."""
     task = await request.app[SERVICE].retry(request.match_info["id"])
@@ -151,6 +221,11 @@ async def retry_task(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/sync/tasks/{id}")
+@doc(
+    "Delete a finished task",
+    responses={204: "deleted", 404: "no such task", 409: "not finished"},
+    tags=["tasks"],
+)
 async def delete_task(request: web.Request) -> web.Response:
     """Delete a finished task."""
     await request.app[SERVICE].delete(request.match_info["id"])
@@ -158,6 +233,12 @@ async def delete_task(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sync/tasks/{id}/errors")
+@doc(
+    "Per-record errors of a task",
+    query=PageQuery,
+    responses={200: "`{errors, pagination}`", 404: "no such task"},
+    tags=["tasks"],
+)
 async def task_errors(request: web.Request) -> web.Response:
     """Per-record errors, paged."""
     query = parse_query(request, PageQuery)

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tenacity import RetryCallState, wait_exponential_jitter
 
 from config.settings import Settings
 from engine.context import CancelState, LiveProgress, TaskContext
@@ -101,6 +100,7 @@ class SyncEngine:
         self._stopping = False
         self._started_at = time.monotonic()
         self._db_failures = 0
+        self.db_errors = 0  # database errors since start, for the metrics (never reset)
         self.database_ok = True
         self.idle = asyncio.Event()
 
@@ -176,6 +176,10 @@ class SyncEngine:
         `version` of each changes whenever its handler reports)."""
         return [r.live for r in self._running.values() if r.executing]
 
+    def publish(self, kind: str, task: TaskRecord, outcome: Outcome | None = None) -> None:
+        """Tell the listeners about a change made outside the pool (external workers)."""
+        self._emit(EngineEvent(kind, task, outcome))
+
     def stats(self) -> EngineStats:
         """This node's counters."""
         executing = [r for r in self._running.values() if r.executing]
@@ -230,7 +234,8 @@ class SyncEngine:
         return [
             spec.task_type
             for spec in self.registry
-            if spec.concurrency is None or counts[spec.task_type] < spec.concurrency
+            if not spec.external
+            and (spec.concurrency is None or counts[spec.task_type] < spec.concurrency)
         ]
 
     def _within_type_limits(
@@ -431,6 +436,7 @@ class SyncEngine:
 
     def _db_down(self, exc: BaseException) -> None:
         self._db_failures += 1
+        self.db_errors += 1
         if self.database_ok:
             log.error("database unavailable: %s", exc, extra={"action": "db_down"})
         self.database_ok = False
@@ -460,6 +466,4 @@ class SyncEngine:
 
 def _backoff(attempt: int, initial: float, maximum: float) -> float:
     """tenacity's exponential wait with jitter for the n-th consecutive failure."""
-    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = max(1, attempt)
-    return float(wait_exponential_jitter(initial=initial, max=maximum)(state))
+    return RetryPolicy(initial, maximum).delay(attempt)

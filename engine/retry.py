@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,11 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1` (attempt counts from 1)."""
         if self.initial_s <= 0:
             return 0.0
-        wait = wait_exponential_jitter(
-            initial=self.initial_s, max=self.max_s, jitter=self.initial_s
-        )
+        wait = wait_exponential(multiplier=self.initial_s, max=self.max_s)
+        jitter = wait_random(0, self.initial_s)
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = attempt
-        return float(wait(state))
+        state.attempt_number = max(1, attempt)
+        return min(self.max_s, float(wait(state)) + float(jitter(state)))
 
     def next_run(self, attempt: int, now: datetime) -> datetime:
         """When the retry of a task whose attempt `attempt` failed becomes due."""

@@ -230,3 +230,30 @@ sync_locks = Table(
     Column("locked_by", String(128)),
     Column("locked_at", Timestamp),
 )
+
+# ---- issue 6: operations (external workers, completion callbacks) -----------------------------
+# Extra columns of `sync_tasks`. `service`/`service_group` are copied from the parameters of an
+# `external` task at create time so that `GET /api/crontask` filters on indexed columns, not JSON.
+# `temp` is the intermediate state an external worker reports. `callback_*` is the delivery state
+# of the completion callback: `callback_status` is `pending` (to deliver once the task finished),
+# `delivered` or `failed`; `callback_next_at` is when the sender may try next (a short claim while
+# it sends, the backoff after a failure), so deliveries survive restarts and are shared by nodes.
+
+sync_tasks.append_column(Column("service", String(64)))
+sync_tasks.append_column(Column("service_group", String(64)))
+sync_tasks.append_column(Column("temp", JSON))
+sync_tasks.append_column(Column("callback_status", String(16)))
+sync_tasks.append_column(Column("callback_attempts", Integer, nullable=False, server_default="0"))
+sync_tasks.append_column(Column("callback_error", Text))
+sync_tasks.append_column(Column("callback_next_at", Timestamp))
+# Claim order within a service, like ix_sync_tasks_claim: the claim reads only that service's
+# pending tasks, however long the rest of the queue is.
+Index(
+    "ix_sync_tasks_service_claim",
+    sync_tasks.c.service,
+    sync_tasks.c.status,
+    sync_tasks.c.priority.desc(),
+    sync_tasks.c.run_after,
+    sync_tasks.c.created_at,
+)
+Index("ix_sync_tasks_callback", sync_tasks.c.callback_status, sync_tasks.c.callback_next_at)

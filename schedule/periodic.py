@@ -14,7 +14,7 @@ skipped while paused are not caught up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -127,6 +127,7 @@ class PeriodicScheduler:
         self.jobs = {j.id: j for j in (jobs if jobs is not None else default_jobs(settings))}
         self.triggers = {j.id: j.trigger(self.tz) for j in self.jobs.values()}
         self.clock = clock
+        self.on_fire: list[Callable[[str, bool], None]] = []  # (job id, enqueued ok): metrics
         self._scheduler: AsyncIOScheduler | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -184,6 +185,11 @@ class PeriodicScheduler:
                 await self.fire(job_id, due)
         except Exception:
             log.exception("periodic job failed to enqueue", extra={"action": "fire", "job": job_id})
+            self._announce(job_id, ok=False)
+
+    def _announce(self, job_id: str, ok: bool) -> None:
+        for observer in self.on_fire:
+            observer(job_id, ok)
 
     # ---- actions ----------------------------------------------------------------------------
 
@@ -198,6 +204,7 @@ class PeriodicScheduler:
             TaskRequest(task_type=job.task_type, dedupe_key=f"{job_id}@{stamp}")
         )
         await self.store.record_fire(job_id, scheduled, task.id)
+        self._announce(job_id, ok=True)
         log.info(
             "periodic job fired",
             extra={"action": "fire", "job": job_id, "task_id": task.id, "created": created},

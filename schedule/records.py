@@ -57,6 +57,13 @@ class TaskRecord:
     started_at: datetime | None
     updated_at: datetime
     finished_at: datetime | None
+    # issue 6: external workers and completion callbacks
+    service: str | None = None
+    service_group: str | None = None
+    temp: Any = None
+    callback_status: str | None = None
+    callback_attempts: int = 0
+    callback_error: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:
@@ -86,6 +93,8 @@ class NewTask:
     dedupe_key: str | None = None
     callback_url: str | None = None
     retry_of: str | None = None
+    service: str | None = None  # external tasks: who may claim it (GET /api/crontask)
+    service_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,3 +240,25 @@ class BatchResult:
     status: str | None = None
     error: str | None = None
     task_id: str | None = None  # the new task of a retry
+
+
+@dataclass(frozen=True)
+class ExternalReport:
+    """What an external worker reports on a task it claimed (`PUT /api/crontask/{id}`)."""
+
+    status: str | None = None  # running | completed | failed; None: progress only
+    progress: int | None = None
+    message: str | None = None
+    temp: Any = None
+    has_temp: bool = False
+    output: Any = None
+    has_output: bool = False
+    attempt: int | None = None  # fencing: refuse a report for an older attempt
+
+
+@dataclass(frozen=True)
+class CallbackDelivery:
+    """A finished task whose completion callback is due, claimed for one delivery attempt."""
+
+    task: TaskRecord
+    attempt: int  # 1 for the first delivery attempt

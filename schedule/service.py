@@ -7,18 +7,21 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from config.settings import Settings
-from engine.handlers.base import HandlerSpec, Registry, UnknownTaskType
+from engine.handlers.base import HandlerSpec, Parameters, Registry, UnknownTaskType
 from schedule.exceptions import FieldProblem, InvalidInput, InvalidState, NotFound
 from schedule.models import TaskStatus
 from schedule.records import (
     AttemptRecord,
     BatchResult,
+    ExternalReport,
     HourCount,
     NewTask,
+    Outcome,
     Page,
     Statistics,
     StoredRecordError,
@@ -52,6 +55,8 @@ class EngineLink(Protocol):
 
     def live(self, task_id: str) -> LiveView | None: ...
 
+    def publish(self, kind: str, task: TaskRecord, outcome: Outcome | None = None) -> None: ...
+
 
 class ScheduleService:
     """The one place where tasks are created and change state on request."""
@@ -67,8 +72,11 @@ class ScheduleService:
         self.registry = registry
         self.settings = settings
         self.engine = engine
+        # Called with each task actually created (metrics); a failing observer is logged only.
+        self.on_created: list[Callable[[TaskRecord], None]] = []
+
         # Observers of changes made on request (the dashboard's live feed): called with
-        # `created`, `updated` or `cancelled` and the task as written.
+        # `created`, `updated`, `cancelled` or `cancel_requested` and the task as written.
         self.listeners: list[ServiceListener] = []
 
     def _notify(self, kind: str, task: TaskRecord) -> None:
@@ -100,7 +108,15 @@ class ScheduleService:
                     extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
                 )
                 self._notify("created", task)
+                self._notify_created(task)
         return pairs
+
+    def _notify_created(self, task: TaskRecord) -> None:
+        for observer in self.on_created:
+            try:
+                observer(task)
+            except Exception:
+                log.exception("task-created observer failed", extra={"task_id": task.id})
 
     @staticmethod
     def _prefix(index: int, count: int) -> str:
@@ -108,7 +124,9 @@ class ScheduleService:
 
     def _new_task(self, request: TaskRequest, prefix: str = "") -> NewTask:
         spec = self._spec(request.task_type, prefix)
-        self._validate_params(spec, request.parameters, prefix)
+        parsed = self._validate_params(spec, request.parameters, prefix)
+        if request.callback_url is not None:
+            self._check_callback_url(request.callback_url, prefix)
         if spec.needs_data_source and not request.data_source_id:
             raise InvalidInput(
                 [FieldProblem(f"{prefix}data_source_id", f"required for {spec.task_type}")]
@@ -125,7 +143,30 @@ class ScheduleService:
             timeout_s=request.timeout_s,
             dedupe_key=request.dedupe_key,
             callback_url=request.callback_url,
+            service=getattr(parsed, "service", None) if spec.external else None,
+            service_group=getattr(parsed, "group", None) if spec.external else None,
         )
+
+    def _check_callback_url(self, url: str, prefix: str) -> None:
+        """Only http(s) URLs on the allowed hosts, and only with a signing secret set."""
+        field = f"{prefix}callback_url"
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            _ = parts.port  # raises ValueError for a bad port
+        except ValueError as exc:
+            raise InvalidInput([FieldProblem(field, f"not a valid URL: {exc}")]) from None
+        problem = None
+        if parts.scheme not in ("http", "https"):
+            problem = f"scheme {parts.scheme!r} is not allowed; use http or https"
+        elif not host:
+            problem = "the URL has no host"
+        elif not self.settings.callback_secret:
+            problem = "callbacks are disabled: SYNCD_CALLBACK_SECRET is not set"
+        elif host not in {h.lower() for h in self.settings.callback_allowed_hosts}:
+            problem = f"host {host!r} is not in SYNCD_CALLBACK_ALLOWED_HOSTS"
+        if problem is not None:
+            raise InvalidInput([FieldProblem(field, problem)])
 
     def _spec(self, task_type: str, prefix: str = "") -> HandlerSpec:
         try:
@@ -141,9 +182,9 @@ class ScheduleService:
             ) from None
 
     @staticmethod
-    def _validate_params(spec: HandlerSpec, parameters: dict[str, Any], prefix: str) -> None:
+    def _validate_params(spec: HandlerSpec, parameters: dict[str, Any], prefix: str) -> Parameters:
         try:
-            spec.validate(parameters)
+            return spec.validate(parameters)
         except ValidationError as exc:
             raise InvalidInput(
                 [
@@ -233,6 +274,11 @@ class ScheduleService:
         task = await self.store.cancel(key)
         if task.status is TaskStatus.RUNNING and self.engine is not None:
             self.engine.request_cancel(task.id)
+        elif task.status is TaskStatus.CANCELLED and self.engine is not None:
+            # It was pending and ended here, not in the pool: tell the observers (metrics,
+            # completion callbacks) as the engine does for the tasks it ends.
+            outcome = Outcome(task.id, task.attempt, TaskStatus.CANCELLED, "cancelled")
+            self.engine.publish("finished", task, outcome)
         self._notify("cancelled" if task.status.finished else "cancel_requested", task)
         return task
 
@@ -254,6 +300,8 @@ class ScheduleService:
             dedupe_key=old.dedupe_key,
             callback_url=old.callback_url,
             retry_of=old.id,
+            service=old.service,
+            service_group=old.service_group,
         )
         task, created = await self.store.create(new)
         if not created:
@@ -284,3 +332,35 @@ class ScheduleService:
                     BatchResult(id=key, ok=True, status=task.status.value, task_id=new_id)
                 )
         return results
+
+    # ---- issue 6: external workers (seed 003) ---------------------------------------------
+
+    async def claim_external(self, service: str, group: str | None) -> TaskRecord | None:
+        """Hand the first due task of `service` (and `group`) to an external worker."""
+        owner = f"external:{service}"[:128]
+        task = await self.store.claim_external(
+            owner, service, group, self.settings.external_lease_s
+        )
+        if task is not None:
+            log.info(
+                "external task claimed",
+                extra={"task_id": task.id, "task_type": task.task_type, "action": "claim"},
+            )
+            if self.engine is not None:
+                self.engine.publish("started", task)
+        return task
+
+    async def report_external(self, key: str, report: ExternalReport) -> TaskRecord:
+        """Apply an external worker's report; a final status ends the task."""
+        task, outcome = await self.store.report_external(
+            key, report, self.settings.external_lease_s
+        )
+        if outcome is not None:
+            log.info(
+                "external task %s",
+                outcome.outcome,
+                extra={"task_id": task.id, "task_type": task.task_type, "action": "report"},
+            )
+            if self.engine is not None:
+                self.engine.publish("finished", task, outcome)
+        return task

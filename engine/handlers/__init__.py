@@ -8,6 +8,7 @@ from engine.handlers.base import Registry
 def default_registry() -> Registry:
     """Every built-in task type (imported here so that handler modules load lazily)."""
     from engine.handlers import (
+        external,
         noop,
         partnumber_book_create,
         partnumber_book_retention,
@@ -15,6 +16,7 @@ def default_registry() -> Registry:
     )
 
     registry = Registry()
-    for module in (noop, partnumber_book_create, partnumber_book_retention, task_retention):
+    modules = (noop, external, partnumber_book_create, partnumber_book_retention, task_retention)
+    for module in modules:
         registry.register(module.SPEC)
     return registry

@@ -29,6 +29,7 @@ class HandlerSpec:
     run function reads through `ctx.params`. `concurrency` caps how many tasks of this type a
     node runs at once (None: only the pool size). The defaults apply when a create request
     leaves the field out.
+    `external` types are never run here: see the field's comment.
     """
 
     task_type: str
@@ -40,6 +41,9 @@ class HandlerSpec:
     default_timeout_s: float | None = None
     description: str = ""
     needs_data_source: bool = False
+    # Claimed only by external workers through `GET /api/crontask`, never by the local pool;
+    # `params` must then have `service: str` and `group: str | None` (see handlers/external.py).
+    external: bool = False
 
     def validate(self, parameters: Mapping[str, Any]) -> Parameters:
         """Parse parameters; raises pydantic's `ValidationError`."""

@@ -199,3 +199,27 @@ def test_import_stock_uploads_the_file(daemon: Daemon, tmp_path: Path) -> None:
     done = syncd(daemon, "import", "stock", str(sheet), "--follow")
     assert "stock_import" in done.stdout
     assert done.returncode in (0, 3), done.stderr
+
+
+@pytest.fixture(scope="module")
+def guarded(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon that requires tokens."""
+    tokens = "cli-admin-token:admin,cli-read-token:read"
+    with running_daemon(
+        sqlite_template, tmp_path_factory.mktemp("cli-guarded"), SYNCD_API_TOKENS=tokens
+    ) as d:
+        yield d
+
+
+def test_token_from_option_or_environment(guarded: Daemon) -> None:
+    refused = syncd(guarded, "tasks", "list")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("syncd: error: HTTP 401 unauthorized: missing Authorization")
+    assert syncd(guarded, "tasks", "list", "--token", "cli-read-token").returncode == 0
+    assert syncd(guarded, "tasks", "stats", SYNCD_TOKEN="cli-read-token").returncode == 0
+    forbidden = syncd(guarded, "tasks", "create", "noop", SYNCD_TOKEN="cli-read-token")
+    assert forbidden.returncode == 1
+    assert "HTTP 403 forbidden: role 'read' may not POST /api/sync/tasks" in forbidden.stderr
+    made = syncd(guarded, "tasks", "create", "noop", "--follow", "--token", "cli-admin-token")
+    assert made.returncode == 0, made.stderr
+    assert "completed" in made.stdout.splitlines()[-1]

@@ -111,10 +111,13 @@ def test_an_expired_token_sends_the_user_back_to_the_login_form(daemon: Daemon, 
         pytest.skip("the /api auth middleware (issue 6) is not merged: task calls need no token")
     sign_in(page, daemon, ADMIN)
     expect(page.locator("#whoami")).to_have_text("admin")
+    expect(page.locator("main .loading")).to_have_count(0)  # the first list load is done
     page.evaluate("sessionStorage.setItem('syncd.token', 'revoked-token')")
     page.click("button:text('Refresh')")
     expect(page.locator("#login")).to_be_visible()
-    expect(page.locator("#login-error")).to_contain_text("Your session ended")
+    expect(page.locator("#login-error")).to_have_text(
+        "Your session ended: unknown bearer token. Sign in again."
+    )
 
 
 def test_a_401_during_the_session_shows_the_login_form_with_the_message(

@@ -1,30 +1,59 @@
-"""The access log never shows a `?token=` value (the dashboard's websocket URL has one)."""
+"""The logs never show a `?token=` value (the dashboard's websocket URL carries one)."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
-from config.logging import ACCESS_LOG_FORMAT
-from controllers.identity import RedactingAccessLogger, redact_token
+from config.logging import ACCESS_LOG_FORMAT, configure_logging, redact
 
-
-def test_redact_token_keeps_everything_else() -> None:
-    assert redact_token("GET /api/ws?token=abc HTTP/1.1") == "GET /api/ws?token=*** HTTP/1.1"
-    assert redact_token("/x?a=1&token=t%20x&b=2") == "/x?a=1&token=***&b=2"
-    assert redact_token("/api/sync/tasks?page=2") == "/api/sync/tasks?page=2"
-    assert redact_token("/x?mytoken=keep") == "/x?mytoken=keep"
+TOKEN = "q7-secret-value-0123456789"
 
 
-def test_access_log_line_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("test.access")
-    access = RedactingAccessLogger(logger, ACCESS_LOG_FORMAT)
-    request = make_mocked_request("GET", "/api/ws?token=s3cret-value")
-    with caplog.at_level(logging.INFO, logger="test.access"):
-        access.log(request, web.Response(status=101), 0.01)
-    (record,) = caplog.records
-    assert "s3cret-value" not in record.getMessage()
-    assert "GET /api/ws?token=*** HTTP/1.1" in record.getMessage()
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_redact_query_tokens_and_nothing_else() -> None:
+    assert redact("GET /api/ws?token=abc HTTP/1.1") == "GET /api/ws?token=[REDACTED] HTTP/1.1"
+    assert redact("/x?a=1&token=t%20x&b=2") == "/x?a=1&token=[REDACTED]&b=2"
+    assert redact("/api/sync/tasks?page=2") == "/api/sync/tasks?page=2"
+    assert redact("/x?mytoken=keep") == "/x?mytoken=keep"
+
+
+async def test_access_log_of_the_websocket_url_has_no_token() -> None:
+    out = io.StringIO()
+    configure_logging("json", stream=out)
+
+    async def ws(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/api/ws", ws)
+    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}/api/ws?token={TOKEN}"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200
+    finally:
+        await runner.cleanup()
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    access = [e for e in lines if e["logger"] == "aiohttp.access"]
+    assert len(access) == 1
+    assert '"GET /api/ws?token=[REDACTED] HTTP/1.1" 200' in access[0]["msg"]
+    assert TOKEN not in out.getvalue()

@@ -1,0 +1,165 @@
+"""Prometheus metrics of one daemon, in a registry of its own (never the global one).
+
+`Metrics` is fed by observers: the engine's listeners (`observe`: finished, retried, rescued),
+the service's `on_created`, the callback sender, and the scheduler through `scheduler_fire`.
+Gauges that describe the database (queue depth) are refreshed on scrape (`refresh`), so they are
+exact when read and cost nothing between scrapes. `render` gives the text exposition format.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from engine.engine import EngineEvent
+from schedule.records import TaskRecord
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+DURATION_BUCKETS = (0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400)
+
+
+class _Reading(Collector):
+    """A counter whose value is read from a callable at scrape time (the engine's tally)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name, self._doc, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._doc, value=self._read())
+
+
+class Metrics:
+    """Every metric syncd exposes at `GET /metrics`."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        r = self.registry
+        self.created = Counter(
+            "syncd_tasks_created", "Tasks created, by type.", ["task_type"], registry=r
+        )
+        self.finished = Counter(
+            "syncd_tasks_finished",
+            "Tasks that ended, by type and outcome (completed, failed, cancelled, timeout).",
+            ["task_type", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "syncd_task_duration_seconds",
+            "Run time of finished attempts (claim to end), by type.",
+            ["task_type"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "syncd_task_retries",
+            "Attempts that failed and were scheduled again.",
+            ["task_type"],
+            registry=r,
+        )
+        self.rescues = Counter(
+            "syncd_lease_rescues",
+            "Tasks taken back after their lease expired (a node or worker went silent).",
+            ["task_type"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "syncd_queue_depth", "Pending tasks in the database (all nodes).", registry=r
+        )
+        self.running = Gauge(
+            "syncd_tasks_running",
+            "Tasks this node is running, by type.",
+            ["task_type"],
+            registry=r,
+        )
+        self.scheduler_fires = Counter(
+            "syncd_scheduler_fires",
+            "Periodic job runs, by job and result (ok, error).",
+            ["job", "result"],
+            registry=r,
+        )
+        self.scheduler_last_success = Gauge(
+            "syncd_scheduler_last_success_timestamp_seconds",
+            "When each periodic job last ran successfully (Unix time).",
+            ["job"],
+            registry=r,
+        )
+        self.callbacks = Counter(
+            "syncd_callbacks",
+            "Completion callback delivery attempts, by result (delivered, retry, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.db_errors_api = Counter(
+            "syncd_api_database_errors",
+            "Database errors met while answering API requests or scrapes.",
+            registry=r,
+        )
+
+    def watch_engine_db_errors(self, read: Callable[[], float]) -> None:
+        """Expose the engine's own count of database errors as `syncd_database_errors_total`."""
+        self.registry.register(
+            _Reading(
+                "syncd_database_errors",
+                "Database errors met by the engine (claims, heartbeats, writes).",
+                read,
+            )
+        )
+
+    # ---- observers -------------------------------------------------------------------------
+
+    def task_created(self, task: TaskRecord) -> None:
+        """The service created a task."""
+        self.created.labels(task.task_type).inc()
+
+    def observe(self, event: EngineEvent) -> None:
+        """An engine listener: count outcomes, retries, rescues and durations."""
+        task = event.task
+        if event.kind == "rescued":
+            self.rescues.labels(task.task_type).inc()
+            return
+        if event.kind != "finished" or event.outcome is None:
+            return
+        outcome = event.outcome.outcome
+        if task.started_at is not None:
+            elapsed = max(0.0, self._clock() - task.started_at.timestamp())
+            self.duration.labels(task.task_type).observe(elapsed)
+        if outcome == "retry":
+            self.retries.labels(task.task_type).inc()
+        else:
+            self.finished.labels(task.task_type, outcome).inc()
+
+    def scheduler_fire(self, job_id: str, ok: bool) -> None:
+        """For the scheduler: a periodic job ran (`ok`: it succeeded)."""
+        self.scheduler_fires.labels(job_id, "ok" if ok else "error").inc()
+        if ok:
+            self.scheduler_last_success.labels(job_id).set(self._clock())
+
+    def callback_attempt(self, result: str) -> None:
+        """The callback sender finished one delivery attempt: delivered, retry or failed."""
+        self.callbacks.labels(result).inc()
+
+    def refresh(self, queue_depth: int | None, running_by_type: dict[str, int]) -> None:
+        """Set the gauges just before a scrape; `queue_depth` None when the database failed."""
+        if queue_depth is not None:
+            self.queue_depth.set(queue_depth)
+        else:
+            self.db_errors_api.inc()
+        self.running.clear()
+        for task_type, count in running_by_type.items():
+            self.running.labels(task_type).set(count)
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
