@@ -16,8 +16,9 @@ export function render({ root }) {
   const file = h("input#stock-file", { type: "file", name: "file", accept: ".xlsx,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", required: true });
   const submit = h("button.btn.primary", { type: "submit" }, "Upload and import");
   const form = h("form.card.upload-form", { on: { submit: (e) => { e.preventDefault(); start(); } } },
-    h("label.drop", file, h("strong", "Choose a stock file"),
-      h("span.muted", "An .xlsx sheet with partnumber, vendor, description, qty, price and warehouse columns (English or Russian headers).")),
+    h("label.drop", h("strong", "Choose a stock file"),
+      h("span.muted", "An .xlsx sheet with partnumber, vendor, description, qty, price and warehouse columns (English or Russian headers)."),
+      file),
     submit);
   clear(root, pageHeader("Stock upload", "Import a stock file; valid rows go to stock_log, bad rows become record errors."), form, status);
   let followed = null;
