@@ -200,3 +200,11 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     ours = [line for line in result.stderr.splitlines() if UNIT.name in line]
     assert result.returncode == 0, result.stderr
     assert not ours, "warnings about the unit (unknown keys are only warnings): " + "\n".join(ours)
+
+
+def test_readme_settings_table_lists_every_setting() -> None:
+    settings = pytest.importorskip("config.settings")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = set(re.findall(r"^\| `(SYNCD_[A-Z_]+)` \|", readme, flags=re.M))
+    fields = {f"SYNCD_{name.upper()}" for name in settings.Settings.model_fields}
+    assert table == fields
