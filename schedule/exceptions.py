@@ -57,3 +57,15 @@ class SchemaError(ScheduleError):
     """The database schema is missing or outdated: run `syncd migrate`."""
 
     code = "unavailable"
+
+
+class DatabaseUnreachable(ScheduleError):
+    """The database could not be reached or refused the connection."""
+
+    code = "unavailable"
+
+
+class UnsupportedDatabase(ScheduleError):
+    """The database server lacks what syncd needs (MariaDB >= 10.6 or MySQL >= 8.0)."""
+
+    code = "unavailable"
