@@ -34,6 +34,9 @@ from schedule.store import TaskStore, utcnow
 
 log = logging.getLogger(__name__)
 DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
+#: Returned by a loop step that had nothing to do and so did not touch the database: it
+#: proves nothing about the database being reachable again.
+SKIPPED: Any = object()
 
 Listener = Callable[["EngineEvent"], None]
 
@@ -101,6 +104,7 @@ class SyncEngine:
         self._stopping = False
         self._started_at = time.monotonic()
         self._db_failures = 0
+        self._rescue_not_before = 0.0
         self.database_ok = True
         self.idle = asyncio.Event()
 
@@ -203,13 +207,14 @@ class SyncEngine:
 
     def _poll_delay(self) -> float:
         if not self.database_ok:
-            return _backoff(self._db_failures, initial=0.5, maximum=15)
+            return _backoff(self._db_failures, initial=0.5, maximum=5)
         return self.settings.poll_interval_s
 
-    async def _claim_and_start(self, free: int) -> int:
+    async def _claim_and_start(self, free: int) -> Any:
+        """Claim up to `free` tasks and start them; how many were claimed (or SKIPPED)."""
         types = self._claimable_types()
         if not types:
-            return 0
+            return SKIPPED
         tasks = await self.store.claim(self.node_id, free, self.settings.lease_s, types)
         if tasks:
             self.idle.clear()
@@ -294,6 +299,10 @@ class SyncEngine:
         if written:
             self._emit(EngineEvent("finished", task, outcome))
         else:
+            log.warning(
+                "lease lost before the result was written; another node owns the task now",
+                extra=self._extra(task, action="fenced"),
+            )
             self._emit(EngineEvent("lost", task, outcome))
 
     async def _release(self, run: Running) -> bool:
@@ -364,7 +373,7 @@ class SyncEngine:
 
     # ---- periodic loops ---------------------------------------------------------------------
 
-    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+    async def _every(self, interval: float, action: Callable[[], Awaitable[Any]]) -> None:
         while True:
             await asyncio.sleep(interval)
             await self._guarded(action(), default=None)
@@ -375,13 +384,18 @@ class SyncEngine:
         except DB_ERRORS as exc:
             self._db_down(exc)
             return default
+        except Exception:  # a bug must not stop the loop that called us
+            log.exception("engine loop step failed", extra={"action": "loop_error"})
+            return default
+        if result is SKIPPED:
+            return default
         self._db_up()
         return result
 
-    async def _heartbeat_once(self) -> None:
+    async def _heartbeat_once(self) -> Any:
         owned = {i: r.task.attempt for i, r in self._running.items()}
         if not owned:
-            return
+            return SKIPPED
         reply = await self.store.heartbeat(self.node_id, owned, self.settings.lease_s)
         for task_id in owned.keys() - reply.held:
             self._lease_lost(task_id)
@@ -398,10 +412,10 @@ class SyncEngine:
         if run.job is not None and run.executing:
             run.job.cancel()
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self) -> Any:
         dirty = [r.live for r in self._running.values() if r.live.dirty and r.executing]
         if not dirty:
-            return
+            return SKIPPED
         for live in dirty:
             live.dirty = False
         try:
@@ -411,7 +425,9 @@ class SyncEngine:
                 live.dirty = True
             raise
 
-    async def _rescue_once(self) -> None:
+    async def _rescue_once(self) -> Any:
+        if time.monotonic() < self._rescue_not_before:
+            return SKIPPED  # just reconnected: let live nodes renew their leases first
         for task in await self.store.rescue():
             log.warning(
                 "rescued a task whose lease expired",
@@ -431,6 +447,12 @@ class SyncEngine:
     def _db_up(self) -> None:
         if not self.database_ok:
             log.info("database reachable again", extra={"action": "db_up"})
+            # Every node's heartbeats failed during the outage, so leases look expired now.
+            # Wait one lease period before rescuing: nodes still running their tasks renew
+            # them meanwhile (a heartbeat renews any lease its node still owns), and only
+            # the leases of nodes that really died are taken over.
+            self._rescue_not_before = time.monotonic() + self.settings.lease_s
+            self._wake.set()  # the dispatcher may be in a long backoff: claim now
         self.database_ok = True
         self._db_failures = 0
 
@@ -455,4 +477,4 @@ def _backoff(attempt: int, initial: float, maximum: float) -> float:
     """tenacity's exponential wait with jitter for the n-th consecutive failure."""
     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = max(1, attempt)
-    return float(wait_exponential_jitter(initial=initial, max=maximum)(state))
+    return float(wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)(state))

@@ -20,7 +20,7 @@ class RetryPolicy:
         if self.initial_s <= 0:
             return 0.0
         wait = wait_exponential_jitter(
-            initial=self.initial_s, max=self.max_s, jitter=self.initial_s
+            multiplier=self.initial_s, max=self.max_s, jitter=self.initial_s
         )
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = attempt

@@ -554,7 +554,10 @@ class TaskStore:
     async def _owned(
         self, conn: AsyncConnection, node_id: str, by_id: dict[str, Outcome]
     ) -> dict[str, datetime | None]:
-        query = self._lock(
+        # FOR UPDATE without SKIP LOCKED: a row locked by this node's own heartbeat or by a
+        # rescuer must be waited for and then judged, never skipped (skipping it would drop
+        # a result that this node is still entitled to write).
+        query = self._lock_wait(
             select(T.c.id, T.c.attempt, T.c.started_at).where(
                 T.c.id.in_(list(by_id)),
                 T.c.lease_owner == node_id,
@@ -676,7 +679,11 @@ class TaskStore:
     # ---- dialect hooks --------------------------------------------------------------------
 
     def _lock(self, query: Select[Any]) -> Select[Any]:
-        """Row locks where the dialect has them (SQLite already holds the write lock)."""
+        """Row locks that skip rows others hold (SQLite already holds the write lock)."""
+        return query
+
+    def _lock_wait(self, query: Select[Any]) -> Select[Any]:
+        """Row locks that wait for rows others hold (SQLite already holds the write lock)."""
         return query
 
     def _duration_s(self) -> ColumnElement[Any]:
@@ -715,6 +722,9 @@ class MySqlStore(TaskStore):
 
     def _lock(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
+
+    def _lock_wait(self, query: Select[Any]) -> Select[Any]:
+        return query.with_for_update()
 
     def _duration_s(self) -> ColumnElement[Any]:
         micro = func.timestampdiff(literal_column("MICROSECOND"), T.c.started_at, T.c.finished_at)
