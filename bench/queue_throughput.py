@@ -414,7 +414,9 @@ def mariadb_database(spec: str) -> Iterator[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per throughput run")
-    parser.add_argument("--concurrency", type=int, default=8, help="syncd worker slots")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="syncd worker slots per engine/daemon"
+    )
     parser.add_argument("--huey-workers", type=int, default=2)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--idle-s", type=float, default=10.0, help="idle CPU measurement period")

@@ -404,7 +404,10 @@ class SyncEngine:
 
     def _lease_lost(self, task_id: str) -> None:
         run = self._running.get(task_id)
-        if run is None or run.cancel.lease_lost:
+        if run is None or run.cancel.lease_lost or not run.executing:
+            # An attempt that already ended is only waiting for its outcome to be written
+            # (often the write has just landed and the row is no longer `running`): the
+            # fenced write decides, there is nothing left to stop.
             return
         run.cancel.lease_lost = True
         run.cancel.reason = "lease lost"

@@ -72,8 +72,16 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     url = async_url(settings.database_url)
     timeout = settings.db_timeout_s
     if url.get_backend_name() == "sqlite":
+        # No reset-on-return ROLLBACK: every use of a connection ends its own transaction
+        # (`begin()` commits or rolls back, `connect()` rolls back on close), and on
+        # aiosqlite each extra statement is a round trip to the connection's thread.
         engine = create_async_engine(
-            url, connect_args={"timeout": timeout}, pool_size=8, max_overflow=8, **kwargs
+            url,
+            connect_args={"timeout": timeout},
+            pool_size=8,
+            max_overflow=8,
+            pool_reset_on_return=None,
+            **kwargs,
         )
         install_sqlite_tuning(engine.sync_engine, busy_timeout_ms=int(timeout * 1000))
         return engine
