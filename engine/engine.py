@@ -191,6 +191,9 @@ class SyncEngine:
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
+            # One turn of the event loop first: attempts ending in this same tick free their
+            # slots too, so one claim takes them all instead of one claim per slot.
+            await asyncio.sleep(0)
             self._wake.clear()
             free = self.settings.concurrency - self._executing()
             claimed = 0
@@ -355,6 +358,7 @@ class SyncEngine:
     async def _finish_loop(self) -> None:
         while True:
             await self._finish_wake.wait()
+            await asyncio.sleep(0)  # group commit: outcomes of this same tick join the batch
             self._finish_wake.clear()
             batch, self._finish_queue = self._finish_queue, []
             if not batch:
