@@ -28,7 +28,7 @@ from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
 from schedule.database import create_engine
 from schedule.models import TaskStatus, sync_tasks
-from schedule.records import NewTask, TaskRequest
+from schedule.records import NewTask, Outcome, TaskRequest
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
 from tests.conftest import make_settings, migrate_url
@@ -376,3 +376,31 @@ async def _api_all_completed(client: TestClient[Any, Any], ids: list[str]) -> bo
         return False
     done = {t["id"] for t in (await resp.json())["tasks"]}
     return done >= set(ids)
+
+
+async def test_finish_groups_identical_outcomes_and_keeps_the_rest_apart(
+    cluster_nodes: list[Node],
+) -> None:
+    store = make_store(cluster_nodes[0].db)
+    new = NewTask(task_type="noop", parameters={}, max_attempts=3, dedupe_key=None)
+    pairs = await store.create_many([new] * 5)
+    claimed = await store.claim("n1", 5, lease_s=30)
+    assert len(claimed) == 5
+    done = {"ok": True}
+    outcomes = [
+        Outcome(t.id, t.attempt, TaskStatus.COMPLETED, "completed", result=done)
+        for t in claimed[:3]
+    ]
+    outcomes.append(
+        Outcome(claimed[3].id, 1, TaskStatus.COMPLETED, "completed", result={"other": 1})
+    )
+    outcomes.append(Outcome(claimed[4].id, 1, TaskStatus.FAILED, "failed", error="boom"))
+    written = await store.finish("n1", outcomes)
+    assert written == {t.id for t, _ in pairs}
+    by_id = {t.id: await store.require(t.id) for t, _ in pairs}
+    for outcome in outcomes:
+        task = by_id[outcome.task_id]
+        assert task.status is outcome.status
+        assert task.result == outcome.result and task.error == outcome.error
+        assert task.lease_owner is None and task.finished_at is not None
+    assert await store.finish("n1", outcomes) == set()  # nothing owned any more
