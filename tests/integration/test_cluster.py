@@ -180,7 +180,7 @@ async def test_cancel_on_any_node_reaches_the_running_node(
         await wait_for(lambda: _status_is(a.store, task.id, TaskStatus.CANCELLED))
         took = time.monotonic() - asked
         heartbeat = cluster_nodes[0].settings.lease_s / 3
-        assert took < heartbeat + 1.0, f"cancel took {took:.2f} s, heartbeat is {heartbeat} s"
+        assert took < heartbeat + 1.5, f"cancel took {took:.2f} s, heartbeat is {heartbeat} s"
         attempts = await a.store.attempts(task.id)
         assert [(x.node_id, x.outcome) for x in attempts] == [("node-1", "cancelled")]
     finally:
