@@ -42,7 +42,7 @@ from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
 from schedule.books import BookStore
-from schedule.database import check_schema, create_engine
+from schedule.database import check_database, create_engine
 from schedule.periodic import PeriodicScheduler
 from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
@@ -85,7 +85,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     db = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
     try:
-        await check_schema(db, settings.database_url)
+        await check_database(db, settings.database_url, settings.db_timeout_s)
     except BaseException:
         await db.dispose()
         raise
@@ -97,7 +97,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 def _engine(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        store = make_store(app[DB], clock)
+        store = make_store(app[DB], clock, timeout=settings.db_timeout_s)
         engine = SyncEngine(store, app[REGISTRY], settings, app[DB], clock)
         app[STORE] = store
         app[ENGINE] = engine

@@ -40,7 +40,7 @@ def _run_daemon_command(args: argparse.Namespace) -> int:
     from config.exceptions import SettingsError
     from config.settings import load_settings
     from schedule.database import describe_db_error
-    from schedule.exceptions import SchemaError
+    from schedule.exceptions import ScheduleError
 
     try:
         settings = load_settings(args.config)
@@ -50,7 +50,7 @@ def _run_daemon_command(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(settings)
         return code
-    except (SchemaError, SettingsError) as exc:
+    except (ScheduleError, SettingsError) as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as exc:
@@ -79,14 +79,25 @@ def migrate(settings: Settings) -> int:
     from sqlalchemy import create_engine as create_sync_engine
 
     from config.logging import configure_logging
-    from schedule.database import alembic_config, ensure_sqlite_dir, head_revision, sync_url
+    from schedule.database import (
+        alembic_config,
+        check_server_version,
+        ensure_sqlite_dir,
+        head_revision,
+        is_sqlite,
+        sync_url,
+    )
 
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
     ensure_sqlite_dir(settings.database_url)
     cfg = alembic_config(settings.database_url)
-    engine = create_sync_engine(sync_url(settings.database_url))
+    engine = create_sync_engine(
+        sync_url(settings.database_url), connect_args=_connect_args(settings)
+    )
     try:
         with engine.begin() as conn:
+            if not is_sqlite(settings.database_url):
+                check_server_version(str(conn.exec_driver_sql("SELECT VERSION()").scalar_one()))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:
@@ -97,9 +108,6 @@ def migrate(settings: Settings) -> int:
 
 def check_config(settings: Settings) -> int:
     """Print the effective settings (secrets hidden) and check the database schema."""
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine as create_sync_engine
-
     from schedule.database import head_revision, sync_url
     from schedule.exceptions import SchemaError
 
@@ -108,14 +116,7 @@ def check_config(settings: Settings) -> int:
         if name == "database_url":
             shown = sync_url(str(value)).render_as_string(hide_password=True)
         print(f"{name} = {shown}")
-    engine = create_sync_engine(
-        sync_url(settings.database_url), connect_args=_connect_args(settings)
-    )
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_heads()
-    finally:
-        engine.dispose()
+    current = _current_heads(settings)
     head = head_revision(settings.database_url)
     if tuple(current) != (head,):
         at = ", ".join(current) or "nothing"
@@ -124,10 +125,36 @@ def check_config(settings: Settings) -> int:
     return 0
 
 
+def _current_heads(settings: Settings) -> tuple[str, ...]:
+    """The schema revision of the database, after checking the server can run syncd."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine as create_sync_engine
+
+    from schedule.database import check_server_version, describe_db_error, is_sqlite, sync_url
+    from schedule.exceptions import DatabaseUnreachable, ScheduleError
+
+    engine = create_sync_engine(
+        sync_url(settings.database_url), connect_args=_connect_args(settings)
+    )
+    try:
+        with engine.connect() as conn:
+            if not is_sqlite(settings.database_url):
+                check_server_version(str(conn.exec_driver_sql("SELECT VERSION()").scalar_one()))
+            return tuple(MigrationContext.configure(conn).get_current_heads())
+    except ScheduleError:
+        raise
+    except Exception as exc:  # any driver or protocol failure becomes one line
+        raise DatabaseUnreachable(describe_db_error(exc, settings.database_url)) from None
+    finally:
+        engine.dispose()
+
+
 def _connect_args(settings: Settings) -> dict[str, object]:
-    if settings.database_url.startswith("sqlite"):
+    from schedule.database import is_sqlite, mysql_connect_args
+
+    if is_sqlite(settings.database_url):
         return {"timeout": settings.db_timeout_s}
-    return {"connect_timeout": max(1, int(settings.db_timeout_s))}
+    return mysql_connect_args(settings.db_timeout_s, blocking=True)
 
 
 def serve(settings: Settings) -> int:

@@ -33,6 +33,9 @@ from schedule.store import TaskStore, utcnow
 
 log = logging.getLogger(__name__)
 DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
+#: Returned by a loop step that had nothing to do and so did not touch the database: it
+#: proves nothing about the database being reachable again.
+SKIPPED: Any = object()
 
 Listener = Callable[["EngineEvent"], None]
 
@@ -101,6 +104,7 @@ class SyncEngine:
         self._started_at = time.monotonic()
         self._db_failures = 0
         self.db_errors = 0  # database errors since start, for the metrics (never reset)
+        self._rescue_not_before = 0.0
         self.database_ok = True
         self.idle = asyncio.Event()
 
@@ -196,6 +200,9 @@ class SyncEngine:
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
+            # One turn of the event loop first: attempts ending in this same tick free their
+            # slots too, so one claim takes them all instead of one claim per slot.
+            await asyncio.sleep(0)
             self._wake.clear()
             free = self.settings.concurrency - self._executing()
             claimed = 0
@@ -212,13 +219,14 @@ class SyncEngine:
 
     def _poll_delay(self) -> float:
         if not self.database_ok:
-            return _backoff(self._db_failures, initial=0.5, maximum=15)
+            return _backoff(self._db_failures, initial=0.5, maximum=5)
         return self.settings.poll_interval_s
 
-    async def _claim_and_start(self, free: int) -> int:
+    async def _claim_and_start(self, free: int) -> Any:
+        """Claim up to `free` tasks and start them; how many were claimed (or SKIPPED)."""
         types = self._claimable_types()
         if not types:
-            return 0
+            return SKIPPED
         tasks = await self.store.claim(self.node_id, free, self.settings.lease_s, types)
         if tasks:
             self.idle.clear()
@@ -304,6 +312,10 @@ class SyncEngine:
         if written:
             self._emit(EngineEvent("finished", task, outcome))
         else:
+            log.warning(
+                "lease lost before the result was written; another node owns the task now",
+                extra=self._extra(task, action="fenced"),
+            )
             self._emit(EngineEvent("lost", task, outcome))
 
     async def _release(self, run: Running) -> bool:
@@ -358,6 +370,7 @@ class SyncEngine:
     async def _finish_loop(self) -> None:
         while True:
             await self._finish_wake.wait()
+            await asyncio.sleep(0)  # group commit: outcomes of this same tick join the batch
             self._finish_wake.clear()
             batch, self._finish_queue = self._finish_queue, []
             if not batch:
@@ -376,7 +389,7 @@ class SyncEngine:
 
     # ---- periodic loops ---------------------------------------------------------------------
 
-    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+    async def _every(self, interval: float, action: Callable[[], Awaitable[Any]]) -> None:
         while True:
             await asyncio.sleep(interval)
             await self._guarded(action(), default=None)
@@ -387,13 +400,18 @@ class SyncEngine:
         except DB_ERRORS as exc:
             self._db_down(exc)
             return default
+        except Exception:  # a bug must not stop the loop that called us
+            log.exception("engine loop step failed", extra={"action": "loop_error"})
+            return default
+        if result is SKIPPED:
+            return default
         self._db_up()
         return result
 
-    async def _heartbeat_once(self) -> None:
+    async def _heartbeat_once(self) -> Any:
         owned = {i: r.task.attempt for i, r in self._running.items()}
         if not owned:
-            return
+            return SKIPPED
         reply = await self.store.heartbeat(self.node_id, owned, self.settings.lease_s)
         for task_id in owned.keys() - reply.held:
             self._lease_lost(task_id)
@@ -402,7 +420,10 @@ class SyncEngine:
 
     def _lease_lost(self, task_id: str) -> None:
         run = self._running.get(task_id)
-        if run is None or run.cancel.lease_lost:
+        if run is None or run.cancel.lease_lost or not run.executing:
+            # An attempt that already ended is only waiting for its outcome to be written
+            # (often the write has just landed and the row is no longer `running`): the
+            # fenced write decides, there is nothing left to stop.
             return
         run.cancel.lease_lost = True
         run.cancel.reason = "lease lost"
@@ -410,10 +431,10 @@ class SyncEngine:
         if run.job is not None and run.executing:
             run.job.cancel()
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self) -> Any:
         dirty = [r.live for r in self._running.values() if r.live.dirty and r.executing]
         if not dirty:
-            return
+            return SKIPPED
         for live in dirty:
             live.dirty = False
         try:
@@ -423,7 +444,9 @@ class SyncEngine:
                 live.dirty = True
             raise
 
-    async def _rescue_once(self) -> None:
+    async def _rescue_once(self) -> Any:
+        if time.monotonic() < self._rescue_not_before:
+            return SKIPPED  # just reconnected: let live nodes renew their leases first
         for task in await self.store.rescue():
             log.warning(
                 "rescued a task whose lease expired",
@@ -444,6 +467,12 @@ class SyncEngine:
     def _db_up(self) -> None:
         if not self.database_ok:
             log.info("database reachable again", extra={"action": "db_up"})
+            # Every node's heartbeats failed during the outage, so leases look expired now.
+            # Wait one lease period before rescuing: nodes still running their tasks renew
+            # them meanwhile (a heartbeat renews any lease its node still owns), and only
+            # the leases of nodes that really died are taken over.
+            self._rescue_not_before = time.monotonic() + self.settings.lease_s
+            self._wake.set()  # the dispatcher may be in a long backoff: claim now
         self.database_ok = True
         self._db_failures = 0
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 from pathlib import Path
+from struct import error as struct_error
 from typing import Any
 
 from alembic.config import Config as AlembicConfig
@@ -15,7 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from config.settings import Settings
-from schedule.exceptions import SchemaError
+from schedule.exceptions import DatabaseUnreachable, SchemaError, UnsupportedDatabase
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,34 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def mysql_connect_args(timeout: float, blocking: bool = False) -> dict[str, Any]:
+    """Connect (and, for PyMySQL, read/write) timeouts so a dead or silent server fails fast.
+
+    aiomysql has no read timeout; the daemon bounds its statements with `asyncio.timeout`
+    instead (see `TaskStore`).
+    """
+    seconds = max(1, round(timeout))
+    args: dict[str, Any] = {"connect_timeout": seconds}
+    if blocking:
+        args.update(read_timeout=seconds, write_timeout=seconds)
+    return args
+
+
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """The daemon's async engine, with dialect tuning and bounded waits."""
     url = async_url(settings.database_url)
     timeout = settings.db_timeout_s
     if url.get_backend_name() == "sqlite":
+        # No reset-on-return ROLLBACK: every use of a connection ends its own transaction
+        # (`begin()` commits or rolls back, `connect()` rolls back on close), and on
+        # aiosqlite each extra statement is a round trip to the connection's thread.
         engine = create_async_engine(
-            url, connect_args={"timeout": timeout}, pool_size=8, max_overflow=8, **kwargs
+            url,
+            connect_args={"timeout": timeout},
+            pool_size=8,
+            max_overflow=8,
+            pool_reset_on_return=None,
+            **kwargs,
         )
         install_sqlite_tuning(engine.sync_engine, busy_timeout_ms=int(timeout * 1000))
         return engine
@@ -69,7 +93,7 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         pool_recycle=1800,
         pool_pre_ping=True,
         isolation_level="READ COMMITTED",  # claims lock only the rows they take
-        connect_args={"connect_timeout": max(1, int(timeout))},
+        connect_args=mysql_connect_args(timeout),
         **kwargs,
     )
 
@@ -127,9 +151,123 @@ async def check_schema(engine: AsyncEngine, database_url: str) -> None:
         )
 
 
+async def check_database(engine: AsyncEngine, database_url: str, limit_s: float) -> None:
+    """The start-up check: reachable, a supported server, migrated to this syncd's head.
+
+    Raises `DatabaseUnreachable`, `UnsupportedDatabase` or `SchemaError`, each with one line
+    that names the problem (the CLI prints it and exits non-zero).
+    """
+    try:
+        async with asyncio.timeout(limit_s):
+            if not is_sqlite(database_url):
+                async with engine.connect() as conn:
+                    version = (await conn.exec_driver_sql("SELECT VERSION()")).scalar_one()
+                check_server_version(str(version))
+            await check_schema(engine, database_url)
+    except (SchemaError, UnsupportedDatabase):
+        raise
+    except TimeoutError:
+        raise DatabaseUnreachable(describe_db_error(_NoAnswer(limit_s), database_url)) from None
+    except Exception as exc:  # any driver or protocol failure becomes one line
+        raise DatabaseUnreachable(describe_db_error(exc, database_url)) from None
+
+
+class _NoAnswer(TimeoutError):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no answer within {timeout:g} s")
+
+
+_VERSION = re.compile(r"^(?:5\.5\.5-)?(\d+)\.(\d+)(?:\.(\d+))?")
+NEEDED = "syncd needs MariaDB >= 10.6 or MySQL >= 8.0 (for SELECT ... FOR UPDATE SKIP LOCKED)"
+
+
+def server_version_problem(version: str) -> str | None:
+    """Why a server reporting `version` (SELECT VERSION()) cannot run syncd, or None."""
+    match = _VERSION.match(version.strip())
+    if match is None:
+        return f"cannot read the server version {version!r}; {NEEDED}"
+    numbers = (int(match[1]), int(match[2]))
+    kind = "MariaDB" if "mariadb" in version.lower() else "MySQL"
+    minimum = (10, 6) if kind == "MariaDB" else (8, 0)
+    if numbers < minimum:
+        shown = ".".join(g for g in match.groups() if g is not None)
+        return f"{kind} {shown} is too old; {NEEDED}"
+    return None
+
+
+def check_server_version(version: str) -> None:
+    """Raise `UnsupportedDatabase` for a server without `SKIP LOCKED`."""
+    problem = server_version_problem(version)
+    if problem is not None:
+        raise UnsupportedDatabase(problem)
+
+
+# PyMySQL/MySQL client error codes worth a plain-words message.
+_ACCESS_DENIED, _DB_ACCESS_DENIED, _UNKNOWN_DB = 1045, 1044, 1049
+_CANT_CONNECT, _LOST_CONNECTION = 2003, 2013
+
+
 def describe_db_error(exc: BaseException, database_url: str) -> str:
     """One line naming what went wrong with the database (no traceback, no password)."""
-    where = make_url(database_url).render_as_string(hide_password=True)
+    url = make_url(database_url)
+    where = url.render_as_string(hide_password=True)
+    return f"database {where}: {_explain(exc, url)}"
+
+
+def _explain(exc: BaseException, url: URL) -> str:
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return f"database {where}: {text}"
+    text = _first_line(orig)
+    if url.get_backend_name() == "sqlite":
+        return text
+    address = f"{url.host or 'localhost'}:{url.port or 3306}"
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    code = args[0] if args and isinstance(args[0], int) else None
+    if code is not None and len(args) > 1:
+        text = str(args[1]).strip().splitlines()[0]
+    if code == _ACCESS_DENIED:
+        return f"access denied for user {url.username!r}: wrong user name or password ({text})"
+    if code == _DB_ACCESS_DENIED:
+        return f"user {url.username!r} may not use database {url.database!r} ({text})"
+    if code == _UNKNOWN_DB:
+        return f"unknown database {url.database!r} on {address}: create it, then run syncd migrate"
+    if code == _CANT_CONNECT:
+        return f"cannot connect to {address}: {_connect_reason(orig, text)}"
+    if isinstance(orig, TimeoutError) or code == _LOST_CONNECTION:
+        return (
+            f"no MySQL/MariaDB handshake from {address} ({text}): is it a MySQL-compatible "
+            "server, and reachable?"
+        )
+    if _is_protocol_error(orig):
+        return f"{address} does not speak the MySQL protocol: not a MySQL/MariaDB server ({text})"
+    return text
+
+
+def _connect_reason(exc: BaseException, text: str) -> str:
+    causes = [exc]
+    while causes[-1].__cause__ is not None or causes[-1].__context__ is not None:
+        nxt = causes[-1].__cause__ or causes[-1].__context__
+        if nxt is None or nxt in causes:
+            break
+        causes.append(nxt)
+    kinds = tuple(type(c) for c in causes)
+    lowered = " ".join(str(c) for c in causes).lower() + " " + text.lower()
+    if any(issubclass(k, socket.gaierror) for k in kinds) or "name or service not known" in lowered:
+        return "unknown host name (typo in the URL?)"
+    if any(issubclass(k, ConnectionRefusedError) for k in kinds) or "refused" in lowered:
+        return "connection refused (nothing listens on that port: wrong port, or server down)"
+    if any(issubclass(k, TimeoutError) for k in kinds) or "timed out" in lowered:
+        return "timed out (wrong host, or a firewall drops the packets)"
+    return text
+
+
+def _is_protocol_error(exc: BaseException) -> bool:
+    if type(exc).__module__.startswith(("pymysql", "aiomysql")) and (
+        "packet" in str(exc).lower() or type(exc).__name__ == "InternalError"
+    ):
+        return True
+    return isinstance(exc, (struct_error, IndexError, UnicodeDecodeError, EOFError))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -71,4 +71,14 @@ class SnapshotError(ScheduleError):
 class LockBusy(ScheduleError):
     """Another node holds the lock for this work; try again later."""
 
+
+class DatabaseUnreachable(ScheduleError):
+    """The database could not be reached or refused the connection."""
+
+    code = "unavailable"
+
+
+class UnsupportedDatabase(ScheduleError):
+    """The database server lacks what syncd needs (MariaDB >= 10.6 or MySQL >= 8.0)."""
+
     code = "unavailable"

@@ -68,14 +68,27 @@ class TaskRecord:
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:
         """Build from a `sync_tasks` row mapping."""
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values = {name: row[name] for name in _TASK_FIELDS}
         values["status"] = TaskStatus(values["status"])
         values["cancel_requested"] = bool(values["cancel_requested"])
-        for name in ("run_after", "created_at", "updated_at"):
-            values[name] = utc(values[name])
-        for name in ("lease_expires_at", "started_at", "finished_at"):
-            values[name] = utc(values[name])
+        for name in _TIME_FIELDS:
+            value = values[name]
+            if value is not None and value.tzinfo is None:  # the common case, made cheap
+                values[name] = value.replace(tzinfo=UTC)
+            else:
+                values[name] = utc(value)
         return cls(**values)
+
+
+_TASK_FIELDS = tuple(TaskRecord.__dataclass_fields__)
+_TIME_FIELDS = (
+    "run_after",
+    "created_at",
+    "updated_at",
+    "lease_expires_at",
+    "started_at",
+    "finished_at",
+)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -182,6 +183,7 @@ class MariaDBServer:
         if process is None or process.poll() is not None:
             self._process = None
             return
+        self.resume()  # a frozen server would never act on SIGTERM
         process.terminate()
         try:
             process.wait(timeout=_STOP_TIMEOUT_S)
@@ -204,6 +206,17 @@ class MariaDBServer:
             process.kill()
         process.wait(timeout=_STOP_TIMEOUT_S)
         self._process = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers, as in a
+        network partition; `resume()` thaws it."""
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a server frozen by `pause()`."""
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Stop the server and remove its files (when it created its own directory)."""
