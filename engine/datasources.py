@@ -211,7 +211,7 @@ def mask_url(value: str) -> str:
         return value
     if parsed.password is None:
         return value
-    return parsed.set(password=MASK).render_as_string(hide_password=False)
+    return parsed.render_as_string(hide_password=True)
 
 
 def unmask(new: Any, old: Any) -> Any:

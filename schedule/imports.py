@@ -77,7 +77,7 @@ class ImportStore:
         rows = [
             {
                 "task_id": task_id,
-                "row_number": e.row_number,
+                "sheet_row": e.row_number,
                 "partnumber": e.partnumber,
                 "vendor": e.vendor,
                 "description": e.description,

@@ -271,7 +271,7 @@ stock_log = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("task_id", String(36), nullable=False),
-    Column("row_number", Integer, nullable=False),
+    Column("sheet_row", Integer, nullable=False),
     Column("partnumber", Name, nullable=False),
     Column("vendor", Name, nullable=False, server_default=text("''")),
     Column("description", Description),
@@ -279,7 +279,7 @@ stock_log = Table(
     Column("price", Numeric(18, 4)),
     Column("warehouse", String(255)),
     Column("imported_at", Timestamp, nullable=False),
-    Index("ix_stock_log_task_row", "task_id", "row_number"),
+    Index("ix_stock_log_task_row", "task_id", "sheet_row"),
     Index("ix_stock_log_partnumber", "partnumber"),
 )
 

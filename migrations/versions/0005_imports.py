@@ -25,7 +25,7 @@ def upgrade() -> None:
         "stock_log",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
         sa.Column("task_id", sa.String(36), nullable=False),
-        sa.Column("row_number", sa.Integer, nullable=False),
+        sa.Column("sheet_row", sa.Integer, nullable=False),
         sa.Column("partnumber", sa.String(255), nullable=False),
         sa.Column("vendor", sa.String(255), nullable=False, server_default=sa.text("''")),
         sa.Column("description", sa.String(10000)),
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("warehouse", sa.String(255)),
         sa.Column("imported_at", Timestamp, nullable=False),
     )
-    op.create_index("ix_stock_log_task_row", "stock_log", ["task_id", "row_number"])
+    op.create_index("ix_stock_log_task_row", "stock_log", ["task_id", "sheet_row"])
     op.create_index("ix_stock_log_partnumber", "stock_log", ["partnumber"])
     op.create_table(
         "tools",

@@ -253,8 +253,8 @@ async def test_stock_upload_imports_rows(
         logged = (
             await conn.execute(
                 text(
-                    "SELECT row_number, partnumber, vendor, CAST(qty AS CHAR), CAST(price AS CHAR)"
-                    " FROM stock_log ORDER BY row_number"
+                    "SELECT sheet_row, partnumber, vendor, CAST(qty AS CHAR), CAST(price AS CHAR)"
+                    " FROM stock_log ORDER BY sheet_row"
                 )
             )
         ).all()
