@@ -25,7 +25,7 @@ from schedule.models import (
 )
 from schedule.records import naive
 from schedule.store import utcnow
-from schedule.upsert import KEY_CHUNK, upsert_rows
+from schedule.upsert import KEY_CHUNK, execute_many, upsert_rows
 
 SEEN = qt_vendor_partnumber_seen
 STOCK_SOURCE = "stock"
@@ -89,7 +89,7 @@ class ImportStore:
             for e in entries
         ]
         async with self.engine.begin() as conn:
-            await conn.execute(stock_log.insert(), rows)
+            await execute_many(conn, stock_log.insert(), rows)
             seen = await self._note_unmapped(conn, entries, globs, now)
         return StockBatchResult(len(rows), seen)
 
@@ -122,7 +122,7 @@ class ImportStore:
             and not any(glob_matches(g, pn) for g in globs)
         ]
         if fresh:
-            await conn.execute(_seen_upsert(conn.dialect.name), fresh)
+            await execute_many(conn, _seen_upsert(conn.dialect.name), fresh)
         return len(fresh)
 
     async def upsert_records(

@@ -37,6 +37,28 @@ def upsert_statement(
     return my.on_duplicate_key_update({c: my.inserted[c] for c in columns})
 
 
+async def execute_many(conn: AsyncConnection, stmt: Insert, rows: Sequence[Row]) -> None:
+    """Execute an INSERT for many rows (all with the same keys) straight through the driver.
+
+    The statement is compiled once and every value goes through the same bind processor
+    SQLAlchemy would apply (JSON, dates, decimals), but without its per-row bookkeeping, which
+    costs several times the driver's own `executemany` on large batches.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    table = stmt.table
+    compiled = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
+    names = compiled.positiontup
+    if names is None or not isinstance(table, Table):  # a named paramstyle: the general path
+        await conn.execute(stmt, list(rows))
+        return
+    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+    pairs = list(zip(names, processors, strict=True))
+    params = [tuple(p(r[n]) if p is not None else r[n] for n, p in pairs) for r in rows]
+    await conn.exec_driver_sql(compiled.string, params)
+
+
 async def existing_keys(
     conn: AsyncConnection, table: Table, keys: Sequence[str], rows: Sequence[Row]
 ) -> set[tuple[Any, ...]]:
@@ -74,6 +96,6 @@ async def upsert_rows(
     present = await existing_keys(conn, table, keys, rows) if count else set()
     update = [c for c in rows[0] if c not in keys]
     stmt = upsert_statement(conn.dialect.name, table, keys, update)
-    await conn.execute(stmt, list(distinct.values()))
+    await execute_many(conn, stmt, list(distinct.values()))
     updated = len(present)
     return len(distinct) - updated, updated

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,11 +21,15 @@ from pydantic import Field, ValidationError
 from engine.context import TaskContext
 from engine.exceptions import PermanentError
 from engine.handlers.base import HandlerSpec, JsonObject, Parameters
+from engine.sources.streaming import ThreadedIterator
 from engine.targets import TARGETS, ImportTarget, get_target
 from engine.uploads import FILE_NAME, ImportFiles
 from schedule.imports import ImportStore
 from schedule.records import naive
 from schedule.store import utcnow
+
+Validated = tuple[int, list[dict[str, Any]], list[tuple[int, str, Any]]]
+"""Records done so far, the valid rows of a batch, `(index, reason, record)` of the others."""
 
 
 class RecordsImportParams(Parameters):
@@ -97,20 +102,26 @@ async def run(ctx: TaskContext) -> JsonObject:
     total = len(records)
     ctx.report(processed=0, total=total, message=f"importing {total} records into {target.name}")
     store = ImportStore(ctx.db)
-    seen: set[tuple[Any, ...]] = set()
     imported = failed = 0
-    for start in range(0, total, params.batch_size):
-        chunk = records[start : start + params.batch_size]
-        rows, errors = await asyncio.to_thread(validate_batch, target, chunk, start, seen)
-        for index, reason, record in errors:
-            await ctx.record_error(reason, record, index)
-        failed += len(errors)
-        if rows:
-            _stamp(rows, target, ctx.task.id)
-            imported += await store.upsert_records(target.table, target.keys, rows)
-        done = start + len(chunk)
-        ctx.report(processed=done, message=f"{done}/{total} records, {failed} rejected")
-        await ctx.checkpoint()
+
+    def batches() -> Iterator[Validated]:
+        seen: set[tuple[Any, ...]] = set()
+        for start in range(0, total, params.batch_size):
+            chunk = records[start : start + params.batch_size]
+            rows, errors = validate_batch(target, chunk, start, seen)
+            yield start + len(chunk), rows, errors
+
+    # Validation runs in a worker thread a batch or two ahead of the writes.
+    async with ThreadedIterator(batches) as validated:
+        async for done, rows, errors in validated:
+            for index, reason, record in errors:
+                await ctx.record_error(reason, record, index)
+            failed += len(errors)
+            if rows:
+                _stamp(rows, target, ctx.task.id)
+                imported += await store.upsert_records(target.table, target.keys, rows)
+            ctx.report(processed=done, message=f"{done}/{total} records, {failed} rejected")
+            await ctx.checkpoint()
     ctx.report(progress=100, message=f"imported {imported} of {total} records, {failed} rejected")
     return {"target": target.name, "total": total, "imported": imported, "failed": failed}
 
