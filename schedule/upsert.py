@@ -8,6 +8,7 @@ primary key or a unique index of the table (checked by `check_target` before the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, tuple_
@@ -54,8 +55,18 @@ async def execute_many(conn: AsyncConnection, stmt: Insert, rows: Sequence[Row])
         await conn.execute(stmt, list(rows))
         return
     processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    pairs = list(zip(names, processors, strict=True))
-    params = [tuple(p(r[n]) if p is not None else r[n] for n, p in pairs) for r in rows]
+    convert = [(i, p) for i, p in enumerate(processors) if p is not None]
+    getter = itemgetter(*names)
+    params: list[Any] = []
+    for row in rows:
+        values = getter(row)
+        if len(names) == 1:
+            values = (values,)
+        if convert:
+            values = list(values)
+            for index, process in convert:
+                values[index] = process(values[index])
+        params.append(tuple(values))
     await conn.exec_driver_sql(compiled.string, params)
 
 

@@ -37,7 +37,7 @@ class RecordsImportParams(Parameters):
 
     target: str = Field(..., max_length=64)
     file: Annotated[str, Field(pattern=FILE_NAME.pattern)]
-    batch_size: int = Field(1000, ge=1, le=10_000)
+    batch_size: int = Field(5000, ge=1, le=50_000)
 
 
 def load_records(path: Path) -> list[Any]:
