@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +343,22 @@ async def test_corrupt_xlsx_fails_task(client: Client) -> None:
 
 def test_payload_json_kept_as_sent() -> None:
     assert json.loads(json.dumps(SEED002)) == SEED002
+
+
+async def test_startup_sweep_removes_files_no_task_needs(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    folder = settings.state_dir / "uploads"
+
+    def make() -> tuple[Path, Path]:
+        folder.mkdir(parents=True)
+        old, young = folder / ("a" * 32 + ".xlsx"), folder / ("b" * 32 + ".json")
+        old.write_bytes(b"x")
+        young.write_bytes(b"y")
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        return old, young
+
+    _old, young = await asyncio.to_thread(make)
+    await aiohttp_client(create_app(settings))
+    # The old file belongs to no task; the young one may be an upload still streaming in.
+    assert await uploads(settings) == [young.name]
