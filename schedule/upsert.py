@@ -7,7 +7,7 @@ primary key or a unique index of the table (checked by `check_target` before the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -55,7 +55,7 @@ async def execute_many(conn: AsyncConnection, stmt: Insert, rows: Sequence[Row])
         await conn.execute(stmt, list(rows))
         return
     processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    convert = [(i, p) for i, p in enumerate(processors) if p is not None]
+    convert = [(i, _repeating(p)) for i, p in enumerate(processors) if p is not None]
     getter = itemgetter(*names)
     params: list[Any] = []
     for row in rows:
@@ -68,6 +68,22 @@ async def execute_many(conn: AsyncConnection, stmt: Insert, rows: Sequence[Row])
                 values[index] = process(values[index])
         params.append(tuple(values))
     await conn.exec_driver_sql(compiled.string, params)
+
+
+def _repeating(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A bind processor that reuses its last result for the same object: a batch stamps every
+    row with one `now`, whose formatting would otherwise dominate the parameter building."""
+    last_in: Any = object()
+    last_out: Any = None
+
+    def run(value: Any) -> Any:
+        nonlocal last_in, last_out
+        if value is not last_in:
+            last_out = process(value)
+            last_in = value
+        return last_out
+
+    return run
 
 
 async def existing_keys(

@@ -38,7 +38,7 @@ class StockImportParams(Parameters):
 
     file: Annotated[str, Field(pattern=r"^[0-9a-f]{32}\.xlsx$")]
     filename: str = Field("", max_length=255)
-    batch_size: int = Field(2000, ge=1, le=50_000)
+    batch_size: int = Field(5000, ge=1, le=50_000)
 
 
 def parse_batches(path: Path, size: int) -> Iterator[Batch]:
