@@ -9,13 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, UrlConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import Table
 
 from schedule.models import tools
 
-HttpUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["http", "https"], max_length=2048)]
+
+def _http_url(value: str) -> str:
+    """An absolute http(s) URL, kept exactly as sent (no normalisation)."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[
+    str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_http_url)
+]
 Text255 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 
 
@@ -41,7 +57,7 @@ class ToolRecord(BaseModel):
             "category": self.category,
             "description": self.description,
             "features": self.features,
-            "url": str(self.url) if self.url is not None else None,
+            "url": self.url,
         }
 
 
