@@ -362,3 +362,70 @@ async def test_startup_sweep_removes_files_no_task_needs(
     await aiohttp_client(create_app(settings))
     # The old file belongs to no task; the young one may be an upload still streaming in.
     assert await uploads(settings) == [young.name]
+
+
+async def test_cancel_stops_between_batches_and_removes_payload(
+    client: Client, app_settings: Settings, db: AsyncEngine
+) -> None:
+    data = [{"tool_id": f"C{i:05d}", "tool_name": "t"} for i in range(20000)]
+    body = io.BytesIO(json.dumps({"data": data}).encode())
+    resp = await client.post(
+        "/api/imports/tools", data=body, headers={"Content-Type": "application/json"}
+    )
+    task = await resp.json()
+    # One record per transaction would take far longer than the test: cancel once it runs.
+    resp = await client.put(
+        f"/api/sync/tasks/{task['id']}",
+        json={"parameters": {**task["parameters"], "batch_size": 1}},
+    )
+    if resp.status == 200:  # still pending: the smaller batches apply
+
+        async def running() -> bool:
+            body = await (await client.get(f"/api/sync/tasks/{task['id']}")).json()
+            return bool(body["processed_rows"] > 0 or body["status"] != "pending")
+
+        await poll_until(running, within=20, every=0.01)
+    resp = await client.post(f"/api/sync/tasks/{task['id']}/cancel")
+    assert resp.status in (200, 202)
+    done = await wait_task(client, task["id"])
+    assert done["status"] == "cancelled"
+    async with db.connect() as conn:
+        count = await conn.scalar(text("SELECT COUNT(*) FROM tools"))
+    assert count is not None and count < 20000
+    await no_uploads_left(app_settings)
+
+
+async def test_seen_keeps_first_seen_and_ignored_flags(db: AsyncEngine) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from schedule.imports import ImportStore, StockEntry
+
+    times = iter([datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)])
+    store = ImportStore(db, clock=lambda: next(times))
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO qt_vendor_partnumber_seen (partnumber, is_ignored, is_pattern)"
+                " VALUES ('IGNORED', 1, 0)"
+            )
+        )
+    entries = [
+        StockEntry(2, "NEW", "V", None, Decimal(1), None, None),
+        StockEntry(3, "IGNORED", "V", None, Decimal(1), None, None),
+    ]
+    first = await store.write_stock_batch("t1", entries, [])
+    second = await store.write_stock_batch("t2", entries, [])
+    assert (first.unmapped_seen, second.unmapped_seen) == (1, 1)
+    async with db.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT partnumber, first_seen_at, last_seen_at, is_ignored"
+                    " FROM qt_vendor_partnumber_seen ORDER BY partnumber"
+                )
+            )
+        ).all()
+    assert [r[0] for r in rows] == ["IGNORED", "NEW"]
+    assert rows[0][1] is None and bool(rows[0][3])  # an ignored partnumber is left alone
+    assert str(rows[1][1]).startswith("2024-01-01") and str(rows[1][2]).startswith("2024-02-01")
