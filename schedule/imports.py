@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, true
+from sqlalchemy import Table, select, true, union_all
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -103,9 +103,7 @@ class ImportStore:
         vendors: dict[str, str] = {}
         for e in entries:
             vendors.setdefault(e.partnumber, e.vendor)
-        mapped = await _present(conn, lot_partnumbers.c.partnumber, list(vendors))
-        ignored_query = SEEN.c.is_ignored == true()
-        ignored = await _present(conn, SEEN.c.partnumber, list(vendors), ignored_query)
+        skip = await _mapped_or_ignored(conn, list(vendors))
         fresh = [
             {
                 "partnumber": pn,
@@ -117,9 +115,7 @@ class ImportStore:
                 "last_seen_at": now,
             }
             for pn, vendor in vendors.items()
-            if pn not in mapped
-            and pn not in ignored
-            and not any(glob_matches(g, pn) for g in globs)
+            if pn not in skip and not any(glob_matches(g, pn) for g in globs)
         ]
         if fresh:
             await execute_many(conn, _seen_upsert(conn.dialect.name), fresh)
@@ -147,15 +143,17 @@ def _seen_upsert(dialect: str) -> Any:
     return my.on_duplicate_key_update({"last_seen_at": my.inserted.last_seen_at})
 
 
-async def _present(
-    conn: AsyncConnection, column: Any, values: Sequence[str], where: Any = None
-) -> set[str]:
+async def _mapped_or_ignored(conn: AsyncConnection, values: Sequence[str]) -> set[str]:
+    """The partnumbers among `values` that have a mapping or an exact `is_ignored` row (one
+    query per chunk for both)."""
     found: set[str] = set()
     for start in range(0, len(values), KEY_CHUNK):
-        query = select(column).where(column.in_(values[start : start + KEY_CHUNK]))
-        if where is not None:
-            query = query.where(where)
-        found.update(r[0] for r in await conn.execute(query))
+        chunk = values[start : start + KEY_CHUNK]
+        mapped = select(lot_partnumbers.c.partnumber).where(lot_partnumbers.c.partnumber.in_(chunk))
+        ignored = select(SEEN.c.partnumber).where(
+            SEEN.c.partnumber.in_(chunk), SEEN.c.is_ignored == true()
+        )
+        found.update(r[0] for r in await conn.execute(union_all(mapped, ignored)))
     return found
 
 

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 Row = Mapping[str, Any]
-KEY_CHUNK = 500
-"""Keys per `IN (...)` lookup: well under SQLite's bound-parameter limit for 2-3 key columns."""
+KEY_CHUNK = 2000
+"""Keys per `IN (...)` lookup: under SQLite's bound-parameter limit (32766 since 3.32) even for
+two lists of a few key columns."""
 
 
 def upsert_statement(
