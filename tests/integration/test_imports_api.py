@@ -428,3 +428,12 @@ async def test_seen_keeps_first_seen_and_ignored_flags(db: AsyncEngine) -> None:
     assert [r[0] for r in rows] == ["IGNORED", "NEW"]
     assert rows[0][1] is None and bool(rows[0][3])  # an ignored partnumber is left alone
     assert str(rows[1][1]).startswith("2024-01-01") and str(rows[1][2]).startswith("2024-02-01")
+
+
+async def test_import_body_over_limit_is_413(client: Client) -> None:
+    body = io.BytesIO(b'{"data": ["' + b"x" * (1024 * 1024 + 100) + b'"]}')
+    resp = await client.post(
+        "/api/tools/import", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "too_large"
