@@ -12,8 +12,10 @@ from config.settings import Settings
 from controllers import (
     crontask,
     dashboard,
+    datasources,
     health,
     identity,
+    imports,
     live,
     metrics,
     openapi,
@@ -26,8 +28,10 @@ from controllers.errors import error_middleware
 from controllers.keys import (
     BOOKS,
     CALLBACKS,
+    DATA_SOURCES,
     DB,
     ENGINE,
+    IMPORT_FILES,
     METRICS,
     REGISTRY,
     SCHEDULER,
@@ -41,8 +45,11 @@ from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
+from engine.uploads import IMPORT_TYPES, ImportFiles
 from schedule.books import BookStore
 from schedule.database import check_database, create_engine
+from schedule.datasources import DataSourceStore
+from schedule.imports import live_import_files
 from schedule.periodic import PeriodicScheduler
 from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
@@ -65,6 +72,7 @@ def create_app(
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_engine(clock))
     app.cleanup_ctx.append(_callbacks(clock))
+    app.cleanup_ctx.append(_imports)
     app.cleanup_ctx.append(_periodic(clock))
     app.cleanup_ctx.append(live.live_context)
     app.on_shutdown.append(live.close_sockets)
@@ -73,6 +81,8 @@ def create_app(
     app.add_routes(schedules.routes)
     app.add_routes(pricing.routes)
     app.add_routes(crontask.routes)
+    app.add_routes(imports.routes)
+    app.add_routes(datasources.routes)
     app.add_routes(metrics.routes)
     app.add_routes(openapi.routes)
     app.add_routes(identity.routes)
@@ -152,3 +162,15 @@ def _callbacks(clock: Callable[[], datetime]) -> Callable[[web.Application], Asy
         await sender.stop()
 
     return ctx
+
+
+async def _imports(app: web.Application) -> AsyncIterator[None]:
+    """The upload directory: files of ended import tasks are removed, now and as they end."""
+    files = ImportFiles(app[SETTINGS].state_dir)
+    app[IMPORT_FILES] = files
+    app[DATA_SOURCES] = DataSourceStore(app[DB])
+    db = app[DB]
+    await files.sweep(lambda: live_import_files(db, IMPORT_TYPES))
+    app[ENGINE].listeners.append(files.on_event)
+    yield
+    await files.drain()

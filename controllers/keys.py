@@ -12,7 +12,9 @@ from engine.callbacks import CallbackSender
 from engine.engine import SyncEngine
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
+from engine.uploads import ImportFiles
 from schedule.books import BookStore
+from schedule.datasources import DataSourceStore
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
@@ -32,3 +34,5 @@ SCHEDULER = web.AppKey("scheduler", PeriodicScheduler)
 
 METRICS = web.AppKey("metrics", Metrics)
 CALLBACKS = web.AppKey("callbacks", CallbackSender)
+IMPORT_FILES = web.AppKey("import_files", ImportFiles)
+DATA_SOURCES = web.AppKey("data_sources", DataSourceStore)

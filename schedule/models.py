@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -257,3 +258,68 @@ Index(
     sync_tasks.c.created_at,
 )
 Index("ix_sync_tasks_callback", sync_tasks.c.callback_status, sync_tasks.c.callback_next_at)
+
+# ---- issue 4: imports and data-source syncs ---------------------------------------------------
+# `stock_log`: the valid rows of each stock file import (seed 000), one row per sheet row, kept
+# with the task and the sheet row number they came from. `tools`: the target of seed 002's record
+# import, upserted by `tool_id`. `sync_data_sources`: where `full_sync`/`incremental_sync` read
+# from and what they write to; `sync_watermarks`: the highest watermark an incremental sync of a
+# source (and interface) has committed.
+
+stock_log = Table(
+    "stock_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("task_id", String(36), nullable=False),
+    Column("sheet_row", Integer, nullable=False),
+    Column("partnumber", Name, nullable=False),
+    Column("vendor", Name, nullable=False, server_default=text("''")),
+    Column("description", Description),
+    Column("qty", Numeric(18, 4), nullable=False),
+    Column("price", Numeric(18, 4)),
+    Column("warehouse", String(255)),
+    Column("imported_at", Timestamp, nullable=False),
+    Index("ix_stock_log_task_row", "task_id", "sheet_row"),
+    Index("ix_stock_log_partnumber", "partnumber"),
+)
+
+tools = Table(
+    "tools",
+    metadata,
+    Column("tool_id", String(64), primary_key=True),
+    Column("tool_name", String(255), nullable=False),
+    Column("category", String(255)),
+    Column("description", Text),
+    Column("features", JSON, nullable=False),
+    Column("url", String(2048)),
+    Column("task_id", String(36)),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+sync_data_sources = Table(
+    "sync_data_sources",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("connection", JSON, nullable=False),
+    Column("target_table", String(255), nullable=False),
+    Column("key_columns", JSON, nullable=False),
+    Column("column_mapping", JSON, nullable=False),
+    Column("watermark_column", String(255)),
+    Column("delete_missing", Boolean, nullable=False, server_default=false()),
+    Column("interfaces", JSON, nullable=False),
+    Column("batch_size", Integer, nullable=False, server_default="1000"),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+sync_watermarks = Table(
+    "sync_watermarks",
+    metadata,
+    Column("data_source_id", String(64), primary_key=True),
+    Column("interface_id", String(64), primary_key=True, server_default=text("''")),
+    Column("value", JSON),
+    Column("task_id", String(36)),
+    Column("updated_at", Timestamp, nullable=False),
+)

@@ -1,0 +1,401 @@
+"""Data sources of `full_sync`/`incremental_sync`: their definition, masking, and readers.
+
+A definition names a `kind` (`sql`, `http`, `file`) with its `connection` settings, the target
+table of our database with its key columns, a column mapping (source field -> target column;
+empty: the same names) and optionally the source field that is the watermark of incremental
+syncs. `interfaces` are named variants of the connection (an HTTP endpoint, a SQL table or query,
+a file) selected by a task's `interface_id`; each is merged over `connection`.
+
+Readers yield batches of rows (dicts keyed by source field) and never block the event loop: SQL
+and files are read in a worker thread (`ThreadedIterator`), HTTP with aiohttp (`HttpPager`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from yarl import URL as YarlURL
+
+from engine.sources.exceptions import SourceError
+from engine.sources.http import MASK, SECRET_NAME, HttpPager, HttpSourceConfig
+from engine.sources.sheets import batched, iter_rows
+from engine.sources.streaming import ThreadedIterator
+
+Kind = Literal["sql", "http", "file"]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")]
+SourceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+SourceRow = dict[str, Any]
+_PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
+
+
+class SqlSourceError(SourceError):
+    """The SQL source could not be read."""
+
+    code = "sql_source"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SqlConnection(_Strict):
+    """Another database: a SQLAlchemy URL and either a table or a query."""
+
+    url: str
+    table: str | None = Field(None, min_length=1, max_length=255)
+    query: str | None = Field(None, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a SQLAlchemy URL: {exc}") from None
+        if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
+            raise ValueError("only sqlite:/// and mysql+pymysql:// URLs are supported")
+        return value
+
+    def engine_url(self) -> URL:
+        """The URL with the blocking driver installed here."""
+        url = make_url(self.url)
+        driver = "sqlite+pysqlite" if url.get_backend_name() == "sqlite" else "mysql+pymysql"
+        return url.set(drivername=driver)
+
+
+class FileConnection(_Strict):
+    """An .xlsx or CSV file on the server (chosen by content); the header row names fields."""
+
+    path: str = Field(..., min_length=1)
+    sheet: str | None = None
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    encoding: str = "utf-8-sig"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not Path(value).is_absolute():
+            raise ValueError("must be an absolute path on the server")
+        return value
+
+
+CONNECTION_MODELS: dict[str, type[BaseModel]] = {
+    "sql": SqlConnection,
+    "http": HttpSourceConfig,
+    "file": FileConnection,
+}
+Connection = SqlConnection | HttpSourceConfig | FileConnection
+
+
+class DataSourceBody(_Strict):
+    """A data source definition as the API takes it (`id` comes from the path on PUT)."""
+
+    id: SourceId | None = None
+    name: str = Field(..., min_length=1, max_length=255)
+    kind: Kind
+    connection: dict[str, Any]
+    target_table: Identifier
+    key_columns: list[Identifier] = Field(..., min_length=1, max_length=16)
+    column_mapping: dict[str, Identifier] = Field(default_factory=dict)
+    watermark_column: str | None = Field(None, min_length=1, max_length=255)
+    delete_missing: bool = False
+    interfaces: dict[SourceId, dict[str, Any]] = Field(default_factory=dict)
+    batch_size: int = Field(1000, ge=1, le=50_000)
+
+
+def connection_problems(body: DataSourceBody) -> list[dict[str, str]]:
+    """Kind-specific checks of `connection` and of every interface merged over it."""
+    problems: list[dict[str, str]] = []
+    problems += _check(body.kind, body.connection, "connection", partial=bool(body.interfaces))
+    for name, overrides in body.interfaces.items():
+        merged = {**body.connection, **overrides}
+        problems += _check(body.kind, merged, f"interfaces.{name}", partial=False)
+    if body.column_mapping:
+        targets = set(body.column_mapping.values())
+        for key in body.key_columns:
+            if key not in targets:
+                problems.append(
+                    {"field": "key_columns", "message": f"{key!r} is not a column_mapping target"}
+                )
+    return problems
+
+
+def _check(
+    kind: str, config: dict[str, Any], prefix: str, *, partial: bool
+) -> list[dict[str, str]]:
+    try:
+        parsed = CONNECTION_MODELS[kind].model_validate(config)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            if partial and err["type"] == "missing":
+                continue  # every interface supplies it
+            path = ".".join(str(p) for p in err["loc"])
+            out.append({"field": f"{prefix}.{path}" if path else prefix, "message": err["msg"]})
+        return out
+    if (
+        isinstance(parsed, SqlConnection)
+        and not partial
+        and (parsed.table is None) == (parsed.query is None)
+    ):
+        return [{"field": f"{prefix}.table", "message": "give exactly one of table or query"}]
+    return []
+
+
+def resolve_connection(
+    kind: str, connection: dict[str, Any], interfaces: dict[str, Any], interface_id: str | None
+) -> Connection:
+    """The connection of one interface (or the base one) as a validated model."""
+    config = dict(connection)
+    if interface_id is not None:
+        if interface_id not in interfaces:
+            known = ", ".join(sorted(interfaces)) or "none"
+            raise SourceError(f"no interface {interface_id!r}; interfaces: {known}")
+        config.update(interfaces[interface_id])
+    try:
+        parsed = CONNECTION_MODELS[kind].model_validate(config)
+    except ValidationError as exc:
+        raise SourceError(f"invalid {kind} connection: {exc}") from None
+    assert isinstance(parsed, SqlConnection | HttpSourceConfig | FileConnection)
+    if isinstance(parsed, SqlConnection) and (parsed.table is None) == (parsed.query is None):
+        raise SourceError("the SQL source needs exactly one of table or query")
+    return parsed
+
+
+# ---- masking --------------------------------------------------------------------------------
+
+
+def mask(value: Any, key: str = "") -> Any:
+    """A configuration fit to show: secret-looking keys, header values and URL passwords
+    replaced by `***` at any depth."""
+    if isinstance(value, dict):
+        if key.lower() == "headers":
+            return {k: v if k.lower() in _PLAIN_HEADERS else MASK for k, v in value.items()}
+        return {k: mask(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, key) for v in value]
+    if key and SECRET_NAME.search(key) and value is not None and not isinstance(value, bool):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+def mask_url(value: str) -> str:
+    """A URL with its password (and secret-looking query values) masked."""
+    if value.startswith(("http://", "https://")):
+        try:
+            url = YarlURL(value)
+        except (ValueError, TypeError):
+            return value
+        if url.password is not None:
+            url = url.with_password(MASK)
+        if any(SECRET_NAME.search(k) for k in url.query):
+            url = url.with_query(
+                [(k, MASK if SECRET_NAME.search(k) else v) for k, v in url.query.items()]
+            )
+        return str(url)
+    try:
+        parsed = make_url(value)
+    except ArgumentError:
+        return value
+    if parsed.password is None:
+        return value
+    return parsed.render_as_string(hide_password=True)
+
+
+def unmask(new: Any, old: Any) -> Any:
+    """A PUT body whose masked values (`***`, as a GET showed them) keep the stored ones."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return {k: unmask(v, old.get(k)) for k, v in new.items()}
+    if new == MASK and old is not None:
+        return old
+    if isinstance(new, str) and MASK in new and isinstance(old, str) and mask_url(old) == new:
+        return old
+    return new
+
+
+# ---- watermarks -----------------------------------------------------------------------------
+
+
+def watermark_json(value: Any) -> Any:
+    """A watermark value as JSON: datetimes and dates as ISO text, decimals as text."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, int | float | Decimal):
+        return (0, float(value))
+    if isinstance(value, datetime | date):
+        return (1, watermark_json(value))
+    if isinstance(value, str):
+        try:
+            return (0, float(value))
+        except ValueError:
+            return (1, value)
+    return (1, str(value))
+
+
+def above(value: Any, mark: Any) -> bool:
+    """Whether a row's watermark value is above the stored one (numbers compare as numbers)."""
+    if value is None:
+        return False
+    if mark is None:
+        return True
+    left, right = _sortable(value), _sortable(mark)
+    if left[0] != right[0]:
+        return str(left[1]) > str(right[1])
+    return bool(left[1] > right[1])
+
+
+def highest(values: list[Any]) -> Any:
+    """The highest non-null watermark value of a batch, or None."""
+    best = None
+    for value in values:
+        if value is not None and (best is None or above(value, best)):
+            best = value
+    return best
+
+
+# ---- readers --------------------------------------------------------------------------------
+
+
+def sql_batches(
+    config: SqlConnection, size: int, watermark: str | None, mark: Any
+) -> Iterator[list[SourceRow]]:
+    """Rows of a table or a query of another database, streamed (blocking: a worker thread)."""
+    url = config.engine_url()
+    shown = url.render_as_string(hide_password=True)
+    engine = create_engine(url)
+    try:
+        try:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:
+            raise SqlSourceError(f"cannot connect to {shown}: {_first_line(exc)}") from None
+        with conn:
+            statement = _sql_statement(conn, config, watermark, mark, shown)
+            try:
+                result = conn.execution_options(stream_results=True, yield_per=size).execute(
+                    statement, {"syncd_mark": mark} if watermark and mark is not None else {}
+                )
+                for partition in result.mappings().partitions(size):
+                    yield [dict(r) for r in partition]
+            except SQLAlchemyError as exc:
+                raise SqlSourceError(f"reading {shown} failed: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+
+
+def _sql_statement(
+    conn: Any, config: SqlConnection, watermark: str | None, mark: Any, shown: str
+) -> Any:
+    quote = conn.dialect.identifier_preparer.quote
+    if config.table is not None:
+        if not inspect(conn).has_table(config.table):
+            raise SqlSourceError(f"table {config.table!r} does not exist in {shown}")
+        table = Table(config.table, MetaData(), autoload_with=conn)
+        query = select(table)
+        if watermark is not None:
+            if watermark not in table.c:
+                raise SqlSourceError(f"table {config.table!r} has no column {watermark!r}")
+            column = table.c[watermark]
+            if mark is not None:
+                query = query.where(column > _typed(column, mark))
+            query = query.order_by(column)
+        return query
+    assert config.query is not None
+    if watermark is None:
+        return text(config.query)
+    where = f" WHERE {quote(watermark)} > :syncd_mark" if mark is not None else ""
+    return text(f"SELECT * FROM ({config.query}) AS syncd_src{where} ORDER BY {quote(watermark)}")
+
+
+def _typed(column: Any, mark: Any) -> Any:
+    """A stored (JSON) watermark back as the column's Python type, for the bind processor."""
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        return mark
+    if isinstance(mark, str):
+        if kind is datetime:
+            return datetime.fromisoformat(mark)
+        if kind is date:
+            return date.fromisoformat(mark)
+        if kind is Decimal:
+            return Decimal(mark)
+    return mark
+
+
+def file_batches(config: FileConnection, size: int) -> Iterator[list[SourceRow]]:
+    """Rows of an .xlsx or CSV file keyed by header text (blocking: a worker thread)."""
+    rows = iter_rows(
+        Path(config.path), sheet=config.sheet, delimiter=config.delimiter, encoding=config.encoding
+    )
+    try:
+        first = next(rows, None)
+        if first is None:
+            raise SourceError(f"{Path(config.path).name}: the file is empty (no header row)")
+        names = [
+            str(h).strip() if h is not None and str(h).strip() else f"column{i + 1}"
+            for i, h in enumerate(first[1])
+        ]
+
+        def records() -> Iterator[SourceRow]:
+            for _, values in rows:
+                yield {n: values[i] if i < len(values) else None for i, n in enumerate(names)}
+
+        yield from batched(records(), size)
+    finally:
+        rows.close()
+
+
+async def read_batches(
+    connection: Connection,
+    size: int,
+    watermark: str | None,
+    mark: Any,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncIterator[list[SourceRow]]:
+    """Batches of source rows, whatever the kind."""
+    if isinstance(connection, HttpSourceConfig):
+        assert session is not None
+        async for page in HttpPager(connection, session).pages():
+            yield page
+        return
+    if isinstance(connection, SqlConnection):
+
+        def factory() -> Iterator[list[SourceRow]]:
+            return sql_batches(connection, size, watermark, mark)
+
+    else:
+        file_config = connection
+
+        def factory() -> Iterator[list[SourceRow]]:
+            return file_batches(file_config, size)
+
+    async with ThreadedIterator(factory) as batches:
+        async for batch in batches:
+            yield batch
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(getattr(exc, "orig", None) or exc)
+    return re.sub(r"\s+", " ", text_.splitlines()[0] if text_ else type(exc).__name__)[:300]

@@ -1,0 +1,26 @@
+"""`incremental_sync`: copy the rows of a data source whose watermark is above the stored one,
+and store the new watermark with the last batch.
+
+The work is `engine.sync.run_sync`; the task names its source by `data_source_id` (and an
+`interface_id` to pick one endpoint, table or query of it).
+"""
+
+from __future__ import annotations
+
+from engine.context import TaskContext
+from engine.handlers.base import HandlerSpec, JsonObject
+from engine.sync import SyncParams, run_sync
+
+
+async def run(ctx: TaskContext) -> JsonObject:
+    """Run the sync; the result has inserted, updated, deleted and failed counts."""
+    return await run_sync(ctx, incremental=True)
+
+
+SPEC = HandlerSpec(
+    task_type="incremental_sync",
+    run=run,
+    params=SyncParams,
+    needs_data_source=True,
+    description="Upserts the rows of a data source above its stored watermark.",
+)

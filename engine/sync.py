@@ -1,0 +1,319 @@
+"""The run of `full_sync` and `incremental_sync`: read a data source, map, upsert, count.
+
+Rows are mapped by the source's column mapping and coerced to the reflected target column
+types; a row that cannot be (an empty key, a value of the wrong type, an empty NOT NULL column)
+is a record error and counts as failed. Batches are written one transaction each. The batch
+read last is written together with the new watermark (incremental) in one transaction, so the
+watermark never moves past rows that were not committed. A failure ends the task with a message
+saying how many rows earlier batches committed; those stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import aiohttp
+from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.context import TaskContext
+from engine.datasources import (
+    SqlConnection,
+    above,
+    highest,
+    read_batches,
+    resolve_connection,
+    watermark_json,
+)
+from engine.exceptions import PermanentError, RetryableError
+from engine.handlers.base import JsonObject, Parameters
+from engine.sources.exceptions import SourceError, SourceUnavailableError
+from engine.sources.http import HttpSourceConfig
+from schedule.datasources import DataSourceRecord, DataSourceStore, TargetError, TargetWriter
+from schedule.datasources import Watermark as StoredMark
+
+TRUE = frozenset({"1", "true", "yes", "y", "t", "on"})
+FALSE = frozenset({"0", "false", "no", "n", "f", "off", ""})
+
+
+class SyncParams(Parameters):
+    """Overrides of the data source's settings for one run."""
+
+    batch_size: int | None = Field(None, ge=1, le=50_000)
+
+
+@dataclass
+class Counts:
+    """What a sync did so far."""
+
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    failed: int = 0
+    batches: int = 0
+
+    def as_json(self) -> JsonObject:
+        return {
+            "read": self.read,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "failed": self.failed,
+        }
+
+    @property
+    def committed(self) -> str:
+        return f"{self.inserted + self.updated} rows committed before the error"
+
+
+@dataclass
+class RowMapper:
+    """Source rows -> target rows, checked against the reflected target before the first."""
+
+    mapping: dict[str, str]
+    keys: list[str]
+    writer: TargetWriter
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, first: dict[str, Any]) -> None:
+        """Fix the column pairs from the mapping (or the first row's fields) and check them."""
+        pairs = list(self.mapping.items()) or [(name, name) for name in first]
+        unknown = sorted({t for _, t in pairs} - self.writer.columns)
+        if unknown:
+            raise TargetError(
+                f"target table {self.writer.table_name!r} has no column(s) {unknown};"
+                " set column_mapping"
+            )
+        missing = [k for k in self.keys if k not in {t for _, t in pairs}]
+        if missing:
+            raise TargetError(f"key column(s) {missing} are not filled by the source rows")
+        self.pairs = pairs
+
+    def map(
+        self, batch: Sequence[dict[str, Any]], start: int
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, str, dict[str, Any]]]]:
+        """Target rows of the batch, and `(position, reason, source row)` of the rejects."""
+        if not self.pairs and batch:
+            self.check(batch[0])
+        rows, rejects = [], []
+        for offset, record in enumerate(batch):
+            try:
+                rows.append(self._row(record))
+            except ValueError as exc:
+                rejects.append((start + offset, str(exc), _json_safe(record)))
+        return rows, rejects
+
+    def _row(self, record: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for source, target in self.pairs:
+            column = self.writer.column(target)
+            value = coerce(record.get(source), column, target)
+            if value is None and target in self.keys:
+                raise ValueError(f"key column {target!r} is empty")
+            required = not column.nullable and column.server_default is None
+            generated = column.primary_key and column.autoincrement is True
+            if value is None and required and not generated:
+                raise ValueError(f"{target!r} must not be empty")
+            row[target] = value
+        return row
+
+
+def coerce(value: Any, column: Any, name: str) -> Any:
+    """A source value as the Python type of the target column; ValueError saying why not."""
+    if value is None:
+        return None
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        return value
+    if isinstance(value, str) and not value.strip() and kind is not str:
+        return None
+    try:
+        return _convert(value, kind)
+    except (ValueError, TypeError, InvalidOperation, ArithmeticError):
+        shown = repr(value)[:80]
+        raise ValueError(f"{name}: {shown} is not a valid {kind.__name__}") from None
+
+
+def _convert(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in TRUE:
+            return True
+        if text in FALSE:
+            return False
+        raise ValueError(value)
+    if kind is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(Decimal(str(value).strip()))
+    if kind is float:
+        return float(value)
+    if kind is Decimal:
+        return Decimal(str(value).strip())
+    if kind is datetime:
+        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if kind is date:
+        if isinstance(value, datetime):
+            return value.date()
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+    if kind is str:
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return value if isinstance(value, str) else str(value)
+    return value
+
+
+def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if v is None or isinstance(v, str | int | float | bool | list | dict) else str(v)
+        for k, v in record.items()
+    }
+
+
+async def run_sync(ctx: TaskContext, *, incremental: bool) -> JsonObject:
+    """Read the task's data source and upsert it into its target; the result counts rows."""
+    source = await _source(ctx, incremental)
+    params = ctx.params
+    assert isinstance(params, SyncParams)
+    interface = ctx.task.interface_id
+    try:
+        connection = resolve_connection(
+            source.kind, source.connection, source.interfaces, interface
+        )
+    except SourceError as exc:
+        raise PermanentError(f"data source {source.id!r}: {exc}") from None
+    size = params.batch_size or source.batch_size
+    stores = DataSourceStore(ctx.db)
+    mark = await stores.watermark(source.id, interface) if incremental else None
+    counts = Counts()
+    track = source.delete_missing and not incremental
+    writer = TargetWriter(ctx.db, source.target_table, source.key_columns, track_keys=track)
+    label = f"{source.id}{f'/{interface}' if interface else ''}"
+    ctx.report(progress=0, message=f"syncing {label} into {source.target_table}")
+    try:
+        async with writer, _session(connection) as session:
+            await _copy(ctx, source, connection, writer, session, size, mark, counts, incremental)
+            if track:
+                counts.deleted = await _delete_missing(writer, counts, source)
+    except TargetError as exc:
+        raise PermanentError(f"{exc} ({counts.committed})") from None
+    except SourceUnavailableError as exc:
+        raise RetryableError(f"{exc} ({counts.committed})") from None
+    except SourceError as exc:
+        raise PermanentError(f"{exc} ({counts.committed})") from None
+    except SQLAlchemyError as exc:
+        first = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise PermanentError(
+            f"writing to {source.target_table!r} failed: {first} ({counts.committed})"
+        ) from None
+    done = counts.inserted + counts.updated
+    ctx.report(
+        progress=100,
+        processed=counts.read,
+        message=f"{label}: {counts.read} read, {done} written, {counts.deleted} deleted,"
+        f" {counts.failed} failed",
+    )
+    return {"data_source_id": source.id, "interface_id": interface, **counts.as_json()}
+
+
+async def _source(ctx: TaskContext, incremental: bool) -> DataSourceRecord:
+    source_id = ctx.task.data_source_id
+    if not source_id:
+        raise PermanentError("the task has no data_source_id")
+    source = await DataSourceStore(ctx.db).get(source_id)
+    if source is None:
+        raise PermanentError(f"no data source {source_id!r}")
+    if incremental and not source.watermark_column:
+        raise PermanentError(
+            f"data source {source_id!r} has no watermark_column; incremental_sync needs one"
+        )
+    return source
+
+
+@contextlib.asynccontextmanager
+async def _session(connection: Any) -> Any:
+    if not isinstance(connection, HttpSourceConfig):
+        yield None
+        return
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _copy(
+    ctx: TaskContext,
+    source: DataSourceRecord,
+    connection: Any,
+    writer: TargetWriter,
+    session: aiohttp.ClientSession | None,
+    size: int,
+    mark: Any,
+    counts: Counts,
+    incremental: bool,
+) -> None:
+    """Stream the source into the target; the last batch carries the new watermark."""
+    mapper = RowMapper(dict(source.column_mapping), list(source.key_columns), writer)
+    wm = source.watermark_column if incremental else None
+    filter_here = incremental and not isinstance(connection, SqlConnection)
+    new_mark, pending = mark, None
+    async for batch in read_batches(connection, size, wm, mark, session):
+        if filter_here:
+            batch = [r for r in batch if above(r.get(wm or ""), mark)]
+        if wm is not None and batch:
+            new_mark = highest([new_mark, *(r.get(wm) for r in batch)])
+        rows, rejects = mapper.map(batch, counts.read)
+        counts.read += len(batch)
+        counts.failed += len(rejects)
+        for position, reason, record in rejects:
+            await ctx.record_error(reason, record, position)
+        if track_keys := [r for r in (_keys_of(x, mapper) for _, _, x in rejects) if r]:
+            await writer.track_only(track_keys)
+        if pending is not None:
+            _add(counts, await writer.write(pending))
+        pending = rows
+        ctx.report(processed=counts.read, message=f"{counts.read} rows read")
+        await ctx.checkpoint()
+    stored = None
+    if wm is not None and new_mark is not None and new_mark != mark:
+        stored = StoredMark(source.id, ctx.task.interface_id, watermark_json(new_mark), ctx.task.id)
+    _add(counts, await writer.write(pending or [], stored))
+
+
+def _keys_of(record: dict[str, Any], mapper: RowMapper) -> dict[str, Any] | None:
+    """The target key of a rejected source row, when it can be told."""
+    by_target = {t: s for s, t in mapper.pairs}
+    out = {}
+    for key in mapper.keys:
+        value = record.get(by_target.get(key, key))
+        if value is None:
+            return None
+        try:
+            out[key] = coerce(value, mapper.writer.column(key), key)
+        except ValueError:
+            return None
+    return out
+
+
+def _add(counts: Counts, written: tuple[int, int]) -> None:
+    counts.inserted += written[0]
+    counts.updated += written[1]
+    counts.batches += 1
+
+
+async def _delete_missing(writer: TargetWriter, counts: Counts, source: DataSourceRecord) -> int:
+    if counts.read == 0:
+        raise PermanentError(
+            f"data source {source.id!r} returned no rows; refusing to delete every row of"
+            f" {source.target_table!r} (delete_missing)"
+        )
+    return await writer.delete_missing()

@@ -1,0 +1,124 @@
+"""Files an import task works from: uploaded workbooks and record payloads.
+
+They live under `<state_dir>/uploads` with random names, from the request that created the task
+until the task ends (completed, failed or cancelled; not while a retry is pending). The engine
+listener `ImportFiles.on_event` removes them then; `sweep` at start-up removes the files of
+tasks that ended while the daemon was down, and files no task refers to (a crash between the
+upload and the task's creation). The files are node-local: on a cluster sharing one MariaDB,
+give the nodes a shared state directory, or run imports on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from engine.engine import EngineEvent
+
+log = logging.getLogger(__name__)
+
+UPLOAD_DIR = "uploads"
+FILE_NAME = re.compile(r"^[0-9a-f]{32}\.(xlsx|json)$")
+IMPORT_TYPES = frozenset({"stock_import", "records_import"})
+ORPHAN_AGE_S = 60.0
+"""A file no unfinished task refers to is removed at start-up once it is this old (an upload
+streaming in on another node sharing the directory, its task not created yet, is younger)."""
+
+LiveFiles = Callable[[], Awaitable[set[str]]]
+
+
+def is_file_name(name: str) -> bool:
+    """True for a name `ImportFiles.new_name` could have made (no paths, no other suffixes)."""
+    return bool(FILE_NAME.fullmatch(name))
+
+
+def file_of(parameters: dict[str, Any]) -> str | None:
+    """The import file a task's parameters name, if any."""
+    name = parameters.get("file")
+    return name if isinstance(name, str) and is_file_name(name) else None
+
+
+class ImportFiles:
+    """The upload directory of this daemon."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / UPLOAD_DIR
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def new_name(suffix: str) -> str:
+        """A fresh random file name with `suffix` ("xlsx" or "json")."""
+        return f"{secrets.token_hex(16)}.{suffix}"
+
+    def path(self, name: str) -> Path:
+        """The path of a file name made by `new_name`; ValueError for anything else."""
+        if not is_file_name(name):
+            raise ValueError(f"not an import file name: {name!r}")
+        return self.root / name
+
+    def ensure_root(self) -> None:
+        """Create the directory (blocking; call in a thread)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    async def write(self, name: str, data: bytes) -> Path:
+        """Write a whole file (a record payload) in a worker thread."""
+        path = self.path(name)
+
+        def write() -> None:
+            self.ensure_root()
+            path.write_bytes(data)
+
+        await asyncio.to_thread(write)
+        return path
+
+    async def remove(self, name: str) -> None:
+        """Delete a file; a file already gone is fine."""
+        path = self.path(name)
+        await asyncio.to_thread(path.unlink, True)
+
+    def on_event(self, event: EngineEvent) -> None:
+        """Engine listener: an import task ended for good, remove its file."""
+        if event.kind != "finished" or event.task.task_type not in IMPORT_TYPES:
+            return
+        if event.outcome is not None and not event.outcome.status.finished:
+            return  # a retry is pending: it needs the file
+        name = file_of(event.task.parameters)
+        if name is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.remove(name))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for removals in flight (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def sweep(self, live_files: LiveFiles) -> int:
+        """Remove the files no pending or running task needs; how many went."""
+        names = await asyncio.to_thread(self._listing)
+        if not names:
+            return 0
+        keep = await live_files()
+        removed = 0
+        now = time.time()
+        for name, mtime in names.items():
+            if name not in keep and now - mtime > ORPHAN_AGE_S:
+                with contextlib.suppress(OSError):
+                    await self.remove(name)
+                    removed += 1
+        if removed:
+            log.info("removed %d import file(s) of ended tasks", removed, extra={"action": "sweep"})
+        return removed
+
+    def _listing(self) -> dict[str, float]:
+        if not self.root.is_dir():
+            return {}
+        return {p.name: p.stat().st_mtime for p in self.root.iterdir() if is_file_name(p.name)}
