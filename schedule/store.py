@@ -147,6 +147,11 @@ class TaskStore:
 
     async def _create_many_once(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
         now = self._now()
+        # Rows and their driver parameters are built before the write transaction, so that
+        # other writers of this process (claims, finishes) are not held up by that Python work;
+        # a row whose dedupe key turns out to be taken is simply not inserted.
+        candidates = [self._row_for(item, now) for item in items]
+        encoded = self._encode_rows(candidates)
         async with self._write() as conn:
             keys = {i.dedupe_key for i in items if i.dedupe_key}
             existing: dict[str, TaskRecord] = {}
@@ -154,13 +159,12 @@ class TaskStore:
                 rows = await conn.execute(select(T).where(T.c.dedupe_active.in_(keys)))
                 existing = {r.dedupe_key: TaskRecord.from_row(r._mapping) for r in rows}
             plan: list[tuple[dict[str, Any] | str, bool]] = []
-            fresh: list[dict[str, Any]] = []
-            for item in items:
+            fresh: list[Any] = []
+            for item, row, params in zip(items, candidates, encoded, strict=True):
                 if item.dedupe_key and item.dedupe_key in existing:
                     plan.append((item.dedupe_key, False))
                     continue
-                row = self._row_for(item, now)
-                fresh.append(row)
+                fresh.append(params)
                 plan.append((row, True))
                 if item.dedupe_key:
                     existing[item.dedupe_key] = TaskRecord.from_row(row)
@@ -174,8 +178,12 @@ class TaskStore:
                 out.append((TaskRecord.from_row(entry), created))
         return out
 
-    async def _insert_tasks(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert new `sync_tasks` rows (dicts from `_row_for`)."""
+    def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> Sequence[Any]:
+        """`_row_for` dicts as `_insert_tasks` takes them (here: unchanged)."""
+        return rows
+
+    async def _insert_tasks(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        """Insert new `sync_tasks` rows (`_encode_rows` items)."""
         await conn.execute(insert(T), rows)
 
     @staticmethod
@@ -901,8 +909,11 @@ class SqliteStore(TaskStore):
     # SQLAlchemy's `JSON` type does (None is stored as the JSON text `null`). Locking, fencing
     # and claim order are exactly those of the generic statements they replace.
 
-    async def _insert_tasks(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_insert_params(r) for r in rows])
+    def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> Sequence[Any]:
+        return [_sqlite_insert_params(r) for r in rows]
+
+    async def _insert_tasks(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        await conn.exec_driver_sql(_SQLITE_INSERT, list(rows))
 
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
@@ -940,6 +951,7 @@ class SqliteStore(TaskStore):
         stamp = _sqlite_time(now)
         by_id = {o.task_id: o for o in outcomes}
         ids = list(by_id)
+        params = {i: _sqlite_finish_params(o, stamp, now) for i, o in by_id.items()}
         async with self._write() as conn:
             result = await conn.exec_driver_sql(
                 _sqlite_owned_sql(len(ids)), (*ids, node_id, TaskStatus.RUNNING.value)
@@ -948,9 +960,7 @@ class SqliteStore(TaskStore):
             owned = {r[0]: r[2] for r in rows if by_id[r[0]].attempt == r[1]}
             if not owned:
                 return set()
-            await conn.exec_driver_sql(
-                _SQLITE_FINISH, [_sqlite_finish_params(by_id[i], stamp, now) for i in owned]
-            )
+            await conn.exec_driver_sql(_SQLITE_FINISH, [params[i] for i in owned])
             await conn.exec_driver_sql(
                 _SQLITE_ATTEMPT,
                 [
@@ -1026,15 +1036,29 @@ def _sqlite_time(value: datetime) -> str:
 
 
 def _sqlite_json(value: Any) -> str:
-    """A JSON column value as SQLAlchemy's `JSON` type writes it (None as the text `null`)."""
+    """A JSON column value as SQLAlchemy's `JSON` type writes it (None as the text `null`);
+    the two values nearly every task has (no result yet, no parameters) without the encoder."""
+    if value is None:
+        return "null"
+    if value == {} and type(value) is dict:
+        return "{}"
     return json.dumps(value)
+
+
+def _sqlite_json_load(text: str) -> Any:
+    """A stored JSON text as SQLAlchemy's `JSON` type reads it (`_sqlite_json`'s shortcuts)."""
+    if text == "null":
+        return None
+    if text == "{}":
+        return {}
+    return json.loads(text)
 
 
 def _sqlite_insert_params(row: dict[str, Any]) -> tuple[Any, ...]:
     """One `_row_for` dict as the positional parameters of `_SQLITE_INSERT`."""
     values = list(_INSERT_GETTER(row))
     for index in _INSERT_JSON:
-        values[index] = json.dumps(values[index])
+        values[index] = _sqlite_json(values[index])
     for index in _INSERT_TIMES:
         value = values[index]
         if value is not None:
@@ -1094,12 +1118,12 @@ def _sqlite_task(row: Sequence[Any]) -> TaskRecord:
     for index in _JSON_INDEXES:
         value = values[index]
         if value is not None:
-            values[index] = json.loads(value)
+            values[index] = _sqlite_json_load(value)
     for index in _TIME_INDEXES:
         value = values[index]
         if value is not None:
             values[index] = datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return TaskRecord(*values)
+    return TaskRecord.from_values(values)
 
 
 def _sqlite_finish_params(outcome: Outcome, stamp: str, now: datetime) -> tuple[Any, ...]:
