@@ -277,7 +277,8 @@ class SyncEngine:
         ctx = self._context(run)
         outcome: Outcome | None = None
         try:
-            ctx.log.debug("task started", extra={"action": "start"})
+            if log.isEnabledFor(logging.DEBUG):
+                ctx.log.debug("task started", extra={"action": "start"})
             outcome = await self._attempts.run(run.spec, ctx)
         finally:
             run.executing = False
@@ -303,12 +304,13 @@ class SyncEngine:
             return
         written = await self._until_written(lambda: self._submit_finish(outcome))
         level = logging.INFO if outcome.outcome == "completed" else logging.WARNING
-        log.log(
-            level,
-            "task %s",
-            outcome.outcome,
-            extra=self._extra(task, action=outcome.outcome, error=outcome.error),
-        )
+        if log.isEnabledFor(level):  # the extra dict costs more than the check, per task
+            log.log(
+                level,
+                "task %s",
+                outcome.outcome,
+                extra=self._extra(task, action=outcome.outcome, error=outcome.error),
+            )
         if written:
             self._emit(EngineEvent("finished", task, outcome))
         else:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from engine.context import TaskContext
 from engine.exceptions import LeaseLost, PermanentError, RetryableError, TaskCancelled
-from engine.handlers.base import HandlerSpec
+from engine.handlers.base import HandlerSpec, JsonObject
 from engine.retry import RetryPolicy, has_attempts_left
 from schedule.models import TaskStatus
 from schedule.records import Outcome
@@ -32,16 +32,13 @@ class AttemptRunner:
         """Run the attempt to its end; never raises except for the caller's own cancellation."""
         task = ctx.task
         timeout = task.timeout_s or spec.default_timeout_s
+        scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout) as scope:
-                try:
-                    result = await spec.run(ctx)
-                    await ctx.flush_errors()
-                except asyncio.CancelledError:
-                    if ctx.cancel.requested and not (ctx.cancel.shutdown or ctx.cancel.lease_lost):
-                        _uncancel()
-                        raise TaskCancelled(ctx.cancel.reason or "cancelled (forced)") from None
-                    raise
+            if timeout is None:  # no timer to arm and disarm per task (the common case)
+                result = await _attempt(spec, ctx)
+            else:
+                async with asyncio.timeout(timeout) as scope:
+                    result = await _attempt(spec, ctx)
         except TaskCancelled as exc:
             return self._outcome(ctx, TaskStatus.CANCELLED, "cancelled", error=str(exc))
         except LeaseLost:
@@ -52,7 +49,7 @@ class AttemptRunner:
                 return None
             raise
         except TimeoutError as exc:
-            if scope.expired():
+            if scope is not None and scope.expired():
                 return self._failure(ctx, f"timed out after {timeout:g} s", retryable=True)
             return self._failure(ctx, _describe(exc), retryable=False)
         except RetryableError as exc:
@@ -91,6 +88,19 @@ class AttemptRunner:
             retry_at=retry_at,
             progress=ctx.live.snapshot(),
         )
+
+
+async def _attempt(spec: HandlerSpec, ctx: TaskContext) -> JsonObject | None:
+    """The handler's run plus the final error flush; a cancel request becomes `TaskCancelled`."""
+    try:
+        result = await spec.run(ctx)
+        await ctx.flush_errors()
+    except asyncio.CancelledError:
+        if ctx.cancel.requested and not (ctx.cancel.shutdown or ctx.cancel.lease_lost):
+            _uncancel()
+            raise TaskCancelled(ctx.cancel.reason or "cancelled (forced)") from None
+        raise
+    return result
 
 
 def _describe(exc: BaseException) -> str:
