@@ -73,6 +73,25 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.fixture
+def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
+    """Test settings on a fresh database of each dialect (override to change settings)."""
+    return make_settings(database_url, tmp_path)
+
+
+@pytest.fixture
+def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
+    """The async engine of `dialect_settings`, created outside the event loop."""
+    return create_engine(dialect_settings)
+
+
+@pytest.fixture
+async def ddb(dialect_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The dialect engine, disposed after the test."""
+    yield dialect_engine
+    await dialect_engine.dispose()
+
+
 def make_settings(url: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for tests: fast intervals, no retry backoff, state in tmp_path."""
     values: dict[str, Any] = {

@@ -6,10 +6,25 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from engine.context import TaskContext
 from engine.engine import EngineEvent, SyncEngine
 from engine.handlers.base import HandlerSpec, JsonObject, Parameters
+
+
+class Clock:
+    """A hand-driven clock (aware UTC) for stores and schedulers under test."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, **delta: float) -> None:
+        """Move forward by `seconds` and/or timedelta keywords (`days=1`, `hours=3`)."""
+        self.now += timedelta(seconds=seconds, **delta)
 
 
 class Events:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert
@@ -16,19 +15,6 @@ from schedule.models import (
     qt_partnumber_books,
     qt_vendor_partnumber_seen,
 )
-
-
-class Clock:
-    """A hand-driven clock (aware UTC)."""
-
-    def __init__(self, now: datetime | None = None) -> None:
-        self.now = now or datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def mapping(

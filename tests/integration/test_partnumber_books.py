@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,8 +21,8 @@ from schedule.exceptions import SnapshotError
 from schedule.models import qt_partnumber_book_items as ITEMS
 from schedule.models import qt_partnumber_books as BOOKS
 from schedule.records import Page
-from tests.conftest import make_settings
-from tests.integration.pnbooks import Clock, load, mapping, seen
+from tests.helpers import Clock
+from tests.integration.pnbooks import load, mapping, seen
 
 UTC_TZ = ZoneInfo("UTC")
 ACTIVE = select(BOOKS.c.id, BOOKS.c.item_count).where(BOOKS.c.is_active.is_(True))
@@ -35,23 +34,7 @@ def count_items(book_id: int) -> Select[int]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path)
-
-
-@pytest.fixture
-def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
-    return create_engine(dialect_settings)
-
-
-@pytest.fixture
-async def ddb(dialect_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    yield dialect_engine
-    await dialect_engine.dispose()
+    return Clock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.handlers import default_registry
-from schedule.database import create_engine
 from schedule.exceptions import NotFound
 from schedule.models import TaskStatus
 from schedule.periodic import PeriodicJob, PeriodicScheduler, latest_fire
@@ -22,7 +20,7 @@ from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
 from tests.conftest import make_settings
-from tests.integration.pnbooks import Clock
+from tests.helpers import Clock
 
 START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -35,17 +33,6 @@ def clock() -> Clock:
 @pytest.fixture
 def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path, timezone="Europe/Moscow")
-
-
-@pytest.fixture
-def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
-    return create_engine(dialect_settings)
-
-
-@pytest.fixture
-async def ddb(dialect_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    yield dialect_engine
-    await dialect_engine.dispose()
 
 
 @pytest.fixture

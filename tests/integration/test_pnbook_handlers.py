@@ -15,7 +15,6 @@ from config.settings import Settings
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from schedule.books import BookStore
-from schedule.database import create_engine
 from schedule.models import TaskStatus, sync_task_attempts, sync_task_errors, sync_tasks
 from schedule.records import NewTask, Page, TaskFilter, TaskRecord, TaskRequest
 from schedule.service import ScheduleService
@@ -29,17 +28,6 @@ def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(
         database_url, tmp_path, keep_daily=1, keep_weekly=0, keep_monthly=0, keep_yearly=0
     )
-
-
-@pytest.fixture
-def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
-    return create_engine(dialect_settings)
-
-
-@pytest.fixture
-async def ddb(dialect_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    yield dialect_engine
-    await dialect_engine.dispose()
 
 
 @pytest.fixture

@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from config.settings import Settings
-from schedule.database import create_engine
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import TaskStatus
 from schedule.records import NewTask, Outcome, Page, RecordError, TaskFilter
 from schedule.store import TaskStore, make_store
-from tests.conftest import make_settings
-
-
-class Clock:
-    """A hand-driven clock."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.helpers import Clock
 
 
 @pytest.fixture
@@ -38,25 +21,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path)
-
-
-@pytest.fixture
-def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
-    return create_engine(dialect_settings)
-
-
-@pytest.fixture
-async def dialect_db(dialect_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    engine = dialect_engine
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def st(dialect_db: AsyncEngine, clock: Clock) -> TaskStore:
-    return make_store(dialect_db, clock)
+def st(ddb: AsyncEngine, clock: Clock) -> TaskStore:
+    return make_store(ddb, clock)
 
 
 def noop(**kw: object) -> NewTask:

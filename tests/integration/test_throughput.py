@@ -4,44 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.handlers import default_registry
-from schedule.database import create_engine
 from schedule.models import TaskStatus
 from schedule.records import NewTask, Outcome
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
-from tests.conftest import make_settings
-
-
-class Clock:
-    """A hand-driven clock."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.helpers import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path)
-
-
-@pytest.fixture
-def dialect_engine(dialect_settings: Settings) -> AsyncEngine:
-    return create_engine(dialect_settings)
+    return Clock(datetime(2026, 3, 1, 9, 30, tzinfo=UTC))
 
 
 @pytest.fixture
