@@ -164,29 +164,35 @@ def test_filter_keeps_records() -> None:
     assert record.getMessage() == "Bearer [REDACTED]"
 
 
-async def test_aiohttp_access_log_has_no_authorization_value() -> None:
+async def access_log_of(path: str, headers: dict[str, str] | None = None) -> io.StringIO:
+    """GET `path` (query included) from a real aiohttp server logging as the daemon does."""
     out = io.StringIO()
     configure_logging("json", stream=out)
 
-    async def ping(request: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
     app = web.Application()
-    app.router.add_get("/ping", ping)
+    app.router.add_get(path.split("?")[0], answer)
     runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        headers = {"Authorization": f"Bearer {TOKEN}", "User-Agent": "ua-marker"}
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/ping", headers=headers) as response,
+            session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as response,
         ):
             assert response.status == 200
     finally:
         await runner.cleanup()
+    return out
+
+
+async def test_aiohttp_access_log_has_no_authorization_value() -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "User-Agent": "ua-marker"}
+    out = await access_log_of("/ping", headers)
     access = [e for e in _json_lines(out) if e["logger"] == "aiohttp.access"]
     assert len(access) == 1
     assert re.match(
@@ -194,3 +200,19 @@ async def test_aiohttp_access_log_has_no_authorization_value() -> None:
     )
     assert TOKEN not in out.getvalue()
     assert "ua-marker" not in out.getvalue()
+
+
+def test_redact_query_tokens_and_nothing_else() -> None:
+    assert redact("GET /api/ws?token=abc HTTP/1.1") == "GET /api/ws?token=[REDACTED] HTTP/1.1"
+    assert redact("/x?a=1&token=t%20x&b=2") == "/x?a=1&token=[REDACTED]&b=2"
+    assert redact("/api/sync/tasks?page=2") == "/api/sync/tasks?page=2"
+    assert redact("/x?mytoken=keep") == "/x?mytoken=keep"
+
+
+async def test_access_log_of_the_websocket_url_has_no_token() -> None:
+    query_token = "q7-secret-value-0123456789"  # the dashboard's websocket URL carries one
+    out = await access_log_of(f"/api/ws?token={query_token}")
+    access = [e for e in _json_lines(out) if e["logger"] == "aiohttp.access"]
+    assert len(access) == 1
+    assert '"GET /api/ws?token=[REDACTED] HTTP/1.1" 200' in access[0]["msg"]
+    assert query_token not in out.getvalue()
