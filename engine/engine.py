@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +39,7 @@ DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
 SKIPPED: Any = object()
 
 Listener = Callable[["EngineEvent"], None]
+W = TypeVar("W")
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,12 @@ class SyncEngine:
         )
         self._running: dict[str, Running] = {}
         self._wake = asyncio.Event()
-        self._finish_queue: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        # Ended attempts whose outcome is not written yet (the finish loop writes them in
+        # groups); `_settled` is set whenever there are none.
+        self._finish_queue: list[tuple[Running, Outcome]] = []
+        self._unsettled = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._finish_wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._dispatcher: asyncio.Task[None] | None = None
@@ -146,6 +153,10 @@ class SyncEngine:
         leftovers = [r.job for r in self._running.values() if r.job is not None]
         if leftovers:
             await asyncio.wait(leftovers, timeout=max(5.0, self.settings.cancel_grace_s))
+        # Outcomes of attempts that ended are written by the finish loop: let it write them.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(5.0, self.settings.cancel_grace_s)):
+                await self._settled.wait()
         with contextlib.suppress(*DB_ERRORS):
             await self._flush_once()
         for loop in self._loops:
@@ -276,6 +287,7 @@ class SyncEngine:
     async def _execute(self, run: Running) -> None:
         ctx = self._context(run)
         outcome: Outcome | None = None
+        queued = False
         try:
             if log.isEnabledFor(logging.DEBUG):
                 ctx.log.debug("task started", extra={"action": "start"})
@@ -284,25 +296,37 @@ class SyncEngine:
             run.executing = False
             if run.force_timer is not None:
                 run.force_timer.cancel()
+            if outcome is not None:
+                # Written with the outcomes of other attempts by the finish loop, which also
+                # logs, tells the listeners and frees the entry in `_running`.
+                self._finish_queue.append((run, outcome))
+                self._unsettled += 1
+                self._settled.clear()
+                self._finish_wake.set()
+                queued = True
             self._wake.set()
+        if queued:
+            return
         try:
-            await self._settle(run, outcome)
+            await self._settle_unfinished(run)
         finally:
             self._running.pop(run.task.id, None)
             self._wake.set()
 
-    async def _settle(self, run: Running, outcome: Outcome | None) -> None:
+    async def _settle_unfinished(self, run: Running) -> None:
+        """An attempt that ended without an outcome: given back (shutdown) or fenced off."""
         task = run.task
-        if outcome is None and run.cancel.shutdown:
+        if run.cancel.shutdown:
             released = await self._until_written(lambda: self._release(run))
             if released:
                 self._emit(EngineEvent("released", task))
             return
-        if outcome is None:
-            log.warning("lease lost; result not written", extra=self._extra(task, action="fenced"))
-            self._emit(EngineEvent("lost", task))
-            return
-        written = await self._until_written(lambda: self._submit_finish(outcome))
+        log.warning("lease lost; result not written", extra=self._extra(task, action="fenced"))
+        self._emit(EngineEvent("lost", task))
+
+    def _settled_one(self, run: Running, outcome: Outcome, written: bool) -> None:
+        """Log and publish an outcome the finish loop has written (or found fenced off)."""
+        task = run.task
         level = logging.INFO if outcome.outcome == "completed" else logging.WARNING
         if log.isEnabledFor(level):  # the extra dict costs more than the check, per task
             log.log(
@@ -324,7 +348,7 @@ class SyncEngine:
         released = await self.store.release(self.node_id, {run.task.id: run.task.attempt})
         return run.task.id in released
 
-    async def _until_written(self, write: Callable[[], Awaitable[bool]]) -> bool:
+    async def _until_written(self, write: Callable[[], Awaitable[W]]) -> W:
         """Retry a write across database outages until it lands (fencing decides the rest)."""
         attempt = 0
         while True:
@@ -363,13 +387,10 @@ class SyncEngine:
 
     # ---- group commit of finished attempts --------------------------------------------------
 
-    async def _submit_finish(self, outcome: Outcome) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._finish_queue.append((outcome, future))
-        self._finish_wake.set()
-        return await future
-
     async def _finish_loop(self) -> None:
+        """Write queued outcomes in groups: everything that ended since the last write goes
+        in one transaction, retried across database outages until it lands (fencing decides
+        which outcomes still belong to this node)."""
         while True:
             await self._finish_wake.wait()
             await asyncio.sleep(0)  # group commit: outcomes of this same tick join the batch
@@ -377,17 +398,18 @@ class SyncEngine:
             batch, self._finish_queue = self._finish_queue, []
             if not batch:
                 continue
-            try:
-                written = await self.store.finish(self.node_id, [o for o, _ in batch])
-            except DB_ERRORS as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
+            outcomes = [o for _, o in batch]
+            written = await self._until_written(
+                functools.partial(self.store.finish, self.node_id, outcomes)
+            )
             self._db_up()
-            for outcome, future in batch:
-                if not future.done():
-                    future.set_result(outcome.task_id in written)
+            for run, outcome in batch:
+                self._running.pop(run.task.id, None)
+                self._settled_one(run, outcome, run.task.id in written)
+            self._unsettled -= len(batch)
+            if self._unsettled == 0:
+                self._settled.set()
+            self._wake.set()
 
     # ---- periodic loops ---------------------------------------------------------------------
 

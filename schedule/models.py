@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     DateTime,
     Float,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    literal_column,
     text,
     true,
 )
@@ -83,11 +85,42 @@ sync_tasks = Table(
     Column("started_at", Timestamp),
     Column("updated_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp),
-    Index("ix_sync_tasks_lease", "status", "lease_expires_at"),
     Index("ix_sync_tasks_created", "created_at"),
     Index("ix_sync_tasks_type_created", "task_type", "created_at"),
-    Index("ix_sync_tasks_source_created", "data_source_id", "created_at"),
-    Index("ix_sync_tasks_finished", "finished_at"),
+)
+
+
+# Indexes that only some rows need are partial on SQLite (`sqlite_where`; MySQL has no partial
+# indexes and keeps them whole): a row enters the claim index while pending, the lease index
+# while running, the finished index once finished. Each status change then writes two index
+# entries instead of rewriting every status-led index, which was most of the SQL time per task
+# (issue 2). Queries that must use them compare `status` with a literal (`status_is`): SQLite
+# matches a partial index only when the query implies its WHERE, and a bound parameter never
+# does.
+def status_is(status: TaskStatus) -> ColumnElement[bool]:
+    """`sync_tasks.status = '<status>'` with the value inline, so that SQLite can use the
+    partial indexes below (a bound parameter never implies their WHERE)."""
+    return sync_tasks.c.status == literal_column(f"'{status.value}'", String)
+
+
+PENDING_ONLY = text("status = 'pending'")
+RUNNING_ONLY = text("status = 'running'")
+Index(
+    "ix_sync_tasks_lease",
+    sync_tasks.c.status,
+    sync_tasks.c.lease_expires_at,
+    sqlite_where=RUNNING_ONLY,
+)
+Index(
+    "ix_sync_tasks_source_created",
+    sync_tasks.c.data_source_id,
+    sync_tasks.c.created_at,
+    sqlite_where=text("data_source_id IS NOT NULL"),
+)
+Index(
+    "ix_sync_tasks_finished",
+    sync_tasks.c.finished_at,
+    sqlite_where=text("finished_at IS NOT NULL"),
 )
 
 # Claim order is priority DESC, run_after, created_at: the index walks it in that order, so a
@@ -98,6 +131,7 @@ Index(
     sync_tasks.c.priority.desc(),
     sync_tasks.c.run_after,
     sync_tasks.c.created_at,
+    sqlite_where=PENDING_ONLY,
 )
 
 sync_task_attempts = Table(
@@ -256,8 +290,14 @@ Index(
     sync_tasks.c.priority.desc(),
     sync_tasks.c.run_after,
     sync_tasks.c.created_at,
+    sqlite_where=text("service IS NOT NULL AND status = 'pending'"),
 )
-Index("ix_sync_tasks_callback", sync_tasks.c.callback_status, sync_tasks.c.callback_next_at)
+Index(
+    "ix_sync_tasks_callback",
+    sync_tasks.c.callback_status,
+    sync_tasks.c.callback_next_at,
+    sqlite_where=text("callback_status IS NOT NULL"),
+)
 
 # ---- issue 4: imports and data-source syncs ---------------------------------------------------
 # `stock_log`: the valid rows of each stock file import (seed 000), one row per sheet row, kept

@@ -16,6 +16,7 @@ import functools
 import json
 import operator
 import secrets
+import sqlite3
 import string
 import uuid
 from collections import defaultdict
@@ -51,6 +52,7 @@ from schedule.exceptions import InvalidState, NotFound
 from schedule.models import (
     FINISHED,
     TaskStatus,
+    status_is,
     sync_task_attempts,
     sync_task_errors,
     sync_tasks,
@@ -73,6 +75,7 @@ from schedule.records import (
     naive,
     utc,
 )
+from schedule.sqlite_writer import SqliteWriter, writer_for
 
 Clock = Callable[[], datetime]
 T = sync_tasks
@@ -151,7 +154,6 @@ class TaskStore:
         # other writers of this process (claims, finishes) are not held up by that Python work;
         # a row whose dedupe key turns out to be taken is simply not inserted.
         candidates = [self._row_for(item, now) for item in items]
-        encoded = self._encode_rows(candidates)
         async with self._write() as conn:
             keys = {i.dedupe_key for i in items if i.dedupe_key}
             existing: dict[str, TaskRecord] = {}
@@ -159,17 +161,17 @@ class TaskStore:
                 rows = await conn.execute(select(T).where(T.c.dedupe_active.in_(keys)))
                 existing = {r.dedupe_key: TaskRecord.from_row(r._mapping) for r in rows}
             plan: list[tuple[dict[str, Any] | str, bool]] = []
-            fresh: list[Any] = []
-            for item, row, params in zip(items, candidates, encoded, strict=True):
+            fresh: list[dict[str, Any]] = []
+            for item, row in zip(items, candidates, strict=True):
                 if item.dedupe_key and item.dedupe_key in existing:
                     plan.append((item.dedupe_key, False))
                     continue
-                fresh.append(params)
+                fresh.append(row)
                 plan.append((row, True))
                 if item.dedupe_key:
                     existing[item.dedupe_key] = TaskRecord.from_row(row)
             if fresh:
-                await self._insert_tasks(conn, fresh)
+                await conn.execute(insert(T), fresh)
         out: list[tuple[TaskRecord, bool]] = []
         for entry, created in plan:
             if isinstance(entry, str):
@@ -177,14 +179,6 @@ class TaskStore:
             else:
                 out.append((TaskRecord.from_row(entry), created))
         return out
-
-    def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> Sequence[Any]:
-        """`_row_for` dicts as `_insert_tasks` takes them (here: unchanged)."""
-        return rows
-
-    async def _insert_tasks(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
-        """Insert new `sync_tasks` rows (`_encode_rows` items)."""
-        await conn.execute(insert(T), rows)
 
     @staticmethod
     def _row_for(item: NewTask, now: datetime) -> dict[str, Any]:
@@ -323,15 +317,13 @@ class TaskStore:
                 (
                     await conn.execute(
                         select(T.c.lease_owner, func.count())
-                        .where(T.c.status == TaskStatus.RUNNING.value)
+                        .where(status_is(TaskStatus.RUNNING))
                         .group_by(T.c.lease_owner)
                     )
                 ).all()
             )
             queued = (
-                await conn.execute(
-                    select(func.count()).where(T.c.status == TaskStatus.PENDING.value)
-                )
+                await conn.execute(select(func.count()).where(status_is(TaskStatus.PENDING)))
             ).scalar_one()
         completed = by_status.get(TaskStatus.COMPLETED.value, 0)
         failed = by_status.get(TaskStatus.FAILED.value, 0)
@@ -385,7 +377,7 @@ class TaskStore:
     async def queue_length(self) -> int:
         """Pending tasks, due or not."""
         async with self._read() as conn:
-            query = select(func.count()).where(T.c.status == TaskStatus.PENDING.value)
+            query = select(func.count()).where(status_is(TaskStatus.PENDING))
             return int((await conn.execute(query)).scalar_one())
 
     async def ping(self) -> None:
@@ -476,7 +468,7 @@ class TaskStore:
             return []
         now = self._now()
         values = _claim_values(node_id, now, lease_s)
-        due = select(T.c.id).where(T.c.status == TaskStatus.PENDING.value, T.c.run_after <= now)
+        due = select(T.c.id).where(status_is(TaskStatus.PENDING), T.c.run_after <= now)
         if types is not None:
             due = due.where(T.c.task_type.in_(list(types)))
         due = due.order_by(*CLAIM_ORDER).limit(limit)
@@ -704,9 +696,7 @@ class TaskStore:
         """Recover tasks whose lease expired: retry if attempts remain, else fail them."""
         now = self._now()
         query = self._lock(
-            select(T)
-            .where(T.c.status == TaskStatus.RUNNING.value, T.c.lease_expires_at < now)
-            .limit(500)
+            select(T).where(status_is(TaskStatus.RUNNING), T.c.lease_expires_at < now).limit(500)
         )
         rescued: list[TaskRecord] = []
         async with self._write() as conn:
@@ -762,7 +752,7 @@ class TaskStore:
         now = self._now()
         due = select(T.c.id).where(
             T.c.service == service,
-            T.c.status == TaskStatus.PENDING.value,
+            status_is(TaskStatus.PENDING),
             T.c.run_after <= now,
         )
         if group is not None:
@@ -882,22 +872,31 @@ class TaskStore:
 class SqliteStore(TaskStore):
     """SQLite: claims are one `UPDATE ... RETURNING` inside `BEGIN IMMEDIATE`.
 
-    Write transactions of this process queue on an asyncio lock before `BEGIN IMMEDIATE`:
-    SQLite has one writer anyway, and a waiter woken by the lock starts at once, where one
-    left to SQLite's busy handler sleeps in steps of milliseconds (that sleeping was a third
-    of the engine's time under load). Other processes still meet the busy timeout.
+    Creating, claiming and finishing (once per task each) run as whole transactions on the
+    engine's `SqliteWriter` thread, one hand-off per transaction (see `schedule.sqlite_writer`).
+    Every other write goes through SQLAlchemy after taking the writer's lock and draining its
+    queue: SQLite has one writer anyway, and a waiter woken by the lock starts at once, where one
+    left to SQLite's busy handler sleeps in steps of milliseconds. Other processes still meet
+    the busy timeout.
     """
 
     def __init__(
-        self, engine: AsyncEngine, clock: Clock = utcnow, timeout: float | None = None
+        self, engine: AsyncEngine, clock: Clock = utcnow, busy_timeout_s: float = 5.0
     ) -> None:
-        super().__init__(engine, clock, timeout)
-        self._writer = asyncio.Lock()
+        super().__init__(engine, clock)
+        self._busy_timeout_s = busy_timeout_s
+
+    @property
+    def _writer(self) -> SqliteWriter:
+        return writer_for(self.engine, self._busy_timeout_s)
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer, super()._write() as conn:
-            yield conn
+        writer = self._writer
+        async with writer.lock:
+            await writer.drain()
+            async with super()._write() as conn:
+                yield conn
 
     # ---- hot paths in plain SQL ------------------------------------------------------------
     #
@@ -909,11 +908,49 @@ class SqliteStore(TaskStore):
     # SQLAlchemy's `JSON` type does (None is stored as the JSON text `null`). Locking, fencing
     # and claim order are exactly those of the generic statements they replace.
 
-    def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> Sequence[Any]:
-        return [_sqlite_insert_params(r) for r in rows]
+    async def _create_many_once(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        now = self._now()
+        # Rows and their parameters are built before the transaction is submitted, so that the
+        # writer thread is busy only with SQL; a row whose dedupe key turns out to be taken is
+        # simply not inserted.
+        candidates = [self._row_for(item, now) for item in items]
+        encoded = [_sqlite_insert_params(r) for r in candidates]
+        keys = sorted({i.dedupe_key for i in items if i.dedupe_key})
 
-    async def _insert_tasks(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
-        await conn.exec_driver_sql(_SQLITE_INSERT, list(rows))
+        def work(conn: sqlite3.Connection) -> tuple[dict[str, TaskRecord], list[bool]]:
+            taken: dict[str, TaskRecord] = {}
+            if keys:
+                rows = conn.execute(_sqlite_dedupe_sql(len(keys)), keys).fetchall()
+                taken = {r[_DEDUPE_KEY_INDEX]: _sqlite_task(r) for r in rows}
+            claimed = set(taken)
+            fresh: list[tuple[Any, ...]] = []
+            inserted: list[bool] = []
+            for item, params in zip(items, encoded, strict=True):
+                if item.dedupe_key and item.dedupe_key in claimed:
+                    inserted.append(False)
+                    continue
+                if item.dedupe_key:
+                    claimed.add(item.dedupe_key)
+                fresh.append(params)
+                inserted.append(True)
+            if fresh:
+                conn.executemany(_SQLITE_INSERT, fresh)
+            return taken, inserted
+
+        taken, inserted = await self._writer.transaction(work)
+        out: list[tuple[TaskRecord, bool]] = []
+        first: dict[str, TaskRecord] = {}
+        for item, row, created in zip(items, candidates, inserted, strict=True):
+            key = item.dedupe_key
+            if created:
+                record = TaskRecord.from_row(row)
+                if key:
+                    first[key] = record
+                out.append((record, True))
+            else:
+                assert key is not None
+                out.append((taken[key] if key in taken else first[key], False))
+        return out
 
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
@@ -934,9 +971,11 @@ class SqliteStore(TaskStore):
             *type_list,
             limit,
         )
-        async with self._write() as conn:
-            rows = (await conn.exec_driver_sql(sql, params)).all()
-        tasks = [_sqlite_task(r) for r in rows]
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(sql, params).fetchall()
+
+        tasks = [_sqlite_task(r) for r in await self._writer.transaction(work)]
         tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
         return tasks
 
@@ -952,16 +991,21 @@ class SqliteStore(TaskStore):
         by_id = {o.task_id: o for o in outcomes}
         ids = list(by_id)
         params = {i: _sqlite_finish_params(o, stamp, now) for i, o in by_id.items()}
-        async with self._write() as conn:
-            result = await conn.exec_driver_sql(
-                _sqlite_owned_sql(len(ids)), (*ids, node_id, TaskStatus.RUNNING.value)
-            )
-            rows: list[Any] = list(result)
-            owned = {r[0]: r[2] for r in rows if by_id[r[0]].attempt == r[1]}
-            if not owned:
+        owned_sql = _sqlite_owned_sql(len(ids))
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(owned_sql, (*ids, node_id, TaskStatus.RUNNING.value)).fetchall()
+            rows = [r for r in rows if by_id[r[0]].attempt == r[1]]
+            if not rows:
                 return set()
-            await conn.exec_driver_sql(_SQLITE_FINISH, [params[i] for i in owned])
-            await conn.exec_driver_sql(
+            owned = {r[0]: r[2] for r in rows}
+            plain = [params[r[0]] for r in rows if r[3] is None]
+            if plain:
+                conn.executemany(_SQLITE_FINISH_PLAIN, [p[:-2] + p[-1:] for p in plain])
+            keyed = [params[r[0]] for r in rows if r[3] is not None]
+            if keyed:
+                conn.executemany(_SQLITE_FINISH_DEDUPE, keyed)
+            conn.executemany(
                 _SQLITE_ATTEMPT,
                 [
                     (
@@ -976,7 +1020,9 @@ class SqliteStore(TaskStore):
                     for i, started in owned.items()
                 ],
             )
-        return set(owned)
+            return set(owned)
+
+        return await self._writer.transaction(work)
 
     async def _claim_rows(
         self, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
@@ -1016,11 +1062,16 @@ _SQLITE_INSERT = (
 _JSON_COLUMNS = frozenset(c.name for c in T.c if isinstance(c.type, JSON))
 _TIME_COLUMNS = frozenset(c.name for c in T.c if isinstance(c.type, DateTime))
 _BOOL_COLUMNS = frozenset(c.name for c in T.c if isinstance(c.type, Boolean))
-_SQLITE_FINISH = (
+# Tasks without a dedupe key (nearly all) are finished by a statement that leaves
+# `dedupe_active` out of its SET list: SQLite then does not touch that unique index at all.
+_SQLITE_FINISH_SET = (
     "UPDATE sync_tasks SET status = ?, result = ?, error = ?, progress = ?, message = ?, "
     "processed_rows = ?, total_rows = ?, run_after = ?, finished_at = ?, "
-    "dedupe_active = CASE WHEN ? = 1 THEN NULL ELSE sync_tasks.dedupe_key END, "
-    "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE sync_tasks.id = ?"
+    "lease_owner = NULL, lease_expires_at = NULL, updated_at = ?{dedupe} WHERE sync_tasks.id = ?"
+)
+_SQLITE_FINISH_PLAIN = _SQLITE_FINISH_SET.format(dedupe="")
+_SQLITE_FINISH_DEDUPE = _SQLITE_FINISH_SET.format(
+    dedupe=", dedupe_active = CASE WHEN ? = 1 THEN NULL ELSE sync_tasks.dedupe_key END"
 )
 _SQLITE_ATTEMPT = (
     "INSERT INTO sync_task_attempts "
@@ -1095,16 +1146,25 @@ def _sqlite_claim_sql(type_count: int | None) -> str:
 
 
 @functools.cache
+def _sqlite_dedupe_sql(count: int) -> str:
+    """The unfinished tasks holding any of `count` dedupe keys."""
+    marks = ", ".join("?" * count)
+    return f"SELECT {_SQLITE_SELECT_LIST} FROM sync_tasks WHERE dedupe_active IN ({marks})"
+
+
+@functools.cache
 def _sqlite_owned_sql(count: int) -> str:
-    """The fencing read of `finish` for `count` ids: attempt and start of each owned task."""
+    """The fencing read of `finish` for `count` ids: attempt, start and dedupe key of each
+    owned task."""
     marks = ", ".join("?" * count)
     return (
-        "SELECT id, attempt, started_at FROM sync_tasks "
+        "SELECT id, attempt, started_at, dedupe_key FROM sync_tasks "
         f"WHERE id IN ({marks}) AND lease_owner = ? AND status = ?"
     )
 
 
 _STATUS_INDEX = _TASK_COLUMNS.index("status")
+_DEDUPE_KEY_INDEX = _TASK_COLUMNS.index("dedupe_key")
 _CANCEL_INDEX = _TASK_COLUMNS.index("cancel_requested")
 _JSON_INDEXES = tuple(i for i, n in enumerate(_TASK_COLUMNS) if n in _JSON_COLUMNS)
 _TIME_INDEXES = tuple(i for i, n in enumerate(_TASK_COLUMNS) if n in _TIME_COLUMNS)
@@ -1127,7 +1187,8 @@ def _sqlite_task(row: Sequence[Any]) -> TaskRecord:
 
 
 def _sqlite_finish_params(outcome: Outcome, stamp: str, now: datetime) -> tuple[Any, ...]:
-    """`_finish_params` as the positional parameters of `_SQLITE_FINISH`."""
+    """`_finish_params` as the positional parameters of `_SQLITE_FINISH_PLAIN` (append the
+    `b_free` flag and then the id for `_SQLITE_FINISH_DEDUPE`)."""
     p = _finish_params(outcome, now)
     return (
         p["b_status"],
@@ -1139,8 +1200,8 @@ def _sqlite_finish_params(outcome: Outcome, stamp: str, now: datetime) -> tuple[
         p["b_total"],
         _sqlite_time(p["b_run_after"]),
         stamp if p["b_finished_at"] is not None else None,
-        p["b_free"],
         stamp,
+        p["b_free"],
         p["b_id"],
     )
 
@@ -1180,7 +1241,7 @@ def make_store(
     its own, its busy timeout already limits lock waits and a local file cannot go silent.
     """
     if engine.dialect.name == "sqlite":
-        return SqliteStore(engine, clock)
+        return SqliteStore(engine, clock, busy_timeout_s=timeout or 5.0)
     return MySqlStore(engine, clock, timeout)
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import Select, func, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schedule.exceptions import InvalidState, NotFound
-from schedule.models import TaskStatus
+from schedule.models import TaskStatus, status_is, sync_tasks
 from schedule.records import NewTask, Outcome, Page, RecordError, TaskFilter
-from schedule.store import TaskStore, make_store
+from schedule.store import TaskStore, _sqlite_claim_sql, make_store
 from tests.helpers import Clock
 
 
@@ -208,3 +213,36 @@ async def test_delete_finished_before_in_batches(st: TaskStore, clock: Clock) ->
     assert await st.delete_finished_before(clock.now, batch=2) == 0
     _, total = await st.list_tasks(TaskFilter(), Page(1, 10))
     assert total == 2
+
+
+def test_sqlite_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
+    """Claims, rescues and queue counts read the partial index of their status, never the
+    whole table (migration 0006; a bound `status = ?` would silently scan every row)."""
+
+    def plan(sql: str, params: tuple[object, ...] = ()) -> str:
+        with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return " | ".join(r[3] for r in rows)
+
+    def compiled(query: Select[Any]) -> str:
+        return str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+
+    # the status is in the SQL text itself, not a bound parameter
+    assert "'pending'" in str(status_is(TaskStatus.PENDING).compile(dialect=sqlite.dialect()))
+    now = "2026-01-01 00:00:00.000000"
+    claim = plan(_sqlite_claim_sql(1), ("n", now, now, now, now, "noop", 10))
+    assert "ix_sync_tasks_claim" in claim, claim
+    pending = compiled(select(func.count()).where(status_is(TaskStatus.PENDING)))
+    assert "ix_sync_tasks_claim" in plan(pending)
+    expired = compiled(
+        select(sync_tasks.c.id).where(
+            status_is(TaskStatus.RUNNING), sync_tasks.c.lease_expires_at < now
+        )
+    )
+    assert "ix_sync_tasks_lease" in plan(expired)
+    external = compiled(
+        select(sync_tasks.c.id).where(sync_tasks.c.service == "svc", status_is(TaskStatus.PENDING))
+    )
+    assert "ix_sync_tasks_service_claim" in plan(external)
+    for text_ in (claim, plan(pending), plan(expired), plan(external)):
+        assert "SCAN sync_tasks" not in text_, text_

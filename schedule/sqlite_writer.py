@@ -1,0 +1,165 @@
+"""The SQLite store's hot write path: whole transactions on one thread, one hop each.
+
+aiosqlite runs every driver call on its connection's thread, and SQLAlchemy's adapter makes four
+such calls per statement (cursor, execute, fetch, close), each a hand-off between the event loop
+and that thread. A claim or a finish of a group of attempts is a transaction of two or three
+statements: about a dozen hand-offs, each waiting for the GIL on the far side, and that waiting
+was most of the engine's time per task (issue 2's profile). Here a whole transaction is one plain
+function run on one thread that owns one `sqlite3` connection: one hand-off per transaction.
+
+Ordering with the rest of the store: SQLite has one writer. Transactions submitted here run one
+after another in submission order (one thread, FIFO). Writes made through SQLAlchemy (API
+updates, cancels, rescue ...) first take `lock` and `drain()` this queue, and no transaction is
+submitted while `lock` is held, so the two paths never wait on each other's write lock through
+SQLite's busy handler, which sleeps in steps of milliseconds.
+
+Errors come back as SQLAlchemy's exception classes (`DBAPIError.instance`), so callers handle
+them exactly as they handle errors of the async engine. The writer is one per engine, created on
+first use and closed by `engine.dispose()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+R = TypeVar("R")
+Work = Callable[[sqlite3.Connection], R]
+
+
+class Abandoned(Exception):
+    """The caller stopped waiting (cancelled or timed out) before the commit: rolled back."""
+
+
+@dataclass
+class _Ticket:
+    """One submitted transaction; `abandoned` is read by the writer thread before COMMIT."""
+
+    abandoned: bool = False
+
+
+class SqliteWriter:
+    """One `sqlite3` connection on one thread; `transaction(work)` runs `work(conn)` inside
+    `BEGIN IMMEDIATE ... COMMIT` there (rolled back if it raises)."""
+
+    def __init__(self, path: str, busy_timeout_s: float) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self.lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="syncd-sqlite-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._last: asyncio.Future[Any] | None = None
+        self._closed = False
+
+    async def transaction(self, work: Work[R]) -> R:
+        """Run `work` in one write transaction on the writer thread and return its result.
+
+        A caller that is cancelled while waiting leaves the transaction to run, but it is
+        rolled back instead of committed if the writer has not reached COMMIT yet.
+        """
+        async with self.lock:  # held only to submit: see the module docstring
+            if self._closed:
+                raise DBAPIError.instance(
+                    None, None, sqlite3.ProgrammingError("writer closed"), sqlite3.Error
+                )
+            ticket = _Ticket()
+            future = asyncio.wrap_future(self._executor.submit(self._run, work, ticket))
+            self._last = future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            ticket.abandoned = True
+            future.add_done_callback(_consume)  # its `Abandoned` (or result) is nobody's now
+            raise
+
+    async def drain(self) -> None:
+        """Wait until every transaction submitted so far has ended (call with `lock` held)."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait([last])
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+        return self._conn
+
+    def _run(self, work: Work[R], ticket: _Ticket) -> R:
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+        try:
+            result = work(conn)
+            if ticket.abandoned:
+                raise Abandoned("the caller stopped waiting before the commit")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+            raise
+        return result
+
+    def close(self) -> None:
+        """Close the connection on its thread and let the thread end (does not block)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.submit(self._close_connection)
+        self._executor.shutdown(wait=False)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+_writers: weakref.WeakKeyDictionary[Engine, SqliteWriter] = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def writer_for(engine: AsyncEngine, busy_timeout_s: float) -> SqliteWriter:
+    """The writer of a SQLite file engine (one per engine, made by the first caller with its
+    busy timeout; closed by `engine.dispose()`)."""
+    sync_engine = engine.sync_engine
+    with _writers_lock:
+        writer = _writers.get(sync_engine)
+        if writer is None:
+            path = sync_engine.url.database
+            if not path or path == ":memory:":
+                raise ValueError("the SQLite store needs a database file, not :memory:")
+            writer = SqliteWriter(path, busy_timeout_s)
+            _writers[sync_engine] = writer
+            if not event.contains(sync_engine, "engine_disposed", _on_disposed):
+                event.listen(sync_engine, "engine_disposed", _on_disposed)
+        return writer
+
+
+def _on_disposed(engine: Engine) -> None:
+    with _writers_lock:
+        writer = _writers.pop(engine, None)
+    if writer is not None:
+        writer.close()
