@@ -101,12 +101,14 @@ class ScheduleService:
         pairs = await self.store.create_many(items)
         if any(created for _, created in pairs) and self.engine is not None:
             self.engine.wake()
+        logged = log.isEnabledFor(logging.INFO)  # once per batch, not an extra dict per task
         for task, created in pairs:
             if created:
-                log.info(
-                    "task created",
-                    extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
-                )
+                if logged:
+                    log.info(
+                        "task created",
+                        extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
+                    )
                 self._notify("created", task)
                 self._notify_created(task)
         return pairs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import Counter
 from contextlib import closing
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import TaskStatus, status_is, sync_tasks
 from schedule.records import NewTask, Outcome, Page, RecordError, TaskFilter
-from schedule.store import TaskStore, _sqlite_claim_sql, make_store
+from schedule.store import (
+    REFERENCE_ALPHABET,
+    TaskStore,
+    _sqlite_claim_sql,
+    make_store,
+    new_reference,
+)
 from tests.helpers import Clock
 
 
@@ -246,3 +253,39 @@ def test_sqlite_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
     assert "ix_sync_tasks_service_claim" in plan(external)
     for text_ in (claim, plan(pending), plan(expired), plan(external)):
         assert "SCAN sync_tasks" not in text_, text_
+
+
+async def test_created_record_is_the_row_as_stored(st: TaskStore, clock: Clock) -> None:
+    """What create returns (built without reading the row back) equals a fresh read, with
+    every optional field set and with none."""
+    full = NewTask(
+        task_type="noop",
+        parameters={"steps": 2, "nested": {"a": [1, "x"]}},
+        max_attempts=4,
+        priority=7,
+        data_source_id="src",
+        interface_id="if",
+        run_after=clock.now + timedelta(seconds=90),
+        timeout_s=12.5,
+        dedupe_key="same-thing",
+        callback_url="http://127.0.0.1:9/hook",
+        retry_of="00000000-0000-4000-8000-000000000000",
+        service="svc",
+        service_group="grp",
+    )
+    for new in (full, noop()):
+        created, was_created = await st.create(new)
+        assert was_created
+        assert created == await st.get(created.id)
+        assert created == await st.get(created.reference)
+        assert len(created.reference) == 11 and created.reference.isalnum()
+        assert created.reference == created.reference.upper()
+
+
+def test_references_use_the_whole_alphabet_evenly() -> None:
+    draws = "".join(new_reference() for _ in range(4000))  # 44,000 characters
+    counts = Counter(draws)
+    assert set(counts) == set(REFERENCE_ALPHABET)
+    expected = len(draws) / len(REFERENCE_ALPHABET)
+    # each count is binomial (n=44000, p=1/36): sd ~ 34.5, so 6 sd never fails by chance
+    assert all(abs(n - expected) < 6 * 34.5 for n in counts.values()), counts
