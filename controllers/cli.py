@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -194,6 +195,7 @@ async def _serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         if not app[ENGINE].running:
             raise RuntimeError("the engine is not running after start-up")
+        freeze_startup_heap()
         notifier.ready()  # migrated (checked in setup), listening, engine running
         background = _start_notifications(notifier, app)
         await stop.wait()
@@ -208,6 +210,18 @@ async def _serve(settings: Settings) -> None:
             task.cancel()
         await runner.cleanup()
         notifier.close()
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive after start-up (modules, settings, pools,
+    the registry) out of the cyclic garbage collector's sight (`gc.freeze`).
+
+    Those objects live as long as the daemon, yet each full collection walked all of them
+    again: a few hundred milliseconds per second at full queue throughput (issue 2's bench).
+    Objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _start_notifications(notifier: Notifier, app: web.Application) -> list[asyncio.Task[None]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from collections import Counter
 from contextlib import closing
 from datetime import timedelta
@@ -22,6 +23,7 @@ from schedule.store import (
     TaskStore,
     _sqlite_claim_sql,
     make_store,
+    new_ids,
     new_reference,
 )
 from tests.helpers import Clock
@@ -282,8 +284,17 @@ async def test_created_record_is_the_row_as_stored(st: TaskStore, clock: Clock) 
         assert created.reference == created.reference.upper()
 
 
+def test_new_ids_are_random_uuid4_and_references() -> None:
+    pairs = new_ids(2000)
+    ids = [uuid.UUID(i) for i, _ in pairs]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in ids)
+    assert [str(u) for u in ids] == [i for i, _ in pairs]  # canonical lower-case form
+    assert len(set(ids)) == 2000 and len({r for _, r in pairs}) == 2000
+    assert all(len(r) == 11 and set(r) <= set(REFERENCE_ALPHABET) for _, r in pairs)
+
+
 def test_references_use_the_whole_alphabet_evenly() -> None:
-    draws = "".join(new_reference() for _ in range(4000))  # 44,000 characters
+    draws = "".join(r for _, r in new_ids(2000)) + "".join(new_reference() for _ in range(2000))
     counts = Counter(draws)
     assert set(counts) == set(REFERENCE_ALPHABET)
     expected = len(draws) / len(REFERENCE_ALPHABET)
