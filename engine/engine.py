@@ -97,10 +97,6 @@ class SyncEngine:
             RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), clock
         )
         self._running: dict[str, Running] = {}
-        # A claim takes at most a quarter of the pool (but at least 16): with a big pool of
-        # short tasks, the tasks of one claim run while the next claim and the previous
-        # outcomes are being written, instead of the pool and the database taking turns.
-        self._claim_chunk = max(16, settings.concurrency // 4)
         self._wake = asyncio.Event()
         # Ended attempts whose outcome is not written yet (the finish loop writes them in
         # groups); `_settled` is set whenever there are none.
@@ -215,14 +211,15 @@ class SyncEngine:
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
+            # One turn of the event loop first: attempts ending in this same tick free their
+            # slots too, so one claim takes them all instead of one claim per slot.
+            await asyncio.sleep(0)
             self._wake.clear()
             free = self.settings.concurrency - self._executing()
-            want = min(free, self._claim_chunk)
             claimed = 0
-            if want > 0:
-                claimed = await self._guarded(self._claim_and_start(want), default=0)
-            if want > 0 and claimed >= want:
-                # More may be waiting: the next claim is written while these tasks run.
+            if free > 0:
+                claimed = await self._guarded(self._claim_and_start(free), default=0)
+            if free > 0 and claimed >= free:
                 continue
             if claimed == 0 and not self._running:
                 self.idle.set()
