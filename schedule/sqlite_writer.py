@@ -86,9 +86,8 @@ class SqliteWriter:
         """
         async with self.lock:  # held only to submit: see the module docstring
             if self._closed:
-                raise DBAPIError.instance(
-                    None, None, sqlite3.ProgrammingError("writer closed"), sqlite3.Error
-                )
+                closed = sqlite3.OperationalError("the database writer is closed")
+                raise DBAPIError.instance(None, None, closed, sqlite3.Error)
             ticket = _Ticket()
             future = asyncio.wrap_future(self._executor.submit(self._run, work, ticket))
             self._last = future
