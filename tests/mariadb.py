@@ -11,6 +11,7 @@ is an error, not a skip, so CI cannot go green without having run them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -238,8 +239,22 @@ class MariaDBServer:
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
-        """Drop database `name` if it exists."""
-        self.execute(f"DROP DATABASE IF EXISTS `{_checked(name)}`")
+        """Drop database `name` if it exists, first ending every session still using it.
+
+        A session left behind by a test (say, a connection whose query was cut off by a
+        timeout while it held row locks) keeps a metadata lock that `DROP DATABASE` would wait
+        for without end; killing it is the teardown's business, not a reason to hang."""
+        name = _checked(name)
+        with self.connect() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = %s AND id <> CONNECTION_ID()",
+                (name,),
+            )
+            for (session,) in cursor.fetchall():
+                with contextlib.suppress(pymysql.err.MySQLError):  # it may have just ended
+                    cursor.execute(f"KILL {int(session)}")
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
     def execute(self, statement: str) -> None:
         """Run one administrative statement as the `syncd` user over the unix socket."""

@@ -69,6 +69,35 @@ def test_databases_are_distinct(mariadb_server: MariaDBServer) -> None:
         assert cur.fetchall() == ()
 
 
+def test_drop_ends_sessions_that_still_hold_locks(mariadb_server: MariaDBServer) -> None:
+    """A leftover session in an open transaction holds a metadata lock that `DROP DATABASE`
+    would wait for indefinitely; the fixture's drop ends it first."""
+    url = mariadb_server.create_database("t_fixture_held")
+    holder = _connect(url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("CREATE TABLE held (id INT PRIMARY KEY) ENGINE=InnoDB")
+            cur.execute("INSERT INTO held VALUES (1)")
+            holder.commit()
+            cur.execute("BEGIN")
+            cur.execute("SELECT id FROM held FOR UPDATE")
+        done = threading.Event()
+
+        def drop() -> None:
+            mariadb_server.drop_database("t_fixture_held")
+            done.set()
+
+        dropper = threading.Thread(target=drop)
+        dropper.start()
+        dropper.join(timeout=30)
+        assert done.is_set(), "DROP DATABASE still waits for the leftover session"
+    finally:
+        holder.close()
+    with mariadb_server.connect() as conn, conn.cursor() as cur:
+        cur.execute("SHOW DATABASES LIKE 't\\_fixture\\_held'")
+        assert cur.fetchall() == ()
+
+
 def test_skip_locked_skips_rows_another_transaction_holds(mariadb_url: str) -> None:
     with _connect(mariadb_url) as setup, setup.cursor() as cur:
         cur.execute("CREATE TABLE job (id INT PRIMARY KEY, state VARCHAR(10)) ENGINE=InnoDB")
