@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncd")
 STATUS_INTERVAL_S = 5.0  # how often `systemctl status` gets fresh running/queued counts
+GC_YOUNG_THRESHOLD = 10_000  # container allocations between young collections (default 700)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +190,7 @@ async def _serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info("listening on %s", ", ".join(str(a) for a in runner.addresses))
+        _tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -208,6 +211,24 @@ async def _serve(settings: Settings) -> None:
             task.cancel()
         await runner.cleanup()
         notifier.close()
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheaper for a daemon that moves bulk data.
+
+    Two costs, both measured on an import of 100,000 records (3.3 s of daemon CPU before,
+    1.9 s after; with the collector off, 1.4 s): every full collection walked again the
+    objects made at start-up (modules, classes, the app), which live as long as the process,
+    and a young-generation threshold of 700 allocations promoted most of a batch's short-lived
+    rows to the old generation, triggering a full collection every few batches. Start-up
+    objects are therefore frozen (unreachable leftovers are collected first, so nothing
+    collectable is kept) and young collections run every `GC_YOUNG_THRESHOLD` allocations.
+    Cycles are still collected, in bigger steps.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _start_notifications(notifier: Notifier, app: web.Application) -> list[asyncio.Task[None]]:
