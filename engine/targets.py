@@ -70,15 +70,26 @@ ASCII after it. Anything else goes through the model."""
 
 
 def _plain_text(value: object, longest: int) -> bool:
-    """True for an ASCII `str` of 1..`longest` characters with no space at either end: what a
-    stripped, length-limited model field accepts unchanged."""
+    """True for an ASCII `str` of 1..`longest` characters that starts and ends with a printable
+    character: what a stripped, length-limited model field accepts unchanged (in ASCII every
+    space, and every character either side strips, sorts at or below " ")."""
     return (
         type(value) is str
         and 0 < len(value) <= longest
         and value.isascii()
-        and not value[0].isspace()
-        and not value[-1].isspace()
+        and value[0] > " "
+        and value[-1] > " "
     )
+
+
+def _plain_texts(values: object) -> bool:
+    """True for a list of at most 1,000 ASCII `str` of at most 1,000 characters each."""
+    if type(values) is not list or len(values) > 1000:
+        return False
+    for value in values:
+        if type(value) is not str or len(value) > 1000 or not value.isascii():
+            return False
+    return True
 
 
 def tool_row_fast(record: object) -> dict[str, Any] | None:
@@ -94,34 +105,31 @@ def tool_row_fast(record: object) -> dict[str, Any] | None:
     if type(record) is not dict or not record.keys() <= TOOL_FIELDS:
         return None
     get = record.get
-    tool_id, name = get("tool_id"), get("tool_name")
-    category, description = get("category"), get("description")
-    features, url = get("features", []), get("url")
-    if not (_plain_text(tool_id, 64) and _plain_text(name, 255)):
-        return None
-    if category is not None and not _plain_text(category, 255):
-        return None
-    if description is not None and not (
-        type(description) is str and len(description) <= 65535 and description.isascii()
-    ):
-        return None
-    if type(features) is not list or len(features) > 1000:
-        return None
-    for feature in features:
-        if type(feature) is not str or len(feature) > 1000 or not feature.isascii():
-            return None
-    if url is not None and not (
-        type(url) is str and len(url) <= 2048 and _PLAIN_HTTP_URL.fullmatch(url)
-    ):
-        return None
-    return {
-        "tool_id": tool_id,
-        "tool_name": name,
-        "category": category,
-        "description": description,
-        "features": list(features),
-        "url": url,
+    row = {
+        "tool_id": get("tool_id"),
+        "tool_name": get("tool_name"),
+        "category": get("category"),
+        "description": get("description"),
+        "features": get("features", []),
+        "url": get("url"),
     }
+    category, description, url = row["category"], row["description"], row["url"]
+    if (
+        _plain_text(row["tool_id"], 64)
+        and _plain_text(row["tool_name"], 255)
+        and (category is None or _plain_text(category, 255))
+        and (
+            description is None
+            or (type(description) is str and len(description) <= 65535 and description.isascii())
+        )
+        and _plain_texts(row["features"])
+        and (
+            url is None
+            or (type(url) is str and len(url) <= 2048 and _PLAIN_HTTP_URL.fullmatch(url))
+        )
+    ):
+        return row
+    return None
 
 
 @dataclass(frozen=True)
