@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, tuple_
@@ -62,17 +61,9 @@ class PreparedInsert:
         """The driver parameters of `rows` (mappings holding at least `columns`)."""
         if not rows:
             return []
-        if len(self.columns) == 1:
-            (name,) = self.columns
-            values: list[Any] = [(row[name],) for row in rows]
-        else:
-            getter = itemgetter(*self.columns)
-            values = [getter(row) for row in rows]
-        if not self.converters:
-            return values
         # Column by column: one C-level `map` per converted column instead of a Python loop
-        # per value.
-        columns: list[Any] = list(zip(*values, strict=True))
+        # per value, and one `zip` into rows at the end.
+        columns: list[Any] = [[row[name] for row in rows] for name in self.columns]
         for index, process in self.converters:
             columns[index] = map(process, columns[index])
         return list(zip(*columns, strict=True))
