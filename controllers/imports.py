@@ -18,7 +18,7 @@ from controllers.openapi import doc
 from engine.sources.exceptions import ACCEPTED_UPLOAD_FORMATS, UnsupportedFormatError
 from engine.sources.sheets import XLSX_MAGIC, sniff_upload
 from engine.targets import TARGETS, get_target
-from engine.uploads import ImportFiles
+from engine.uploads import PARSED, ImportFiles
 from schedule.models import TaskStatus
 from schedule.records import Page, TaskRecord, TaskRequest
 
@@ -171,8 +171,9 @@ def _too_large(limit: int) -> ApiError:
 # ---- record imports -------------------------------------------------------------------------
 
 
-async def _read_import_body(request: web.Request) -> bytes:
-    """The raw body, checked to be `{"data": [...]}` (400 when not JSON, 422 otherwise)."""
+async def _read_import_body(request: web.Request) -> tuple[bytes, list[Any]]:
+    """The raw body, checked to be `{"data": [...]}` (400 when not JSON, 422 otherwise), and
+    its parsed `data`."""
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "invalid_json", "request body is empty; a JSON object is expected")
@@ -193,15 +194,16 @@ async def _read_import_body(request: web.Request) -> bytes:
         problems.insert(0, {"field": "data", "message": "Input should be a valid list"})
     if problems:
         raise validation_error(problems)
-    return raw
+    return raw, body["data"]
 
 
 async def _start_import(request: web.Request, target: str) -> TaskRecord:
-    """Store the payload and enqueue `records_import` for it."""
-    raw = await _read_import_body(request)
+    """Store the payload, hand its parsed records to the task, enqueue `records_import`."""
+    raw, data = await _read_import_body(request)
     files = request.app[IMPORT_FILES]
     name = ImportFiles.new_name("json")
     await files.write(name, raw)
+    PARSED.keep(name, data, len(raw))
     try:
         task, _ = await request.app[SERVICE].create(
             TaskRequest(task_type="records_import", parameters={"target": target, "file": name})

@@ -15,7 +15,9 @@ import contextlib
 import logging
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,56 @@ ORPHAN_AGE_S = 60.0
 """A file no unfinished task refers to is removed at start-up once it is this old (an upload
 streaming in on another node sharing the directory, its task not created yet, is younger)."""
 
+HANDOFF_BYTES = 256 * 1024 * 1024
+"""At most this much (as sent) of parsed record payloads waits in memory for its task."""
+
 LiveFiles = Callable[[], Awaitable[set[str]]]
+
+
+class ParsedPayloads:
+    """Record payloads the API has parsed, handed in memory to the import task of this daemon.
+
+    `POST /api/tools/import` must parse its body to answer 400 or 422, and the task needs the
+    same records: parsing 100,000 records twice cost as much as validating them. The stored
+    file stays the durable copy: the task takes the parsed records once (its first attempt on
+    this daemon) and reads the file whenever they are not here (a retry, a restart, another
+    node, a payload evicted to keep the held total under `limit_bytes`).
+    """
+
+    def __init__(self, limit_bytes: int = HANDOFF_BYTES) -> None:
+        self.limit_bytes = limit_bytes
+        self._items: OrderedDict[str, tuple[list[Any], int]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def keep(self, name: str, records: list[Any], size: int) -> None:
+        """Hold the parsed `data` of the payload stored as `name` (`size` bytes as sent),
+        evicting the oldest ones beyond the limit."""
+        if size > self.limit_bytes:
+            return
+        with self._lock:
+            self._items[name] = (records, size)
+            self._held += size
+            while self._held > self.limit_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._held -= dropped
+
+    def take(self, name: str) -> list[Any] | None:
+        """The parsed records of `name`, no longer held; None when they are not here."""
+        with self._lock:
+            item = self._items.pop(name, None)
+            if item is None:
+                return None
+            self._held -= item[1]
+            return item[0]
+
+    def drop(self, name: str) -> None:
+        """Forget `name` (its task ended, or was never created)."""
+        self.take(name)
+
+
+PARSED = ParsedPayloads()
+"""This process's hand-off (file names are random, so every app in the process can share it)."""
 
 
 def is_file_name(name: str) -> bool:
@@ -79,8 +130,10 @@ class ImportFiles:
         return path
 
     async def remove(self, name: str) -> None:
-        """Delete a file; a file already gone is fine."""
+        """Delete a file (and any parsed copy of it held for its task); a file already gone
+        is fine."""
         path = self.path(name)
+        PARSED.drop(name)
         await asyncio.to_thread(path.unlink, True)
 
     def on_event(self, event: EngineEvent) -> None:

@@ -25,7 +25,14 @@ from schedule.models import (
 )
 from schedule.records import naive
 from schedule.store import utcnow
-from schedule.upsert import KEY_CHUNK, execute_many, upsert_rows
+from schedule.upsert import (
+    KEY_CHUNK,
+    PreparedInsert,
+    execute_many,
+    prepare_insert,
+    upsert_rows,
+    upsert_statement,
+)
 
 SEEN = qt_vendor_partnumber_seen
 STOCK_SOURCE = "stock"
@@ -128,6 +135,26 @@ class ImportStore:
         async with self.engine.begin() as conn:
             inserted, updated = await upsert_rows(conn, table, keys, rows, count=False)
         return inserted + updated
+
+    def prepare_upsert(
+        self, table: Table, keys: Sequence[str], columns: Sequence[str]
+    ) -> PreparedInsert | None:
+        """The upsert of rows with `columns` by `keys`, compiled once for a whole import (None
+        for a driver with named parameters: use `upsert_records`)."""
+        dialect = self.engine.dialect
+        update = [c for c in columns if c not in keys]
+        return prepare_insert(dialect, upsert_statement(dialect.name, table, keys, update), columns)
+
+    async def upsert_prepared(
+        self, prepared: PreparedInsert, params: Sequence[tuple[Any, ...]]
+    ) -> int:
+        """Upsert one batch of distinct-keyed records, as driver parameters made by
+        `prepared.parameters`, in one transaction."""
+        if not params:
+            return 0
+        async with self.engine.begin() as conn:
+            await conn.exec_driver_sql(prepared.sql, list(params))
+        return len(params)
 
 
 def _seen_upsert(dialect: str) -> Any:

@@ -23,11 +23,14 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePath
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from openpyxl import Workbook, load_workbook
+from openpyxl.utils.cell import coordinate_to_tuple
 from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+from openpyxl.worksheet._reader import INLINE_STRING, WorkSheetParser
+from openpyxl.xml.constants import SHEET_MAIN_NS
 
 from engine.sources.exceptions import (
     MissingColumnsError,
@@ -182,7 +185,7 @@ def iter_xlsx_rows(path: Path, sheet: str | None = None) -> RowReader:
             # The <dimension> tag some writers emit is wrong; without this openpyxl trusts it
             # and stops early (or pads every row to a bogus width).
             worksheet.reset_dimensions()
-            rows = worksheet.values  # iter_rows(values_only=True), streamed
+            rows = sheet_values(worksheet)  # worksheet.values, streamed and cheaper
         except _READ_ERRORS as exc:
             raise SheetError(f"{path.name}: damaged workbook ({_describe(exc)})") from exc
         number = 0
@@ -201,6 +204,83 @@ def iter_xlsx_rows(path: Path, sheet: str | None = None) -> RowReader:
     finally:
         workbook.close()
         stream.close()
+
+
+_INLINE_TEXT = f"{{{SHEET_MAIN_NS}}}t"
+
+
+class _SheetParser(WorkSheetParser):
+    """openpyxl's streaming sheet parser with a cheaper reading of plain inline strings.
+
+    openpyxl reads every inline-string cell (`<c t="inlineStr"><is><t>text</t></is></c>`, the
+    form openpyxl itself and many exporters write) through its generic rich-text object model,
+    which costs more than the rest of the cell's parsing together. When the `<is>` element is
+    just one `<t>` without attributes the value is that text ("" when empty), exactly what
+    openpyxl's `Text.content` gives; every other cell (rich text runs, phonetic runs, shared
+    strings, numbers, dates, formulas) goes through openpyxl's own `parse_cell` unchanged.
+    """
+
+    def parse_cell(self, element: Any) -> dict[str, Any]:
+        """The cell as openpyxl's `parse_cell` returns it."""
+        if element.get("t") != "inlineStr" or not self.data_only:
+            return super().parse_cell(element)
+        inline = element.find(INLINE_STRING)
+        if inline is None or len(inline) != 1 or inline.attrib or inline[0].tag != _INLINE_TEXT:
+            return super().parse_cell(element)
+        style_id = element.get("s", 0)
+        if style_id:
+            style_id = int(style_id)
+        coordinate = element.get("r")
+        if coordinate:
+            row, column = coordinate_to_tuple(coordinate)
+            self.col_counter = column
+        else:
+            self.col_counter += 1
+            row, column = self.row_counter, self.col_counter
+        text = inline[0].text or ""
+        return {"row": row, "column": column, "value": text, "data_type": "s", "style_id": style_id}
+
+
+def sheet_values(worksheet: ReadOnlyWorksheet) -> Iterator[Row]:
+    """The rows of a read-only worksheet whose dimensions were reset, as value tuples.
+
+    The same rows, in the same places, as openpyxl's `worksheet.values` (its
+    `_cells_by_row(values_only=True)` without a declared width: a missing row reads as `()`, a
+    row as wide as its last cell, a row number that goes backwards skipped), parsed with
+    `_SheetParser`. The tests compare both on workbooks of every cell kind.
+    """
+    sheet: Any = worksheet
+    workbook: Any = worksheet.parent
+    counter = 1
+    with sheet._get_source() as source:
+        parser = _SheetParser(
+            source,
+            sheet._shared_strings,
+            data_only=workbook.data_only,
+            epoch=workbook.epoch,
+            date_formats=workbook._date_formats,
+            timedelta_formats=workbook._timedelta_formats,
+        )
+        for number, cells in parser.parse():
+            while counter < number:
+                counter += 1
+                yield ()
+            if counter <= number:
+                counter += 1
+                yield _row_values(cells)
+
+
+def _row_values(cells: list[dict[str, Any]]) -> Row:
+    """openpyxl's `_get_row(values_only=True)`: values by column, up to the last cell's."""
+    if not cells:
+        return ()
+    width = cells[-1]["column"]
+    values: list[object] = [None] * width
+    for cell in cells:
+        column = cell["column"]
+        if 1 <= column <= width:
+            values[column - 1] = cell["value"]
+    return tuple(values)
 
 
 def _pick_sheet(workbook: Workbook, name: str | None, path: Path) -> ReadOnlyWorksheet:

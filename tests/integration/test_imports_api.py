@@ -437,3 +437,35 @@ async def test_import_body_over_limit_is_413(client: Client) -> None:
     )
     assert resp.status == 413
     assert (await resp.json())["error"]["code"] == "too_large"
+
+
+async def test_prepared_upsert_writes_what_sqlalchemy_would(ddb: AsyncEngine) -> None:
+    from datetime import datetime
+
+    from schedule.imports import ImportStore
+    from schedule.models import tools
+
+    store = ImportStore(ddb)
+    at = datetime(2024, 5, 6, 7, 8, 9, 123456)
+    columns = ["tool_id", "tool_name", "category", "description", "features", "url"]
+    prepared = store.prepare_upsert(tools, ("tool_id",), [*columns, "task_id", "updated_at"])
+    assert prepared is not None
+    odd_features: list[Any] = ["ü", 'say "hi"', 1, None, {"k": ["v"]}]  # not only strings
+    rows: list[dict[str, Any]] = [
+        {"tool_id": "P1", "tool_name": "one", "features": ["a", "é"], "url": None},
+        {"tool_id": "P2", "tool_name": "two", "features": odd_features, "url": "https://x"},
+    ]
+    stamped: list[dict[str, Any]] = [
+        {"category": None, "description": "d", **r, "task_id": "t1", "updated_at": at} for r in rows
+    ]
+    assert await store.upsert_prepared(prepared, prepared.parameters(stamped)) == 2
+    stamped[0] = {**stamped[0], "tool_name": "renamed", "features": []}
+    assert await store.upsert_prepared(prepared, prepared.parameters(stamped[:1])) == 1
+    async with ddb.connect() as conn:
+        got = (await conn.execute(tools.select().order_by(tools.c.tool_id))).mappings().all()
+        raw = await conn.scalar(text("SELECT features FROM tools WHERE tool_id = 'P2'"))
+    assert [(r["tool_name"], r["features"], r["updated_at"]) for r in got] == [
+        ("renamed", [], at),
+        ("two", odd_features, at),
+    ]
+    assert json.loads(raw) == odd_features

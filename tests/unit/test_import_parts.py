@@ -129,3 +129,144 @@ def test_declared_rows(tmp_path: Path) -> None:
     assert declared_rows(tmp_path / "a.xlsx") == 30
     (tmp_path / "b.xlsx").write_bytes(b"not a zip")
     assert declared_rows(tmp_path / "b.xlsx") is None
+
+
+# --- records_import fast path: same decisions, same rows, same errors as the model ----------
+
+PLAIN_TOOL = {
+    "tool_name": "University Scraper",
+    "tool_id": "V001",
+    "category": "Education",
+    "description": "Scrapes university data.",
+    "features": ["Data extraction", "Export"],
+    "url": "https://example.com/university-scraper",
+}
+TRICKY_VALUES: dict[str, list[object]] = {
+    "tool_id": [
+        *("V1", " V1", "V1 ", "\tV1", "\x1cV1", "V1\x1f", "", "   ", "x" * 64, "x" * 65),
+        *("Инструмент", "V\ud800", "V\x00", 5, True, None, ["V1"]),
+    ],
+    "tool_name": ["n", " n ", "n" * 255, "n" * 256, "\u3000n", "é", "\u2028", 1.5, None, ""],
+    "category": [None, "", " ", "c", "c" * 255, "c" * 256, " c", "ç", 0, False],
+    "description": [None, "", " d ", "d" * 65535, "d" * 65536, "ü", "\ud83d", 7, ["d"]],
+    "features": [
+        *([], ["a"], [""], [" a "], ["a"] * 1000, ["a"] * 1001, ["a" * 1000], ["a" * 1001]),
+        *(["ü"], ["\udc00"], ["a", 1], [None], "a", None, {"a": 1}, [["a"]], ("a",)),
+    ],
+    "url": [
+        *(None, "", "https://example.com", "http://a", "https://EXAMPLE.com/P?q=1#f"),
+        *("HTTPS://example.com", "Http://example.com", "https://ex.com:8080/x"),
+        *("https://ex.com:99999", "https://ex.com:x", "https://u:p@ex.com", "http://[::1]/"),
+        *("http://[::1", "http://::1]/", "ftp://example.com", "https://", "https:///path"),
+        *("https://ex.com/ a", "https://ex.com/\ta", " https://ex.com", "https://ex.com "),
+        *("https://-/", "https://./", "https://ex.com?", "https://ex.com#", "https:ex.com"),
+        *("https://ex_ample.com", "https://exämple.com", "https://ex.com/ä", "//ex.com"),
+        *("https://ex.com/" + "p" * 2040, "https://ex.com/" + "p" * 2033, 42, ["https://a"]),
+        *("https://ex.com\\x", "https://ex.com/%zz", "https://ex.com/\x7f", "https://%41.com"),
+    ],
+}
+
+
+def tricky_records() -> list[object]:
+    """Each tricky value in an otherwise plain record, absent fields, extra keys, non-objects."""
+    out: list[object] = [PLAIN_TOOL]
+    for field, values in TRICKY_VALUES.items():
+        out += [{**PLAIN_TOOL, field: value} for value in values]
+        out.append({k: v for k, v in PLAIN_TOOL.items() if k != field})
+    empty: dict[str, object] = {}
+    out += [{"tool_id": "V9", "tool_name": "n"}, {**PLAIN_TOOL, "extra": 1}, empty, "x", 5, None]
+    odd_key: dict[object, object] = {1: "non-string key", **dict(PLAIN_TOOL.items())}
+    out += [[], odd_key]
+    return out
+
+
+def test_fast_row_gives_the_models_row_or_defers_to_it() -> None:
+    from pydantic import ValidationError
+
+    from engine.targets import ToolRecord, tool_row_fast
+
+    fast_taken = 0
+    for record in tricky_records():
+        row = tool_row_fast(record)
+        if row is None:
+            continue
+        fast_taken += 1
+        try:
+            expected = ToolRecord.model_validate(record).to_row()
+        except ValidationError as exc:
+            raise AssertionError(f"fast path accepted {record!r}; the model: {exc}") from None
+        assert row == expected, record
+    assert fast_taken > 30  # the plain variants do take the fast path
+
+
+def test_fast_row_urls_agree_with_the_model_on_generated_urls() -> None:
+    import itertools
+
+    from pydantic import ValidationError
+
+    from engine.targets import ToolRecord, tool_row_fast
+
+    schemes = ["http://", "https://", "HTTP://", "https:/", "https:", "htps://", ""]
+    hosts = ["example.com", "a", "-", ".", "", "ex.com:80", "[::1]", "u@h", "ex ample", "é.com"]
+    tails = ["", "/", "/a/b", "?q=1", "#f", "/ä", "/ x", "/\n", ":", "/[x]", "@", "\\"]
+    for scheme, host, tail in itertools.product(schemes, hosts, tails):
+        record = {"tool_id": "V1", "tool_name": "n", "url": scheme + host + tail}
+        row = tool_row_fast(record)
+        try:
+            expected: dict[str, object] | None = ToolRecord.model_validate(record).to_row()
+        except ValidationError:
+            expected = None
+        assert row is None or row == expected, record
+
+
+def test_validate_batch_is_the_same_with_and_without_the_fast_path() -> None:
+    from dataclasses import replace
+
+    from engine.handlers.records_import import validate_batch
+    from engine.targets import TARGETS
+
+    tools = TARGETS["tools"]
+    records = tricky_records()
+    records += [{**PLAIN_TOOL, "tool_name": "dup"}, {**PLAIN_TOOL, "tool_id": " V001 "}]
+    with_fast = validate_batch(tools, records, 10, set())
+    without = validate_batch(replace(tools, fast_row=None), records, 10, set())
+    assert with_fast == without
+    rows, errors = with_fast
+    assert rows[0] == {**PLAIN_TOOL} and errors  # both kinds are present
+    assert any("duplicate key tool_id='V001'" in reason for _, reason, _ in errors)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], ["a"], [""], ["é", "\u2028", '"q"', "\\", "\x00\x1f\x7f", "\ud800", "😀", "a, b"]],
+)
+def test_dump_strings_is_json_dumps(values: list[str]) -> None:
+    import json
+
+    from schedule.upsert import dump_strings
+
+    assert dump_strings(values) == json.dumps(values)
+
+
+def test_dump_strings_refuses_other_items() -> None:
+    from schedule.upsert import dump_strings
+
+    with pytest.raises(TypeError):
+        dump_strings(["a", 1])  # type: ignore[list-item]
+
+
+def test_parsed_payloads_are_taken_once_and_bounded() -> None:
+    from engine.uploads import ParsedPayloads
+
+    held = ParsedPayloads(limit_bytes=100)
+    held.keep("a", [1], 40)
+    held.keep("b", [2], 40)
+    held.keep("too-big", [3], 101)  # never held: its task reads the file
+    assert held.take("too-big") is None
+    held.keep("c", [4], 40)  # over the limit: the oldest goes
+    assert held.take("a") is None
+    assert held.take("b") == [2] and held.take("b") is None
+    held.drop("c")
+    assert held.take("c") is None
+    held.keep("d", [5], 100)
+    assert held.take("d") == [5]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import zipfile
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from engine.sources.exceptions import (
     MissingColumnsError,
@@ -30,6 +32,7 @@ from engine.sources.sheets import (
     parse_decimal,
     parse_stock_row,
     resolve_headers,
+    sheet_values,
     sniff_upload,
 )
 
@@ -211,6 +214,101 @@ def test_xlsx_with_damaged_sheet_xml_is_a_sheet_error(tmp_path: Path) -> None:
             target.writestr(info, data)
     with pytest.raises(SheetError, match=r"damaged.xlsx: .*ParseError"):
         list(iter_records(path, STOCK_COLUMNS))
+
+
+SHARED_STRINGS = (
+    '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="3"'
+    ' uniqueCount="3"><si><t>shared</t></si><si><r><t>rich </t></r><r><t>shared</t></r></si>'
+    '<si><t xml:space="preserve">  padded  </t></si></sst>'
+)
+ODD_ROWS = (
+    # plain, empty, padded, attribute-carrying and rich inline strings, shared strings
+    '<row r="1"><c r="A1" t="inlineStr"><is><t>plain</t></is></c>'
+    '<c r="B1" t="inlineStr"><is><t/></is></c><c r="C1" t="inlineStr"><is></is></c>'
+    '<c r="D1" t="inlineStr"><is><t xml:space="preserve"> sp  ace </t></is></c>'
+    '<c r="E1" t="inlineStr"><is><r><t>ri</t></r><r><rPr><b/></rPr><t>ch</t></r></is></c>'
+    '<c r="F1" t="inlineStr"><is><t>base</t><rPh sb="0" eb="1"><t>ph</t></rPh></is></c>'
+    '<c r="G1" t="s"><v>0</v></c><c r="H1" t="s"><v>1</v></c><c r="I1" t="s"><v>2</v></c>'
+    '<c r="J1" t="inlineStr"/><c r="K1" s="1" t="inlineStr"><is><t>styled</t></is></c></row>'
+    # numbers, booleans, errors, formulas with cached values, dates by style
+    '<row r="2"><c r="A2"><v>42</v></c><c r="B2" t="n"><v>1.5E3</v></c><c r="C2" t="b">'
+    '<v>1</v></c><c r="D2" t="e"><v>#DIV/0!</v></c><c r="E2" t="str"><f>A1</f><v>plain</v></c>'
+    '<c r="F2"><f>1+1</f><v>2</v></c><c r="G2" s="1"><v>45293.5</v></c><c r="H2" s="2">'
+    '<v>45293</v></c><c r="I2" t="n"/><c r="J2" t="inlineStr"><is><t>12.5</t></is></c></row>'
+    # a gap, cells without coordinates, cells out of order, rows without a number
+    '<row r="5"><c t="inlineStr"><is><t>x</t></is></c><c><v>7</v></c>'
+    '<c r="E5" t="inlineStr"><is><t>e</t></is></c><c r="C5" t="inlineStr"><is><t>c</t></is></c>'
+    "</row>"
+    '<row><c t="inlineStr"><is><t>no number</t></is></c></row>'
+    # a row number going backwards, then an empty row, then one with an inline string only
+    '<row r="3"><c r="A3" t="inlineStr"><is><t>back</t></is></c></row>'
+    '<row r="8"/><row r="9" spans="1:2"><c r="B9" t="inlineStr"><is><t>last</t></is></c></row>'
+)
+
+
+def odd_workbook(path: Path) -> Path:
+    """A workbook whose one sheet holds every kind of cell `sheet_values` must read alike."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append([dt.datetime(2024, 1, 2, 3, 4, 5), dt.date(2024, 1, 2)])  # date styles 1, 2
+    plain = path.with_suffix(".plain.xlsx")
+    workbook.save(plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info).decode()
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(
+                    "<sheetData>.*</sheetData>", f"<sheetData>{ODD_ROWS}</sheetData>", data
+                )
+            elif info.filename == "xl/_rels/workbook.xml.rels":
+                data = data.replace(
+                    "</Relationships>",
+                    '<Relationship Id="rIdStrings" Target="sharedStrings.xml" Type="http://schemas'
+                    '.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"/>'
+                    "</Relationships>",
+                )
+            elif info.filename == "[Content_Types].xml":
+                data = data.replace(
+                    "</Types>",
+                    '<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.'
+                    'openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+                )
+            target.writestr(info, data)
+        target.writestr("xl/sharedStrings.xml", SHARED_STRINGS)
+    return path
+
+
+@pytest.mark.parametrize("data_only", [True, False])
+def test_sheet_values_reads_every_kind_of_cell_as_openpyxl_does(
+    tmp_path: Path, data_only: bool
+) -> None:
+    path = odd_workbook(tmp_path / "odd.xlsx")
+    workbook = load_workbook(path, read_only=True, data_only=data_only)
+    sheet = workbook.worksheets[0]
+    sheet.reset_dimensions()
+    expected = [tuple(row) for row in sheet.values]  # openpyxl gives a missing row as []
+    assert list(sheet_values(sheet)) == expected
+    workbook.close()
+    assert expected[0][:11] == (
+        *("plain", "", "", " sp  ace ", "rich", "base"),
+        *("shared", "rich shared", "  padded  ", None, "styled"),
+    )
+    assert expected[1][6:8] == (dt.datetime(2024, 1, 2, 12, 0), dt.datetime(2024, 1, 2, 0, 0))
+    # rows 3-4 missing, E5 past C5 (the row's last cell) dropped, the backwards row 3 skipped
+    assert expected[2:8] == [(), (), ("x", 7, "c"), ("no number",), (), ()]
+    assert expected[8] == (None, "last")
+
+
+def test_sheet_values_match_openpyxl_on_a_written_stock_file(tmp_path: Path) -> None:
+    rows: list[list[object]] = [["Артикул", "Кол-во", "Цена"]]
+    rows += ([f"PN-{i}", i, f"{i},50"] for i in range(300))
+    path = write_xlsx(tmp_path / "stock.xlsx", [*rows, [], [" ", None, "tail"]])
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    sheet = workbook.worksheets[0]
+    sheet.reset_dimensions()
+    assert list(sheet_values(sheet)) == [tuple(row) for row in sheet.values]
+    workbook.close()
 
 
 def test_zip_that_is_not_a_workbook_is_a_sheet_error(tmp_path: Path) -> None:
