@@ -18,7 +18,7 @@ ErrorSink = Callable[[Sequence[RecordError]], Awaitable[bool]]
 ERROR_BATCH = 200
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveProgress:
     """Progress of a running attempt, held in memory and flushed at a bounded rate."""
 
@@ -44,7 +44,7 @@ class LiveProgress:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class CancelState:
     """Why a running attempt should stop; set by the engine, read by checkpoints."""
 
@@ -54,7 +54,7 @@ class CancelState:
     reason: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskContext:
     """Handed to a handler's run function; the handler's only way to talk to the engine."""
 

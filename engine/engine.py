@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,16 +42,16 @@ Listener = Callable[["EngineEvent"], None]
 W = TypeVar("W")
 
 
-@dataclass(frozen=True)
-class EngineEvent:
-    """A change worth telling observers about (metrics, websockets, callbacks)."""
+class EngineEvent(NamedTuple):
+    """A change worth telling observers about (metrics, websockets, callbacks); a named tuple
+    for the same reason as `schedule.records.Outcome`."""
 
     kind: str  # started | finished | released | lost | rescued
     task: TaskRecord
     outcome: Outcome | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     """A task this node is executing."""
 

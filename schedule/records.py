@@ -1,4 +1,9 @@
-"""Internal records that cross the store boundary (frozen dataclasses, aware UTC times)."""
+"""Internal records that cross the store boundary (frozen dataclasses, aware UTC times).
+
+The records made once or more per task on the queue's hot path (`NewTask`, `ProgressUpdate`,
+`Outcome`) are named tuples instead: just as immutable, and several times cheaper to build
+than a frozen dataclass, whose `__init__` sets every field through `object.__setattr__`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from schedule.models import TaskStatus
 
@@ -106,8 +111,7 @@ _CANCEL_AT = _TASK_FIELDS.index("cancel_requested")
 _TIME_AT = tuple(_TASK_FIELDS.index(name) for name in _TIME_FIELDS)
 
 
-@dataclass(frozen=True)
-class NewTask:
+class NewTask(NamedTuple):
     """What is needed to enqueue a task (defaults already applied by the service)."""
 
     task_type: str
@@ -179,8 +183,7 @@ class Page:
         return (self.page - 1) * self.size
 
 
-@dataclass(frozen=True)
-class ProgressUpdate:
+class ProgressUpdate(NamedTuple):
     """Live progress of a running attempt, flushed to the database at a bounded rate."""
 
     task_id: str
@@ -191,8 +194,7 @@ class ProgressUpdate:
     total_rows: int | None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How an attempt ended, as the engine reports it to the store."""
 
     task_id: str

@@ -1009,7 +1009,7 @@ class SqliteStore(TaskStore):
         stamp = _sqlite_time(now)
         by_id = {o.task_id: o for o in outcomes}
         ids = list(by_id)
-        params = {i: _sqlite_finish_params(o, stamp, now) for i, o in by_id.items()}
+        params = {i: _sqlite_finish_params(o, stamp) for i, o in by_id.items()}
         owned_sql = _sqlite_owned_sql(len(ids))
 
         def work(conn: sqlite3.Connection) -> set[str]:
@@ -1299,23 +1299,25 @@ def _sqlite_time_load(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def _sqlite_finish_params(outcome: Outcome, stamp: str, now: datetime) -> tuple[Any, ...]:
+def _sqlite_finish_params(outcome: Outcome, stamp: str) -> tuple[Any, ...]:
     """`_finish_params` as the positional parameters of `_SQLITE_FINISH_PLAIN` (append the
-    `b_free` flag and then the id for `_SQLITE_FINISH_DEDUPE`)."""
-    p = _finish_params(outcome, now)
+    `b_free` flag and then the id for `_SQLITE_FINISH_DEDUPE`); `stamp` is now as stored."""
+    status, result, error, percent, message, processed, total, retry_at, finished = _finish_values(
+        outcome
+    )
     return (
-        p["b_status"],
-        _sqlite_json(p["b_result"]),
-        p["b_error"],
-        p["b_progress"],
-        p["b_message"],
-        p["b_processed"],
-        p["b_total"],
-        _sqlite_time(p["b_run_after"]),
-        stamp if p["b_finished_at"] is not None else None,
+        status,
+        _sqlite_json(result),
+        error,
+        percent,
+        message,
+        processed,
+        total,
+        _sqlite_time(retry_at) if retry_at else stamp,
+        stamp if finished else None,
         stamp,
-        p["b_free"],
-        p["b_id"],
+        1 if finished else 0,
+        outcome.task_id,
     )
 
 
@@ -1431,23 +1433,52 @@ _FINISH_GROUP_STMT = (
 )
 
 
-def _finish_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
-    """Parameters of `_FINISH_STMT`; a retry keeps its dedupe key held, an end frees it."""
-    finished = outcome.status in FINISHED
+def _finish_values(outcome: Outcome) -> tuple[Any, ...]:
+    """What a finish writes, shared by `_finish_params` and `_sqlite_finish_params`: status,
+    result, error, percent, message, processed, total, retry time, finished. A retry keeps its
+    dedupe key held, an end frees it."""
     progress = outcome.progress
-    percent = (
-        100 if outcome.status is TaskStatus.COMPLETED else (progress.progress if progress else 0)
+    status = outcome.status
+    if progress is None:
+        percent, message, processed, total = 0, "", 0, None
+    else:
+        percent = progress.progress
+        message, processed, total = (
+            progress.message[:2000],
+            progress.processed_rows,
+            progress.total_rows,
+        )
+    if status is TaskStatus.COMPLETED:
+        percent = 100
+    retry_at = naive(outcome.retry_at) if outcome.retry_at else None
+    return (
+        status.value,
+        outcome.result,
+        outcome.error,
+        percent,
+        message,
+        processed,
+        total,
+        retry_at,
+        status in FINISHED,
+    )
+
+
+def _finish_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """Parameters of `_FINISH_STMT`."""
+    status, result, error, percent, message, processed, total, retry_at, finished = _finish_values(
+        outcome
     )
     return {
         "b_id": outcome.task_id,
-        "b_status": outcome.status.value,
-        "b_result": outcome.result,
-        "b_error": outcome.error,
+        "b_status": status,
+        "b_result": result,
+        "b_error": error,
         "b_progress": percent,
-        "b_message": (progress.message if progress else "")[:2000],
-        "b_processed": progress.processed_rows if progress else 0,
-        "b_total": progress.total_rows if progress else None,
-        "b_run_after": naive(outcome.retry_at) if outcome.retry_at else now,
+        "b_message": message,
+        "b_processed": processed,
+        "b_total": total,
+        "b_run_after": retry_at or now,
         "b_finished_at": now if finished else None,
         "b_free": 1 if finished else 0,
         "b_now": now,
