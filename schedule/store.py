@@ -954,7 +954,7 @@ class SqliteStore(TaskStore):
                 fresh.append(params)
                 inserted.append(True)
             if fresh:
-                conn.executemany(_SQLITE_NEW_INSERT, fresh)
+                _execute_rows(conn, _sqlite_new_insert, fresh)
             return taken, inserted
 
         taken, inserted = await self._writer.transaction(work)
@@ -980,21 +980,24 @@ class SqliteStore(TaskStore):
         now = self._now()
         stamp = _sqlite_time(now)
         type_list = list(types) if types is not None else []
-        sql = _sqlite_claim_sql(len(type_list) if types is not None else None)
-        params = (
-            node_id,
-            _sqlite_time(now + timedelta(seconds=lease_s)),
-            stamp,
-            stamp,
-            stamp,
-            *type_list,
-            limit,
-        )
+        due_sql = _sqlite_due_sql(len(type_list) if types is not None else None)
+        lease = (node_id, _sqlite_time(now + timedelta(seconds=lease_s)), stamp, stamp)
 
         def work(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(sql, params).fetchall()
+            # Three statements of one row each rather than an `UPDATE ... RETURNING` of a row
+            # per task: every row SQLite hands back is a GIL hand-off on this thread, and
+            # those hand-offs were most of a claim's time. `json_group_array` gives all the
+            # claimed rows as one JSON text, decoded in C.
+            (due,) = conn.execute(due_sql, (stamp, *type_list, limit)).fetchone()
+            if not due:
+                return []
+            ids = due.split(",")
+            conn.execute(_sqlite_take_sql(len(ids)), (*lease, *ids))
+            (rows,) = conn.execute(_sqlite_rows_sql(len(ids)), ids).fetchone()
+            loaded: list[Any] = json.loads(rows)
+            return loaded
 
-        tasks = [_sqlite_task(r) for r in await self._writer.transaction(work)]
+        tasks = [_sqlite_task_from_json(r) for r in await self._writer.transaction(work)]
         tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
         return tasks
 
@@ -1013,32 +1016,31 @@ class SqliteStore(TaskStore):
         owned_sql = _sqlite_owned_sql(len(ids))
 
         def work(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute(owned_sql, (*ids, node_id, TaskStatus.RUNNING.value)).fetchall()
-            rows = [r for r in rows if by_id[r[0]].attempt == r[1]]
+            (text_,) = conn.execute(owned_sql, (*ids, node_id, TaskStatus.RUNNING.value)).fetchone()
+            rows = [r.split("|") for r in text_.split(",")] if text_ else []
+            rows = [r for r in rows if by_id[r[0]].attempt == int(r[1])]
             if not rows:
                 return set()
-            owned = {r[0]: r[2] for r in rows}
-            plain = [params[r[0]] for r in rows if r[3] is None]
+            owned = {r[0]: r[2] or None for r in rows}
+            plain = [params[r[0]] for r in rows if r[3] == "0"]
             if plain:
-                conn.executemany(_SQLITE_FINISH_PLAIN, [p[:-2] + p[-1:] for p in plain])
-            keyed = [params[r[0]] for r in rows if r[3] is not None]
+                _execute_rows(conn, _sqlite_finish_plain, [p[:-2] + p[-1:] for p in plain])
+            keyed = [params[r[0]] for r in rows if r[3] != "0"]
             if keyed:
-                conn.executemany(_SQLITE_FINISH_DEDUPE, keyed)
-            conn.executemany(
-                _SQLITE_ATTEMPT,
-                [
-                    (
-                        i,
-                        by_id[i].attempt,
-                        node_id,
-                        started or stamp,
-                        stamp,
-                        by_id[i].outcome,
-                        by_id[i].error,
-                    )
-                    for i, started in owned.items()
-                ],
-            )
+                _execute_rows(conn, _sqlite_finish_dedupe, keyed)
+            attempts = [
+                (
+                    i,
+                    by_id[i].attempt,
+                    node_id,
+                    started or stamp,
+                    stamp,
+                    by_id[i].outcome,
+                    by_id[i].error,
+                )
+                for i, started in owned.items()
+            ]
+            _execute_rows(conn, _sqlite_attempts_insert, attempts)
             return set(owned)
 
         return await self._writer.transaction(work)
@@ -1096,31 +1098,80 @@ _SQLITE_NEW_COLUMNS = (
     "temp",
     "callback_status",
 )
-_SQLITE_NEW_INSERT = (
-    "INSERT INTO sync_tasks ("
-    + ", ".join(f'"{name}"' for name in _SQLITE_NEW_COLUMNS)
-    + ") VALUES ("
-    + ", ".join("?" for _ in _SQLITE_NEW_COLUMNS)
-    + ")"
-)
+
+
+#: Rows per multi-row statement; with the widest row (23 values) well under SQLite's limit of
+#: 32,766 parameters.
+ROWS_PER_STATEMENT = 256
+
+
+@functools.cache
+def _values(rows: int, columns: int) -> str:
+    """`VALUES (?, ...), (?, ...)` for `rows` rows of `columns` values.
+
+    Many rows go into one statement instead of through `executemany`: the driver gives the
+    GIL up and takes it back for every statement it steps, and on the writer thread each
+    taking back meant waiting for the event loop (issue 2). One step per statement.
+    """
+    row = "(" + ", ".join("?" * columns) + ")"
+    return "VALUES " + ", ".join([row] * rows)
+
+
+def _execute_rows(
+    conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Run `statement(n)` (a statement over `_values(n, ...)`) for `rows`, in chunks of
+    `ROWS_PER_STATEMENT`."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        conn.execute(statement(len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.cache
+def _sqlite_new_insert(rows: int) -> str:
+    """Insert `rows` new tasks (`_sqlite_new_task` parameters)."""
+    columns = ", ".join(f'"{name}"' for name in _SQLITE_NEW_COLUMNS)
+    return f"INSERT INTO sync_tasks ({columns}) " + _values(rows, len(_SQLITE_NEW_COLUMNS))
+
+
 _JSON_COLUMNS = frozenset(c.name for c in T.c if isinstance(c.type, JSON))
 _TIME_COLUMNS = frozenset(c.name for c in T.c if isinstance(c.type, DateTime))
 # Tasks without a dedupe key (nearly all) are finished by a statement that leaves
 # `dedupe_active` out of its SET list: SQLite then does not touch that unique index at all.
 _SQLITE_FINISH_SET = (
-    "UPDATE sync_tasks SET status = ?, result = ?, error = ?, progress = ?, message = ?, "
-    "processed_rows = ?, total_rows = ?, run_after = ?, finished_at = ?, "
-    "lease_owner = NULL, lease_expires_at = NULL, updated_at = ?{dedupe} WHERE sync_tasks.id = ?"
+    "WITH v(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10{more}) AS ({values}) "
+    "UPDATE sync_tasks SET status = v.c0, result = v.c1, error = v.c2, progress = v.c3, "
+    "message = v.c4, processed_rows = v.c5, total_rows = v.c6, run_after = v.c7, "
+    "finished_at = v.c8, lease_owner = NULL, lease_expires_at = NULL, updated_at = v.c9{dedupe} "
+    "FROM v WHERE sync_tasks.id = v.{id}"
 )
-_SQLITE_FINISH_PLAIN = _SQLITE_FINISH_SET.format(dedupe="")
-_SQLITE_FINISH_DEDUPE = _SQLITE_FINISH_SET.format(
-    dedupe=", dedupe_active = CASE WHEN ? = 1 THEN NULL ELSE sync_tasks.dedupe_key END"
-)
-_SQLITE_ATTEMPT = (
-    "INSERT INTO sync_task_attempts "
-    "(task_id, attempt, node_id, started_at, finished_at, outcome, error) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+
+
+@functools.cache
+def _sqlite_finish_plain(rows: int) -> str:
+    """Finish `rows` attempts of tasks without a dedupe key (`_sqlite_finish_params` without
+    its `b_free` flag)."""
+    return _SQLITE_FINISH_SET.format(more="", values=_values(rows, 11), dedupe="", id="c10")
+
+
+@functools.cache
+def _sqlite_finish_dedupe(rows: int) -> str:
+    """Finish `rows` attempts of tasks with a dedupe key (`_sqlite_finish_params`)."""
+    return _SQLITE_FINISH_SET.format(
+        more=", c11",
+        values=_values(rows, 12),
+        dedupe=", dedupe_active = CASE WHEN v.c10 = 1 THEN NULL ELSE sync_tasks.dedupe_key END",
+        id="c11",
+    )
+
+
+@functools.cache
+def _sqlite_attempts_insert(rows: int) -> str:
+    """Insert `rows` attempt records."""
+    return (
+        "INSERT INTO sync_task_attempts "
+        "(task_id, attempt, node_id, started_at, finished_at, outcome, error) " + _values(rows, 7)
+    )
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -1151,7 +1202,7 @@ def _sqlite_json_load(text: str) -> Any:
 def _sqlite_new_task(
     item: NewTask, now: datetime, stamp: str, ids: tuple[str, str]
 ) -> tuple[TaskRecord, tuple[Any, ...]]:
-    """A new pending task as its record and as the parameters of `_SQLITE_NEW_INSERT`, built
+    """A new pending task as its record and as the parameters of `_sqlite_new_insert`, built
     directly (no row dict, no parse back): `now` is aware UTC and `stamp` is it as stored.
     `ids` is the task's (id, reference) from `new_ids`. Equal to what `TaskStore._row_for` +
     `TaskRecord.from_row` give (tested)."""
@@ -1230,21 +1281,43 @@ def _sqlite_new_task(
 
 
 @functools.cache
-def _sqlite_claim_sql(type_count: int | None) -> str:
-    """The claim statement for `type_count` task types (None: any type); the `+status` guard
-    is explained in `SqliteStore._claim_rows`."""
+def _sqlite_due_sql(type_count: int | None) -> str:
+    """The ids of up to `?` due pending tasks (of `type_count` types; None: any type) in claim
+    order, as one comma-separated text."""
     types = ""
     if type_count is not None:
         types = " AND sync_tasks.task_type IN (" + ", ".join("?" * type_count) + ")"
     return (
+        "SELECT group_concat(id, ',') FROM (SELECT sync_tasks.id AS id FROM sync_tasks "
+        "WHERE sync_tasks.status = 'pending' AND sync_tasks.run_after <= ?" + types + " "
+        "ORDER BY sync_tasks.priority DESC, sync_tasks.run_after ASC, "
+        "sync_tasks.created_at ASC LIMIT ?)"
+    )
+
+
+@functools.cache
+def _sqlite_take_sql(count: int) -> str:
+    """Mark `count` tasks (found by `_sqlite_due_sql` in this same `BEGIN IMMEDIATE`
+    transaction, so still pending) as running under this node's lease. `+status` keeps the
+    guard out of the planner's index choice: the ids are looked up by primary key."""
+    marks = ", ".join("?" * count)
+    return (
         "UPDATE sync_tasks SET status = 'running', progress = 0, message = '', "
         "processed_rows = 0, error = NULL, attempt = sync_tasks.attempt + 1, lease_owner = ?, "
-        "lease_expires_at = ?, started_at = ?, updated_at = ? WHERE sync_tasks.id IN "
-        "(SELECT sync_tasks.id FROM sync_tasks WHERE sync_tasks.status = 'pending' "
-        "AND sync_tasks.run_after <= ?" + types + " ORDER BY sync_tasks.priority DESC, "
-        "sync_tasks.run_after ASC, sync_tasks.created_at ASC LIMIT ?) "
-        "AND +sync_tasks.status = 'pending' RETURNING " + _SQLITE_SELECT_LIST
+        f"lease_expires_at = ?, started_at = ?, updated_at = ? WHERE sync_tasks.id IN ({marks}) "
+        "AND +sync_tasks.status = 'pending'"
     )
+
+
+@functools.cache
+def _sqlite_rows_sql(count: int) -> str:
+    """`count` task rows as one JSON array of arrays in `_TASK_COLUMNS` order; JSON columns
+    embedded as JSON (`json(...)`), so that one `json.loads` decodes everything."""
+    marks = ", ".join("?" * count)
+    columns = ", ".join(
+        f'json("{name}")' if name in _JSON_COLUMNS else f'"{name}"' for name in _TASK_COLUMNS
+    )
+    return f"SELECT json_group_array(json_array({columns})) FROM sync_tasks WHERE id IN ({marks})"
 
 
 @functools.cache
@@ -1256,11 +1329,13 @@ def _sqlite_dedupe_sql(count: int) -> str:
 
 @functools.cache
 def _sqlite_owned_sql(count: int) -> str:
-    """The fencing read of `finish` for `count` ids: attempt, start and dedupe key of each
-    owned task."""
+    """The fencing read of `finish` for `count` ids: `id|attempt|started_at|has dedupe key`
+    of each owned task, joined by commas into one text (one row back, one GIL hand-off, where
+    a row per task cost one each)."""
     marks = ", ".join("?" * count)
     return (
-        "SELECT id, attempt, started_at, dedupe_key FROM sync_tasks "
+        "SELECT group_concat(id || '|' || attempt || '|' || ifnull(started_at, '') || '|' "
+        "|| (dedupe_key IS NOT NULL), ',') FROM sync_tasks "
         f"WHERE id IN ({marks}) AND lease_owner = ? AND status = ?"
     )
 
@@ -1288,6 +1363,17 @@ def _sqlite_task(row: Sequence[Any]) -> TaskRecord:
     return TaskRecord.from_values(values)
 
 
+def _sqlite_task_from_json(values: list[Any]) -> TaskRecord:
+    """A `TaskRecord` from one row of `_sqlite_rows_sql` (JSON columns already decoded)."""
+    values[_STATUS_INDEX] = _STATUS_BY_VALUE[values[_STATUS_INDEX]]
+    values[_CANCEL_INDEX] = bool(values[_CANCEL_INDEX])
+    for index in _TIME_INDEXES:
+        value = values[index]
+        if value is not None:
+            values[index] = _sqlite_time_load(value)
+    return TaskRecord.from_values(values)
+
+
 _STATUS_BY_VALUE = {s.value: s for s in TaskStatus}
 
 
@@ -1300,8 +1386,8 @@ def _sqlite_time_load(text: str) -> datetime:
 
 
 def _sqlite_finish_params(outcome: Outcome, stamp: str) -> tuple[Any, ...]:
-    """`_finish_params` as the positional parameters of `_SQLITE_FINISH_PLAIN` (append the
-    `b_free` flag and then the id for `_SQLITE_FINISH_DEDUPE`); `stamp` is now as stored."""
+    """`_finish_params` as one row of `_sqlite_finish_dedupe` (without the `b_free` flag, one
+    row of `_sqlite_finish_plain`); `stamp` is now as stored."""
     status, result, error, percent, message, processed, total, retry_at, finished = _finish_values(
         outcome
     )

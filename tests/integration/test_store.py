@@ -21,7 +21,11 @@ from schedule.records import NewTask, Outcome, Page, RecordError, TaskFilter
 from schedule.store import (
     REFERENCE_ALPHABET,
     TaskStore,
-    _sqlite_claim_sql,
+    _sqlite_due_sql,
+    _sqlite_finish_dedupe,
+    _sqlite_finish_plain,
+    _sqlite_owned_sql,
+    _sqlite_take_sql,
     make_store,
     new_ids,
     new_reference,
@@ -239,8 +243,15 @@ def test_sqlite_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
     # the status is in the SQL text itself, not a bound parameter
     assert "'pending'" in str(status_is(TaskStatus.PENDING).compile(dialect=sqlite.dialect()))
     now = "2026-01-01 00:00:00.000000"
-    claim = plan(_sqlite_claim_sql(1), ("n", now, now, now, now, "noop", 10))
+    claim = plan(_sqlite_due_sql(1), (now, "noop", 10))
     assert "ix_sync_tasks_claim" in claim, claim
+    for by_id in (
+        plan(_sqlite_take_sql(2), ("n", now, now, now, "a", "b")),
+        plan(_sqlite_owned_sql(2), ("a", "b", "n", "running")),
+        plan(_sqlite_finish_plain(1), tuple(range(11))),
+        plan(_sqlite_finish_dedupe(1), tuple(range(12))),
+    ):
+        assert "sqlite_autoindex_sync_tasks_1" in by_id, by_id  # the primary key
     pending = compiled(select(func.count()).where(status_is(TaskStatus.PENDING)))
     assert "ix_sync_tasks_claim" in plan(pending)
     expired = compiled(
@@ -253,7 +264,7 @@ def test_sqlite_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
         select(sync_tasks.c.id).where(sync_tasks.c.service == "svc", status_is(TaskStatus.PENDING))
     )
     assert "ix_sync_tasks_service_claim" in plan(external)
-    for text_ in (claim, plan(pending), plan(expired), plan(external)):
+    for text_ in (claim, plan(pending), plan(expired), plan(external), by_id):
         assert "SCAN sync_tasks" not in text_, text_
 
 
