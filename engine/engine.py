@@ -97,6 +97,7 @@ class SyncEngine:
             RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), clock
         )
         self._running: dict[str, Running] = {}
+        self._reserved = 0  # slots a claim in flight may fill (dispatcher or finish loop)
         self._wake = asyncio.Event()
         # Ended attempts whose outcome is not written yet (the finish loop writes them in
         # groups); `_settled` is set whenever there are none.
@@ -215,7 +216,7 @@ class SyncEngine:
             # slots too, so one claim takes them all instead of one claim per slot.
             await asyncio.sleep(0)
             self._wake.clear()
-            free = self.settings.concurrency - self._executing()
+            free = self._free_slots()
             claimed = 0
             if free > 0:
                 claimed = await self._guarded(self._claim_and_start(free), default=0)
@@ -238,15 +239,30 @@ class SyncEngine:
         types = self._claimable_types()
         if not types:
             return SKIPPED
-        tasks = await self.store.claim(self.node_id, free, self.settings.lease_s, types)
-        if tasks:
-            self.idle.clear()
-        keep, excess = self._within_type_limits(tasks)
+        self._reserved += free
+        try:
+            tasks = await self.store.claim(self.node_id, free, self.settings.lease_s, types)
+        finally:
+            self._reserved -= free
+        await self._start_claimed(tasks)
+        return len(tasks)
+
+    async def _start_claimed(self, tasks: Sequence[TaskRecord]) -> None:
+        """Start claimed tasks; those over their type's limit, or claimed while the node
+        began stopping, are given back untouched."""
+        keep: list[TaskRecord] = []
+        excess: list[TaskRecord] = list(tasks)
+        if not self._stopping:
+            if tasks:
+                self.idle.clear()
+            keep, excess = self._within_type_limits(tasks)
         if excess:
             await self.store.unclaim(self.node_id, {t.id: t.attempt for t in excess})
         for task in keep:
             self._start(task)
-        return len(tasks)
+
+    def _free_slots(self) -> int:
+        return self.settings.concurrency - self._executing() - self._reserved
 
     def _claimable_types(self) -> list[str]:
         counts = Counter(r.task.task_type for r in self._running.values() if r.executing)
@@ -304,9 +320,10 @@ class SyncEngine:
                 self._settled.clear()
                 self._finish_wake.set()
                 queued = True
-            self._wake.set()
+            else:
+                self._wake.set()
         if queued:
-            return
+            return  # the finish loop refills the slot in the same transaction
         try:
             await self._settle_unfinished(run)
         finally:
@@ -390,7 +407,9 @@ class SyncEngine:
     async def _finish_loop(self) -> None:
         """Write queued outcomes in groups: everything that ended since the last write goes
         in one transaction, retried across database outages until it lands (fencing decides
-        which outcomes still belong to this node)."""
+        which outcomes still belong to this node). The same transaction claims tasks for the
+        slots free by then (the ones these attempts left, mostly), so a busy pool needs one
+        transaction per round instead of a finish and a claim."""
         while True:
             await self._finish_wake.wait()
             await asyncio.sleep(0)  # group commit: outcomes of this same tick join the batch
@@ -399,9 +418,24 @@ class SyncEngine:
             if not batch:
                 continue
             outcomes = [o for _, o in batch]
-            written = await self._until_written(
-                functools.partial(self.store.finish, self.node_id, outcomes)
-            )
+            free = 0 if self._stopping else self._free_slots()
+            types = self._claimable_types() if free > 0 else []
+            if not types:
+                free = 0
+            self._reserved += free
+            try:
+                written, claimed = await self._until_written(
+                    functools.partial(
+                        self.store.finish_and_claim,
+                        self.node_id,
+                        outcomes,
+                        free,
+                        self.settings.lease_s,
+                        types,
+                    )
+                )
+            finally:
+                self._reserved -= free
             self._db_up()
             for run, outcome in batch:
                 self._running.pop(run.task.id, None)
@@ -409,6 +443,7 @@ class SyncEngine:
             self._unsettled -= len(batch)
             if self._unsettled == 0:
                 self._settled.set()
+            await self._guarded(self._start_claimed(claimed), default=None)
             self._wake.set()
 
     # ---- periodic loops ---------------------------------------------------------------------

@@ -615,6 +615,20 @@ class TaskStore:
             )
         return set(owned)
 
+    async def finish_and_claim(
+        self,
+        node_id: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        lease_s: float,
+        types: Collection[str],
+    ) -> tuple[set[str], list[TaskRecord]]:
+        """`finish` the outcomes, then `claim` up to `limit` tasks of `types` (none when
+        `limit` is 0): the engine's round for slots its attempts just left."""
+        written = await self.finish(node_id, outcomes)
+        claimed = await self.claim(node_id, limit, lease_s, types) if limit > 0 else []
+        return written, claimed
+
     @staticmethod
     async def _write_outcomes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         """Outcomes that set the same values (a burst of plain completions) are written by one
@@ -977,6 +991,44 @@ class SqliteStore(TaskStore):
         """Atomically take up to `limit` due pending tasks (of `types`) in claim order."""
         if limit <= 0 or (types is not None and not types):
             return []
+        return _claimed(
+            await self._writer.transaction(self._claim_work(node_id, limit, lease_s, types))
+        )
+
+    async def finish(self, node_id: str, outcomes: Sequence[Outcome]) -> set[str]:
+        """Write how attempts ended, in one transaction; returns the ids actually written.
+
+        Fenced like `TaskStore.finish`: only attempts whose lease this node still holds.
+        """
+        if not outcomes:
+            return set()
+        return await self._writer.transaction(self._finish_work(node_id, outcomes))
+
+    async def finish_and_claim(
+        self,
+        node_id: str,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        lease_s: float,
+        types: Collection[str],
+    ) -> tuple[set[str], list[TaskRecord]]:
+        """`finish` and `claim` in one transaction on the writer thread."""
+        finish = self._finish_work(node_id, outcomes) if outcomes else None
+        claim = self._claim_work(node_id, limit, lease_s, types) if limit > 0 and types else None
+
+        def work(conn: sqlite3.Connection) -> tuple[set[str], list[Any]]:
+            return (
+                finish(conn) if finish is not None else set(),
+                claim(conn) if claim is not None else [],
+            )
+
+        written, rows = await self._writer.transaction(work)
+        return written, _claimed(rows)
+
+    def _claim_work(
+        self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None
+    ) -> Callable[[sqlite3.Connection], list[Any]]:
+        """The claim as a function for the writer thread: the claimed rows as JSON arrays."""
         now = self._now()
         stamp = _sqlite_time(now)
         type_list = list(types) if types is not None else []
@@ -997,17 +1049,12 @@ class SqliteStore(TaskStore):
             loaded: list[Any] = json.loads(rows)
             return loaded
 
-        tasks = [_sqlite_task_from_json(r) for r in await self._writer.transaction(work)]
-        tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
-        return tasks
+        return work
 
-    async def finish(self, node_id: str, outcomes: Sequence[Outcome]) -> set[str]:
-        """Write how attempts ended, in one transaction; returns the ids actually written.
-
-        Fenced like `TaskStore.finish`: only attempts whose lease this node still holds.
-        """
-        if not outcomes:
-            return set()
+    def _finish_work(
+        self, node_id: str, outcomes: Sequence[Outcome]
+    ) -> Callable[[sqlite3.Connection], set[str]]:
+        """The fenced finish as a function for the writer thread: the ids written."""
         now = self._now()
         stamp = _sqlite_time(now)
         by_id = {o.task_id: o for o in outcomes}
@@ -1043,7 +1090,7 @@ class SqliteStore(TaskStore):
             _execute_rows(conn, _sqlite_attempts_insert, attempts)
             return set(owned)
 
-        return await self._writer.transaction(work)
+        return work
 
     async def _claim_rows(
         self, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
@@ -1361,6 +1408,13 @@ def _sqlite_task(row: Sequence[Any]) -> TaskRecord:
         if value is not None:
             values[index] = _sqlite_time_load(value)
     return TaskRecord.from_values(values)
+
+
+def _claimed(rows: list[Any]) -> list[TaskRecord]:
+    """Claimed rows (`_sqlite_rows_sql`) as records in claim order."""
+    tasks = [_sqlite_task_from_json(r) for r in rows]
+    tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
+    return tasks
 
 
 def _sqlite_task_from_json(values: list[Any]) -> TaskRecord:

@@ -311,3 +311,27 @@ def test_references_use_the_whole_alphabet_evenly() -> None:
     expected = len(draws) / len(REFERENCE_ALPHABET)
     # each count is binomial (n=44000, p=1/36): sd ~ 34.5, so 6 sd never fails by chance
     assert all(abs(n - expected) < 6 * 34.5 for n in counts.values()), counts
+
+
+async def test_finish_and_claim_writes_outcomes_then_takes_the_next_tasks(
+    st: TaskStore, clock: Clock
+) -> None:
+    """The engine's round: fenced outcomes written and the freed slots refilled, in claim
+    order; a limit of 0 claims nothing, and a fenced-off outcome is not written."""
+    first, _ = await st.create(noop(priority=5))
+    (running,) = await st.claim("n1", 1, lease_s=30)
+    assert running.id == first.id
+    low, _ = await st.create(noop(priority=0))
+    high, _ = await st.create(noop(priority=9))
+    done = Outcome(first.id, 1, TaskStatus.COMPLETED, "completed", result={"ok": True})
+    stale = Outcome(low.id, 1, TaskStatus.COMPLETED, "completed")  # never claimed by n1
+    written, claimed = await st.finish_and_claim("n1", [done, stale], 1, 30, ["noop"])
+    assert written == {first.id}
+    assert [t.id for t in claimed] == [high.id]
+    assert claimed[0].status is TaskStatus.RUNNING and claimed[0].lease_owner == "n1"
+    stored = await st.require(first.id)
+    assert stored.status is TaskStatus.COMPLETED and stored.result == {"ok": True}
+    assert [a.outcome for a in await st.attempts(first.id)] == ["completed"]
+    written, claimed = await st.finish_and_claim("n1", [], 0, 30, ["noop"])
+    assert written == set() and claimed == []
+    assert (await st.require(low.id)).status is TaskStatus.PENDING
