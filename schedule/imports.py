@@ -153,7 +153,7 @@ class ImportStore:
         if not params:
             return 0
         async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(prepared.sql, list(params))
+            await prepared.execute(conn, params)
         return len(params)
 
 

@@ -7,6 +7,7 @@ primary key or a unique index of the table (checked by `check_target` before the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -20,6 +21,8 @@ from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.dml import Insert
 
 Row = Mapping[str, Any]
+ROWS_PER_STATEMENT = 500
+SQLITE_MAX_PARAMETERS = 32766  # SQLite's default limit since 3.32
 KEY_CHUNK = 2000
 """Keys per `IN (...)` lookup: under SQLite's bound-parameter limit (32766 since 3.32) even for
 two lists of a few key columns."""
@@ -56,6 +59,27 @@ class PreparedInsert:
     sql: str
     columns: tuple[str, ...]
     converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # SQLite: the same statement for n rows in one `VALUES` list (see `execute`).
+    multi_row: Callable[[int], str] | None = None
+
+    async def execute(self, conn: AsyncConnection, params: Sequence[tuple[Any, ...]]) -> None:
+        """Run the statement for `params` (tuples made by `parameters`).
+
+        On SQLite, as statements of up to `ROWS_PER_STATEMENT` rows each instead of one
+        `executemany`: the driver gives the GIL up and takes it back for every statement it
+        steps, and an import's parsing thread, the event loop and the driver's thread then
+        took turns row by row. One step per few hundred rows lets them run side by side.
+        """
+        if not params:
+            return
+        if self.multi_row is None:
+            await conn.exec_driver_sql(self.sql, list(params))
+            return
+        per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(self.columns)))
+        for start in range(0, len(params), per):
+            chunk = params[start : start + per]
+            flat = tuple(value for row in chunk for value in row)
+            await conn.exec_driver_sql(self.multi_row(len(chunk)), flat)
 
     def parameters(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
         """The driver parameters of `rows` (mappings holding at least `columns`)."""
@@ -87,7 +111,24 @@ def prepare_insert(dialect: Dialect, stmt: Insert, columns: Sequence[str]) -> Pr
             converters.append((index, _json_strings(process)))
         else:
             converters.append((index, _repeating(process)))
-    return PreparedInsert(compiled.string, tuple(names), tuple(converters))
+    multi = _multi_row(compiled.string, len(names)) if dialect.name == "sqlite" else None
+    return PreparedInsert(compiled.string, tuple(names), tuple(converters), multi)
+
+
+def _multi_row(sql: str, width: int) -> Callable[[int], str] | None:
+    """`sql` (one row of `width` qmark parameters) made for n rows, or None when its `VALUES`
+    clause is not the plain single one this expects."""
+    single = "VALUES (" + ", ".join("?" * width) + ")"
+    if sql.count(single) != 1:
+        return None
+    head, tail = sql.split(single)
+    row = single.removeprefix("VALUES ")
+
+    @functools.cache
+    def build(rows: int) -> str:
+        return head + "VALUES " + ", ".join([row] * rows) + tail
+
+    return build
 
 
 async def execute_many(conn: AsyncConnection, stmt: Insert, rows: Sequence[Row]) -> None:
@@ -99,7 +140,7 @@ async def execute_many(conn: AsyncConnection, stmt: Insert, rows: Sequence[Row])
     if prepared is None:  # a named paramstyle: the general path
         await conn.execute(stmt, list(rows))
         return
-    await conn.exec_driver_sql(prepared.sql, prepared.parameters(rows))
+    await prepared.execute(conn, prepared.parameters(rows))
 
 
 def _plain_json(impl: Any, dialect: Dialect) -> bool:

@@ -439,9 +439,12 @@ async def test_import_body_over_limit_is_413(client: Client) -> None:
     assert (await resp.json())["error"]["code"] == "too_large"
 
 
-async def test_prepared_upsert_writes_what_sqlalchemy_would(ddb: AsyncEngine) -> None:
+async def test_prepared_upsert_writes_what_sqlalchemy_would(
+    ddb: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datetime import datetime
 
+    from schedule import upsert
     from schedule.imports import ImportStore
     from schedule.models import tools
 
@@ -469,3 +472,15 @@ async def test_prepared_upsert_writes_what_sqlalchemy_would(ddb: AsyncEngine) ->
         ("two", odd_features, at),
     ]
     assert json.loads(raw) == odd_features
+    # SQLite runs it as multi-row statements, in chunks: five rows, two per statement
+    assert (prepared.multi_row is not None) == (ddb.dialect.name == "sqlite")
+    monkeypatch.setattr(upsert, "ROWS_PER_STATEMENT", 2)
+    many = [{**stamped[1], "tool_id": f"M{i}", "tool_name": f"m{i}"} for i in range(5)]
+    assert await store.upsert_prepared(prepared, prepared.parameters(many)) == 5
+    async with ddb.connect() as conn:
+        names = (
+            await conn.execute(
+                text("SELECT tool_name FROM tools WHERE tool_id LIKE 'M%' ORDER BY tool_id")
+            )
+        ).scalars()
+        assert list(names) == [f"m{i}" for i in range(5)]
