@@ -33,8 +33,11 @@ ORPHAN_AGE_S = 60.0
 """A file no unfinished task refers to is removed at start-up once it is this old (an upload
 streaming in on another node sharing the directory, its task not created yet, is younger)."""
 
-HANDOFF_BYTES = 256 * 1024 * 1024
-"""At most this much (as sent) of parsed record payloads waits in memory for its task."""
+HANDOFF_BYTES = 64 * 1024 * 1024
+"""At most this much (as sent) of parsed record payloads waits in memory for its task. Parsed
+records take several times their JSON size, and a payload whose task another node runs waits
+here until newer ones push it out, so the bound is kept modest; a bigger payload is simply
+read from its file by the task."""
 
 LiveFiles = Callable[[], Awaitable[set[str]]]
 
