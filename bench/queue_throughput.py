@@ -416,7 +416,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per throughput run")
     parser.add_argument(
-        "--concurrency", type=int, default=64, help="syncd worker slots per engine/daemon"
+        "--concurrency",
+        type=int,
+        default=256,
+        help="syncd worker slots of the in-process engine (throughput part)",
+    )
+    parser.add_argument(
+        "--mariadb-concurrency",
+        type=int,
+        default=64,
+        help="worker slots per daemon in the MariaDB part (each slot may hold a connection)",
     )
     parser.add_argument("--huey-workers", type=int, default=2)
     parser.add_argument("--latency-samples", type=int, default=200)
@@ -493,8 +502,11 @@ def _mariadb(args: argparse.Namespace, workdir: Path, results: dict[str, Any]) -
     with mariadb_database(args.mariadb) as url:
         migrate(url)
         for count in nodes:
-            rates[count] = n / bench_mariadb_once(url, count, n, args.concurrency, workdir)
-    print(f"MariaDB ({n} noop tasks via the batch API, concurrency {args.concurrency} per daemon)")
+            rates[count] = n / bench_mariadb_once(url, count, n, args.mariadb_concurrency, workdir)
+    print(
+        f"MariaDB ({n} noop tasks via the batch API, "
+        f"concurrency {args.mariadb_concurrency} per daemon)"
+    )
     for count, rate in rates.items():
         print(f"  {count} daemon(s): {rate:9.0f} tasks/s")
     if len(rates) > 1:
