@@ -21,6 +21,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -1171,7 +1172,7 @@ def _execute_rows(
     `ROWS_PER_STATEMENT`."""
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
-        conn.execute(statement(len(chunk)), [value for row in chunk for value in row])
+        conn.execute(statement(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -78,7 +79,7 @@ class PreparedInsert:
         per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(self.columns)))
         for start in range(0, len(params), per):
             chunk = params[start : start + per]
-            flat = tuple(value for row in chunk for value in row)
+            flat = tuple(chain.from_iterable(chunk))
             await conn.exec_driver_sql(self.multi_row(len(chunk)), flat)
 
     def parameters(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
