@@ -32,7 +32,7 @@ from controllers.errors import UNAVAILABLE, ApiError
 from controllers.keys import ENGINE, LIVE, SERVICE
 from controllers.models import LiveQuery, task_json
 from controllers.openapi import doc
-from engine.engine import EngineEvent, SyncEngine
+from engine.engine import EngineEvent, SyncEngine, reraise_if_cancelling
 from schedule.records import TaskRecord
 from schedule.service import ScheduleService
 
@@ -141,6 +141,7 @@ class LiveHub:
             try:
                 frame = await self.build_frame()
             except UNAVAILABLE as exc:
+                reraise_if_cancelling()
                 log.warning("live feed: database unavailable: %s", exc)
                 frame = _resync("database unavailable")
             except Exception:  # a bug here must not stop the feed for good

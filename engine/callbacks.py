@@ -29,7 +29,7 @@ import aiohttp
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from config.settings import Settings
-from engine.engine import DB_ERRORS, EngineEvent
+from engine.engine import DB_ERRORS, EngineEvent, reraise_if_cancelling
 from schedule.records import CallbackDelivery, TaskRecord
 from schedule.store import TaskStore, utcnow
 
@@ -112,6 +112,7 @@ class CallbackSender:
         try:
             batch = await self.store.claim_callbacks(BATCH, hold)
         except DB_ERRORS as exc:
+            reraise_if_cancelling()
             log.warning("cannot read due callbacks: %s", exc, extra={"action": "callback"})
             return 0
         for delivery in batch:
@@ -172,6 +173,7 @@ class CallbackSender:
         try:
             await self.store.settle_callback(task.id, attempt, error, retry_at)
         except DB_ERRORS as exc:  # the claim runs out and the delivery is tried again
+            reraise_if_cancelling()
             log.warning("cannot record a callback result: %s", exc, extra=extra)
             return
         if self.observe is not None:

@@ -372,6 +372,7 @@ class SyncEngine:
             try:
                 return await write()
             except DB_ERRORS as exc:
+                reraise_if_cancelling()
                 attempt += 1
                 self._db_down(exc)
                 await asyncio.sleep(_backoff(attempt, initial=0.2, maximum=10))
@@ -457,6 +458,7 @@ class SyncEngine:
         try:
             result = await work
         except DB_ERRORS as exc:
+            reraise_if_cancelling()
             self._db_down(exc)
             return default
         except Exception:  # a bug must not stop the loop that called us
@@ -550,6 +552,19 @@ class SyncEngine:
             "attempt": task.attempt,
             **more,
         }
+
+
+def reraise_if_cancelling() -> None:
+    """Raise `CancelledError` again when the current task is being cancelled.
+
+    Call it where a database error is caught and the loop carries on: a cancellation that
+    arrives during a database call can come back as that call's own error (SQLAlchemy
+    invalidating the connection, a driver timeout), and a loop that swallowed it would keep
+    running in a cancelling state that no later await interrupts, so whoever waits for it to
+    stop waits forever (seen at shutdown after a MariaDB outage)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _backoff(attempt: int, initial: float, maximum: float) -> float:
