@@ -335,3 +335,37 @@ async def test_finish_and_claim_writes_outcomes_then_takes_the_next_tasks(
     written, claimed = await st.finish_and_claim("n1", [], 0, 30, ["noop"])
     assert written == set() and claimed == []
     assert (await st.require(low.id)).status is TaskStatus.PENDING
+
+
+def test_sqlite_new_task_agrees_with_the_generic_row() -> None:
+    """The SQLite enqueue path builds its record without `TaskStore._row_for`; both must give
+    a new task the same values (ids aside), or the two dialects would drift apart."""
+    from datetime import UTC, datetime
+
+    from schedule.records import TaskRecord
+    from schedule.store import _sqlite_new_task, _sqlite_time
+
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for new in (
+        noop(),
+        NewTask(
+            task_type="noop",
+            parameters={"steps": 1},
+            max_attempts=2,
+            priority=3,
+            data_source_id="s",
+            interface_id="i",
+            run_after=now,
+            timeout_s=1.5,
+            dedupe_key="k",
+            callback_url="http://127.0.0.1/x",
+            retry_of="r",
+            service="svc",
+            service_group="g",
+        ),
+    ):
+        generic = TaskRecord.from_row(TaskStore._row_for(new, now.replace(tzinfo=None)))
+        ours, _ = _sqlite_new_task(new, now, _sqlite_time(now.replace(tzinfo=None)), ("a", "b"))
+        left = {k: v for k, v in vars(generic).items() if k not in ("id", "reference")}
+        right = {k: v for k, v in vars(ours).items() if k not in ("id", "reference")}
+        assert left == right
