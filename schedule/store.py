@@ -75,6 +75,7 @@ from schedule.records import (
     utc,
 )
 from schedule.sqlite_writer import SqliteWriter, writer_for
+from schedule.upsert import row_chunks, values_list
 
 Clock = Callable[[], datetime]
 T = sync_tasks
@@ -1148,38 +1149,21 @@ _SQLITE_NEW_COLUMNS = (
 )
 
 
-#: Rows per multi-row statement; with the widest row (23 values) well under SQLite's limit of
-#: 32,766 parameters.
-ROWS_PER_STATEMENT = 256
-
-
-@functools.cache
-def _values(rows: int, columns: int) -> str:
-    """`VALUES (?, ...), (?, ...)` for `rows` rows of `columns` values.
-
-    Many rows go into one statement instead of through `executemany`: the driver gives the
-    GIL up and takes it back for every statement it steps, and on the writer thread each
-    taking back meant waiting for the event loop (issue 2). One step per statement.
-    """
-    row = "(" + ", ".join("?" * columns) + ")"
-    return "VALUES " + ", ".join([row] * rows)
-
-
 def _execute_rows(
     conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Run `statement(n)` (a statement over `_values(n, ...)`) for `rows`, in chunks of
-    `ROWS_PER_STATEMENT`."""
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        conn.execute(statement(len(chunk)), tuple(chain.from_iterable(chunk)))
+    """Run `statement(n)` (a statement over `values_list(n, ...)`) for `rows`, chunked by
+    `row_chunks`: one step per chunk where `executemany` stepped once per row."""
+    if rows:
+        for chunk in row_chunks(rows, len(rows[0])):
+            conn.execute(statement(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 @functools.cache
 def _sqlite_new_insert(rows: int) -> str:
     """Insert `rows` new tasks (`_sqlite_new_task` parameters)."""
     columns = ", ".join(f'"{name}"' for name in _SQLITE_NEW_COLUMNS)
-    return f"INSERT INTO sync_tasks ({columns}) " + _values(rows, len(_SQLITE_NEW_COLUMNS))
+    return f"INSERT INTO sync_tasks ({columns}) " + values_list(rows, len(_SQLITE_NEW_COLUMNS))
 
 
 _JSON_COLUMNS = frozenset(c.name for c in T.c if isinstance(c.type, JSON))
@@ -1199,7 +1183,7 @@ _SQLITE_FINISH_SET = (
 def _sqlite_finish_plain(rows: int) -> str:
     """Finish `rows` attempts of tasks without a dedupe key (`_sqlite_finish_params` without
     its `b_free` flag)."""
-    return _SQLITE_FINISH_SET.format(more="", values=_values(rows, 11), dedupe="", id="c10")
+    return _SQLITE_FINISH_SET.format(more="", values=values_list(rows, 11), dedupe="", id="c10")
 
 
 @functools.cache
@@ -1207,7 +1191,7 @@ def _sqlite_finish_dedupe(rows: int) -> str:
     """Finish `rows` attempts of tasks with a dedupe key (`_sqlite_finish_params`)."""
     return _SQLITE_FINISH_SET.format(
         more=", c11",
-        values=_values(rows, 12),
+        values=values_list(rows, 12),
         dedupe=", dedupe_active = CASE WHEN v.c10 = 1 THEN NULL ELSE sync_tasks.dedupe_key END",
         id="c11",
     )
@@ -1218,7 +1202,8 @@ def _sqlite_attempts_insert(rows: int) -> str:
     """Insert `rows` attempt records."""
     return (
         "INSERT INTO sync_task_attempts "
-        "(task_id, attempt, node_id, started_at, finished_at, outcome, error) " + _values(rows, 7)
+        "(task_id, attempt, node_id, started_at, finished_at, outcome, error) "
+        + values_list(rows, 7)
     )
 
 
@@ -1398,17 +1383,11 @@ _TIME_INDEXES = tuple(i for i, n in enumerate(_TASK_COLUMNS) if n in _TIME_COLUM
 def _sqlite_task(row: Sequence[Any]) -> TaskRecord:
     """A `TaskRecord` from a raw row selected with `_SQLITE_SELECT_LIST`."""
     values = list(row)
-    values[_STATUS_INDEX] = _STATUS_BY_VALUE[values[_STATUS_INDEX]]
-    values[_CANCEL_INDEX] = bool(values[_CANCEL_INDEX])
     for index in _JSON_INDEXES:
         value = values[index]
         if value is not None:
             values[index] = _sqlite_json_load(value)
-    for index in _TIME_INDEXES:
-        value = values[index]
-        if value is not None:
-            values[index] = _sqlite_time_load(value)
-    return TaskRecord.from_values(values)
+    return _sqlite_task_from_json(values)
 
 
 def _claimed(rows: list[Any]) -> list[TaskRecord]:
@@ -1419,7 +1398,8 @@ def _claimed(rows: list[Any]) -> list[TaskRecord]:
 
 
 def _sqlite_task_from_json(values: list[Any]) -> TaskRecord:
-    """A `TaskRecord` from one row of `_sqlite_rows_sql` (JSON columns already decoded)."""
+    """A `TaskRecord` from one row of `_sqlite_rows_sql`, or any stored row whose JSON columns
+    are already decoded."""
     values[_STATUS_INDEX] = _STATUS_BY_VALUE[values[_STATUS_INDEX]]
     values[_CANCEL_INDEX] = bool(values[_CANCEL_INDEX])
     for index in _TIME_INDEXES:

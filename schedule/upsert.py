@@ -8,7 +8,7 @@ primary key or a unique index of the table (checked by `check_target` before the
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from json.encoder import encode_basestring_ascii
@@ -76,9 +76,7 @@ class PreparedInsert:
         if self.multi_row is None:
             await conn.exec_driver_sql(self.sql, list(params))
             return
-        per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(self.columns)))
-        for start in range(0, len(params), per):
-            chunk = params[start : start + per]
+        for chunk in row_chunks(params, len(self.columns)):
             flat = tuple(chain.from_iterable(chunk))
             await conn.exec_driver_sql(self.multi_row(len(chunk)), flat)
 
@@ -116,18 +114,37 @@ def prepare_insert(dialect: Dialect, stmt: Insert, columns: Sequence[str]) -> Pr
     return PreparedInsert(compiled.string, tuple(names), tuple(converters), multi)
 
 
+@functools.cache
+def values_list(rows: int, columns: int) -> str:
+    """`VALUES (?, ...), (?, ...)` for `rows` rows of `columns` qmark parameters.
+
+    Many rows go into one SQLite statement instead of through `executemany`: the driver gives
+    the GIL up and takes it back for every statement it steps, and the thread stepping then
+    waits for the others to hand it back. One step per statement (issues 2 and 4).
+    """
+    row = "(" + ", ".join("?" * columns) + ")"
+    return "VALUES " + ", ".join([row] * rows)
+
+
+def row_chunks(rows: Sequence[Any], width: int) -> Iterator[Sequence[Any]]:
+    """`rows` of `width` values in chunks for `values_list`: at most `ROWS_PER_STATEMENT` rows
+    and under SQLite's parameter limit."""
+    per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // width))
+    for start in range(0, len(rows), per):
+        yield rows[start : start + per]
+
+
 def _multi_row(sql: str, width: int) -> Callable[[int], str] | None:
     """`sql` (one row of `width` qmark parameters) made for n rows, or None when its `VALUES`
     clause is not the plain single one this expects."""
-    single = "VALUES (" + ", ".join("?" * width) + ")"
+    single = values_list(1, width)
     if sql.count(single) != 1:
         return None
     head, tail = sql.split(single)
-    row = single.removeprefix("VALUES ")
 
     @functools.cache
     def build(rows: int) -> str:
-        return head + "VALUES " + ", ".join([row] * rows) + tail
+        return head + values_list(rows, width) + tail
 
     return build
 
