@@ -8,7 +8,7 @@ primary key or a unique index of the table (checked by `check_target` before the
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from json.encoder import encode_basestring_ascii
@@ -22,6 +22,8 @@ from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.dml import Insert
 
 Row = Mapping[str, Any]
+ColumnConverter = Callable[[Sequence[Any]], Iterable[Any]]
+"""Turns a column's values into the driver's, in order."""
 ROWS_PER_STATEMENT = 500
 SQLITE_MAX_PARAMETERS = 32766  # SQLite's default limit since 3.32
 KEY_CHUNK = 2000
@@ -59,7 +61,7 @@ class PreparedInsert:
 
     sql: str
     columns: tuple[str, ...]
-    converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+    converters: tuple[tuple[int, ColumnConverter], ...]
     # SQLite: the same statement for n rows in one `VALUES` list (see `execute`).
     multi_row: Callable[[int], str] | None = None
 
@@ -76,20 +78,31 @@ class PreparedInsert:
         if self.multi_row is None:
             await conn.exec_driver_sql(self.sql, list(params))
             return
+        for sql, flat in self.statements(params):
+            await conn.exec_driver_sql(sql, flat)
+
+    def statements(
+        self, params: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """SQLite: the multi-row statements running `params` takes, with their parameters."""
+        assert self.multi_row is not None, "a multi-row statement is SQLite's"
         for chunk in row_chunks(params, len(self.columns)):
-            flat = tuple(chain.from_iterable(chunk))
-            await conn.exec_driver_sql(self.multi_row(len(chunk)), flat)
+            yield self.multi_row(len(chunk)), tuple(chain.from_iterable(chunk))
 
     def parameters(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
         """The driver parameters of `rows` (mappings holding at least `columns`)."""
-        if not rows:
-            return []
-        # Column by column: one C-level `map` per converted column instead of a Python loop
-        # per value, and one `zip` into rows at the end.
-        columns: list[Any] = [[row[name] for row in rows] for name in self.columns]
-        for index, process in self.converters:
-            columns[index] = map(process, columns[index])
-        return list(zip(*columns, strict=True))
+        return self.column_parameters({name: [row[name] for row in rows] for name in self.columns})
+
+    def column_parameters(self, columns: Mapping[str, Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The driver parameters of rows given column by column (`{name: values in row order}`,
+        holding at least `columns`)."""
+        # Column by column: C-level `map`s over whole columns instead of a Python loop per
+        # value, and one `zip` into rows at the end.
+        given = [columns[name] for name in self.columns]
+        values: list[Iterable[Any]] = list(given)
+        for index, convert in self.converters:
+            values[index] = convert(given[index])
+        return list(zip(*values, strict=True))
 
 
 def prepare_insert(dialect: Dialect, stmt: Insert, columns: Sequence[str]) -> PreparedInsert | None:
@@ -100,16 +113,16 @@ def prepare_insert(dialect: Dialect, stmt: Insert, columns: Sequence[str]) -> Pr
     names = compiled.positiontup
     if names is None or not isinstance(table, Table):
         return None
-    converters: list[tuple[int, Callable[[Any], Any]]] = []
+    converters: list[tuple[int, ColumnConverter]] = []
     for index, name in enumerate(names):
         impl = table.c[name].type.dialect_impl(dialect)
         process = impl.bind_processor(dialect)
         if process is None:
             continue
         if _plain_json(impl, dialect):
-            converters.append((index, _json_strings(process)))
+            converters.append((index, _json_column(process)))
         else:
-            converters.append((index, _repeating(process)))
+            converters.append((index, functools.partial(map, _repeating(process))))
     multi = _multi_row(compiled.string, len(names)) if dialect.name == "sqlite" else None
     return PreparedInsert(compiled.string, tuple(names), tuple(converters), multi)
 
@@ -174,11 +187,30 @@ def dump_strings(values: list[str]) -> str:
     return "[" + ", ".join(map(encode_basestring_ascii, values)) + "]"
 
 
-def _json_strings(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A JSON bind processor that encodes a list of strings (a `features` list) directly; any
-    other value goes through `process`."""
+def dump_string_lists(values: Sequence[Any]) -> list[str] | None:
+    """`json.dumps` of each value when every value is a list of strings that need no escapes
+    (printable ASCII without quotes or backslashes): one join per list, checked once for the
+    whole column. None for any other column."""
+    if not values or set(map(type, values)) != {list}:
+        return None
+    items = list(chain.from_iterable(values))
+    if items and set(map(type, items)) != {str}:
+        return None
+    text = "".join(items)
+    if not (text.isascii() and text.isprintable()) or '"' in text or "\\" in text:
+        return None
+    dumped = list(map('["{}"]'.format, map('", "'.join, values)))
+    if not all(values):  # an empty list: "[]", not '[""]'
+        dumped = [d if v else "[]" for d, v in zip(dumped, values, strict=True)]
+    return dumped
 
-    def run(value: Any) -> Any:
+
+def _json_column(process: Callable[[Any], Any]) -> ColumnConverter:
+    """The converter of a JSON column: `dump_string_lists` for a column of plain string lists
+    (a `features` column), else each value encoded on its own, a list of strings directly and
+    anything else by the bind processor `process`."""
+
+    def one(value: Any) -> Any:
         if type(value) is list:
             try:
                 return dump_strings(value)
@@ -186,7 +218,11 @@ def _json_strings(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 pass
         return process(value)
 
-    return run
+    def column(values: Sequence[Any]) -> Iterable[Any]:
+        dumped = dump_string_lists(values)
+        return map(one, values) if dumped is None else dumped
+
+    return column
 
 
 def _repeating(process: Callable[[Any], Any]) -> Callable[[Any], Any]:

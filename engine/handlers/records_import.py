@@ -3,8 +3,9 @@
 The records come from `POST /api/tools/import` (seed 002) or `POST /api/imports/{target}`,
 stored as a file under the state directory (see `engine.uploads`) whose name is the `file`
 parameter; the first attempt on the daemon that took the request gets them already parsed
-(`engine.uploads.PARSED`). Each record is validated with its target's pydantic model (a record
-of the plain shape the target's `fast_row` recognises skips the model, with the same outcome);
+(`engine.uploads.PARSED`). Each record is validated with its target's pydantic model (runs of
+records of the plain shape the target's `fast_columns` recognises skip it, with the same
+outcome);
 a record that fails (not an object, a bad field, a key already seen earlier in the same
 payload) becomes a record error holding the record as it was sent and its 0-based index in
 `data`. Valid records are upserted by the target's key through one compiled statement, one
@@ -33,14 +34,15 @@ from schedule.records import naive
 from schedule.store import utcnow
 from schedule.upsert import PreparedInsert
 
-Validated = tuple[
-    int,
-    list[dict[str, Any]],
-    tuple[PreparedInsert, list[tuple[Any, ...]]] | None,
-    list[tuple[int, str, Any]],
-]
-"""Records done so far, the valid rows of a batch, their upsert and its driver parameters
-(None when the driver needs the general path), `(index, reason, record)` of the others."""
+Columns = dict[str, list[Any]]
+"""Rows column by column: the values of each column, in row order."""
+Error = tuple[int, str, Any]
+"""`(index, reason, record)` of a rejected record."""
+Write = tuple[PreparedInsert | None, list[Any]]
+"""A batch's upsert and its driver parameters, or None and the rows (a driver with named
+parameters: the general path)."""
+Validated = tuple[int, Write | None, list[Error]]
+"""Records done so far, the batch's write (None: nothing valid), its rejected records."""
 
 
 class RecordsImportParams(Parameters):
@@ -66,22 +68,29 @@ def load_records(path: Path) -> list[Any]:
     return data
 
 
-def validate_batch(
-    target: ImportTarget, records: list[Any], start: int, seen: set[tuple[Any, ...]]
-) -> tuple[list[dict[str, Any]], list[tuple[int, str, Any]]]:
-    """Rows of the valid records, and `(index, reason, record)` of the others.
+FAST_SPAN_MIN = 16
+"""A batch the target's `fast_columns` refuses is halved and each half tried again, down to
+spans of this many records, which go through the model record by record: one odd record costs
+the model's time for a few neighbours, and a payload of odd records only few refused tries."""
 
-    A record the target's `fast_row` recognises as plainly valid skips the model; every other
+
+def validate_batch(
+    target: ImportTarget, records: list[Any], start: int, seen: set[Any]
+) -> tuple[Columns, list[Error]]:
+    """The rows of the valid records, column by column, and `(index, reason, record)` of the
+    others, in record order. `seen` holds the keys of the records accepted so far.
+
+    Spans of records the target's `fast_columns` accepts whole skip the model; every other
     record is decided, and its error worded, by the model.
     """
-    rows: list[dict[str, Any]] = []
-    errors: list[tuple[int, str, Any]] = []
-    fast = target.fast_row
-    only = target.keys[0] if len(target.keys) == 1 else None
-    for offset, record in enumerate(records):
-        index = start + offset
-        row = fast(record) if fast is not None else None
-        if row is None:
+    columns: Columns = {}
+    errors: list[Error] = []
+    for lo, hi, fast in _spans(target, records, 0, len(records)):
+        if fast is not None:
+            _take(target, fast, start + lo, records[lo:hi], seen, columns, errors)
+            continue
+        for offset in range(lo, hi):
+            record, index = records[offset], start + offset
             if not isinstance(record, dict):
                 errors.append((index, f"record {index} is not an object", record))
                 continue
@@ -90,14 +99,61 @@ def validate_batch(
             except ValidationError as exc:
                 errors.append((index, _reason(exc), record))
                 continue
-        key = (row[only],) if only is not None else tuple(row[k] for k in target.keys)
-        if key in seen:
-            shown = ", ".join(f"{k}={v!r}" for k, v in zip(target.keys, key, strict=True))
-            errors.append((index, f"duplicate key {shown} (an earlier record has it)", record))
-            continue
-        seen.add(key)
-        rows.append(row)
-    return rows, errors
+            _take(target, {k: [v] for k, v in row.items()}, index, [record], seen, columns, errors)
+    return columns, errors
+
+
+def _spans(
+    target: ImportTarget, records: list[Any], lo: int, hi: int
+) -> Iterator[tuple[int, int, Columns | None]]:
+    """`(lo, hi, columns)` covering `records[lo:hi]` in order: the columns `fast_columns` made
+    of the span, or None for a span the model must check."""
+    if target.fast_columns is None or hi <= lo:
+        yield lo, hi, None
+        return
+    fast = target.fast_columns(records[lo:hi])
+    if fast is not None or hi - lo <= FAST_SPAN_MIN:
+        yield lo, hi, fast
+        return
+    middle = (lo + hi) // 2
+    yield from _spans(target, records, lo, middle)
+    yield from _spans(target, records, middle, hi)
+
+
+def _take(
+    target: ImportTarget,
+    span: Columns,
+    first: int,
+    sent: list[Any],
+    seen: set[Any],
+    columns: Columns,
+    errors: list[Error],
+) -> None:
+    """Append the rows of `span` (made of the records `sent`, from index `first` on) to
+    `columns`, but a row whose key an earlier record has, which becomes an error."""
+    keys: list[Any] = (
+        span[target.keys[0]]
+        if len(target.keys) == 1
+        else list(zip(*(span[k] for k in target.keys), strict=True))
+    )
+    if len(set(keys)) != len(keys) or not seen.isdisjoint(keys):
+        kept: list[int] = []
+        for offset, key in enumerate(keys):
+            if key in seen:
+                values = key if len(target.keys) > 1 else (key,)
+                shown = ", ".join(f"{k}={v!r}" for k, v in zip(target.keys, values, strict=True))
+                reason = f"duplicate key {shown} (an earlier record has it)"
+                errors.append((first + offset, reason, sent[offset]))
+                continue
+            seen.add(key)
+            kept.append(offset)
+        span = {name: [values[i] for i in kept] for name, values in span.items()}
+    else:
+        seen.update(keys)
+    if not columns:
+        columns.update((name, []) for name in span)
+    for name, values in span.items():
+        columns[name].extend(values)
 
 
 def _reason(exc: ValidationError) -> str:
@@ -122,47 +178,54 @@ async def run(ctx: TaskContext) -> JsonObject:
         records = await asyncio.to_thread(load_records, path)
     total = len(records)
     ctx.report(processed=0, total=total, message=f"importing {total} records into {target.name}")
-    store = ImportStore(ctx.db)
+    store = ImportStore(ctx.db, busy_timeout_s=ctx.settings.db_timeout_s)
     imported = failed = 0
 
     def batches() -> Iterator[Validated]:
-        seen: set[tuple[Any, ...]] = set()
+        seen: set[Any] = set()
         prepared: PreparedInsert | None = None
         for start in range(0, total, params.batch_size):
             chunk = records[start : start + params.batch_size]
-            rows, errors = validate_batch(target, chunk, start, seen)
-            values = None
-            if rows:
-                _stamp(rows, target, ctx.task.id)
+            columns, errors = validate_batch(target, chunk, start, seen)
+            write: Write | None = None
+            count = len(columns[target.keys[0]]) if columns else 0
+            if count:
+                _stamp(columns, count, target, ctx.task.id)
                 if prepared is None:
-                    prepared = store.prepare_upsert(target.table, target.keys, list(rows[0]))
+                    prepared = store.prepare_upsert(target.table, target.keys, list(columns))
                 if prepared is not None:
-                    values = (prepared, prepared.parameters(rows))
-            yield start + len(chunk), rows, values, errors
+                    write = (prepared, prepared.column_parameters(columns))
+                else:
+                    write = (
+                        None,
+                        [
+                            dict(zip(columns, row, strict=True))
+                            for row in zip(*columns.values(), strict=True)
+                        ],
+                    )
+            yield start + len(chunk), write, errors
 
     # Validation and the driver parameters are made in a worker thread a batch or two ahead of
     # the writes.
     async with ThreadedIterator(batches) as validated:
-        async for done, rows, values, errors in validated:
+        async for done, write, errors in validated:
             for index, reason, record in errors:
                 await ctx.record_error(reason, record, index)
             failed += len(errors)
-            if values is not None:
-                imported += await store.upsert_prepared(*values)
-            elif rows:
-                imported += await store.upsert_records(target.table, target.keys, rows)
+            if write is not None and write[0] is not None:
+                imported += await store.upsert_prepared(write[0], write[1])
+            elif write is not None:
+                imported += await store.upsert_records(target.table, target.keys, write[1])
             ctx.report(processed=done, message=f"{done}/{total} records, {failed} rejected")
             await ctx.checkpoint()
     ctx.report(progress=100, message=f"imported {imported} of {total} records, {failed} rejected")
     return {"target": target.name, "total": total, "imported": imported, "failed": failed}
 
 
-def _stamp(rows: list[dict[str, Any]], target: ImportTarget, task_id: str) -> None:
-    now = naive(utcnow())
-    values = {"task_id": task_id, "updated_at": now}
+def _stamp(columns: Columns, count: int, target: ImportTarget, task_id: str) -> None:
+    values = {"task_id": task_id, "updated_at": naive(utcnow())}
     for column in target.stamp_columns:
-        for row in rows:
-            row[column] = values[column]
+        columns[column] = [values[column]] * count
 
 
 SPEC = HandlerSpec(

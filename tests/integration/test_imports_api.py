@@ -484,3 +484,59 @@ async def test_prepared_upsert_writes_what_sqlalchemy_would(
             )
         ).scalars()
         assert list(names) == [f"m{i}" for i in range(5)]
+
+
+async def test_a_failing_prepared_batch_writes_nothing(
+    ddb: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch fails whole, even past its first statement; on SQLite it runs on the store's
+    writer thread, and the error is SQLAlchemy's class as on the engine's own path."""
+    import threading
+    from datetime import datetime
+
+    from sqlalchemy.exc import IntegrityError
+
+    from schedule import upsert
+    from schedule.imports import ImportStore
+    from schedule.models import tools
+
+    monkeypatch.setattr(upsert, "ROWS_PER_STATEMENT", 2)
+    store = ImportStore(ddb)
+    columns = ["tool_id", "tool_name", "features", "task_id", "updated_at"]
+    prepared = store.prepare_upsert(tools, ("tool_id",), columns)
+    assert prepared is not None
+    at = datetime(2024, 5, 6, 7, 8, 9)
+    rows = [
+        {"tool_id": f"F{i}", "tool_name": f"f{i}", "features": [], "task_id": "t", "updated_at": at}
+        for i in range(5)
+    ]
+    rows[4] = {**rows[4], "tool_name": None}  # NOT NULL: the third statement fails
+    threads: set[str] = set()
+    if ddb.dialect.name == "sqlite":
+        from schedule import imports
+        from schedule.sqlite_writer import writer_for as real
+
+        def spying(engine: AsyncEngine, busy_timeout_s: float) -> Any:
+            writer = real(engine, busy_timeout_s)
+            submit = writer.transaction
+
+            async def transaction(work: Any) -> Any:
+                def spied(conn: Any) -> Any:
+                    threads.add(threading.current_thread().name)
+                    return work(conn)
+
+                return await submit(spied)
+
+            monkeypatch.setattr(writer, "transaction", transaction)
+            return writer
+
+        monkeypatch.setattr(imports, "writer_for", spying)
+    with pytest.raises(IntegrityError):
+        await store.upsert_prepared(prepared, prepared.parameters(rows))
+    async with ddb.connect() as conn:
+        assert await conn.scalar(text("SELECT COUNT(*) FROM tools WHERE tool_id LIKE 'F%'")) == 0
+    assert await store.upsert_prepared(prepared, prepared.parameters(rows[:4])) == 4
+    async with ddb.connect() as conn:
+        assert await conn.scalar(text("SELECT COUNT(*) FROM tools WHERE tool_id LIKE 'F%'")) == 4
+    if ddb.dialect.name == "sqlite":
+        assert threads and all(t.startswith("syncd-sqlite-writer") for t in threads)

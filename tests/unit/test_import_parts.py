@@ -180,60 +180,122 @@ def tricky_records() -> list[object]:
     return out
 
 
-def test_fast_row_gives_the_models_row_or_defers_to_it() -> None:
+def _model_row(record: object) -> dict[str, object] | None:
     from pydantic import ValidationError
 
-    from engine.targets import ToolRecord, tool_row_fast
+    from engine.targets import ToolRecord
 
-    fast_taken = 0
+    try:
+        return ToolRecord.model_validate(record).to_row()
+    except ValidationError:
+        return None
+
+
+def _rows(columns: dict[str, list[object]]) -> list[dict[str, object]]:
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+
+
+def test_fast_columns_give_the_models_rows_or_defer_to_it() -> None:
+    from engine.targets import tool_columns_fast
+
+    accepted = []
     for record in tricky_records():
-        row = tool_row_fast(record)
-        if row is None:
+        columns = tool_columns_fast([record])
+        if columns is None:
             continue
-        fast_taken += 1
-        try:
-            expected = ToolRecord.model_validate(record).to_row()
-        except ValidationError as exc:
-            raise AssertionError(f"fast path accepted {record!r}; the model: {exc}") from None
-        assert row == expected, record
-    assert fast_taken > 30  # the plain variants do take the fast path
+        accepted.append(record)
+        expected = _model_row(record)
+        assert expected is not None, f"fast path accepted {record!r}; the model refuses it"
+        assert _rows(columns) == [expected], record
+    assert len(accepted) > 30  # the plain variants do take the fast path
+    # a run of them at once gives the same rows; one odd record refuses the run
+    columns = tool_columns_fast(accepted)
+    assert columns is not None
+    assert _rows(columns) == [_model_row(r) for r in accepted]
+    assert tool_columns_fast([*accepted, {**PLAIN_TOOL, "tool_id": " V1"}]) is None
+    assert tool_columns_fast([]) is None
 
 
-def test_fast_row_urls_agree_with_the_model_on_generated_urls() -> None:
+def test_fast_columns_urls_agree_with_the_model_on_generated_urls() -> None:
     import itertools
 
-    from pydantic import ValidationError
-
-    from engine.targets import ToolRecord, tool_row_fast
+    from engine.targets import tool_columns_fast
 
     schemes = ["http://", "https://", "HTTP://", "https:/", "https:", "htps://", ""]
     hosts = ["example.com", "a", "-", ".", "", "ex.com:80", "[::1]", "u@h", "ex ample", "é.com"]
     tails = ["", "/", "/a/b", "?q=1", "#f", "/ä", "/ x", "/\n", ":", "/[x]", "@", "\\"]
     for scheme, host, tail in itertools.product(schemes, hosts, tails):
         record = {"tool_id": "V1", "tool_name": "n", "url": scheme + host + tail}
-        row = tool_row_fast(record)
-        try:
-            expected: dict[str, object] | None = ToolRecord.model_validate(record).to_row()
-        except ValidationError:
-            expected = None
-        assert row is None or row == expected, record
+        columns = tool_columns_fast([record])
+        assert columns is None or _rows(columns) == [_model_row(record)], record
 
 
-def test_validate_batch_is_the_same_with_and_without_the_fast_path() -> None:
+def _mixed_records() -> list[object]:
+    """6,000 plain records with the tricky ones and repeated keys strewn among them."""
+    import random
+
+    shuffle = random.Random(4).shuffle
+    out: list[object] = [{**PLAIN_TOOL, "tool_id": f"P{i}"} for i in range(6000)]
+    odd = [*tricky_records(), {**PLAIN_TOOL, "tool_name": "dup"}]
+    odd += [{**PLAIN_TOOL, "tool_id": " V001 "}, {**PLAIN_TOOL, "tool_id": "P7"}]
+    shuffle(odd)
+    for step, record in enumerate(odd):
+        out.insert(step * 40 + 100, record)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("records", "fast_at_least"),
+    [(tricky_records(), 0), (_mixed_records(), 4000)],
+    ids=["tricky", "mixed"],
+)
+def test_validate_batch_is_the_same_with_and_without_the_fast_path(
+    records: list[object], fast_at_least: int
+) -> None:
     from dataclasses import replace
 
     from engine.handlers.records_import import validate_batch
     from engine.targets import TARGETS
 
     tools = TARGETS["tools"]
-    records = tricky_records()
-    records += [{**PLAIN_TOOL, "tool_name": "dup"}, {**PLAIN_TOOL, "tool_id": " V001 "}]
-    with_fast = validate_batch(tools, records, 10, set())
-    without = validate_batch(replace(tools, fast_row=None), records, 10, set())
+    assert tools.fast_columns is not None
+    spans: list[int] = []
+
+    def counted(chunk: list[object]) -> dict[str, list[object]] | None:
+        assert tools.fast_columns is not None
+        columns = tool_columns(chunk)
+        spans.append(len(chunk) if columns is not None else 0)
+        return columns
+
+    tool_columns = tools.fast_columns
+    seen_fast: set[object] = set()
+    seen_model: set[object] = set()
+    with_fast = validate_batch(replace(tools, fast_columns=counted), records, 10, seen_fast)
+    without = validate_batch(replace(tools, fast_columns=None), records, 10, seen_model)
     assert with_fast == without
-    rows, errors = with_fast
-    assert rows[0] == {**PLAIN_TOOL} and errors  # both kinds are present
+    assert seen_fast == seen_model
+    columns, errors = with_fast
+    assert _rows(columns)[0] == {**PLAIN_TOOL, "tool_id": _rows(columns)[0]["tool_id"]}
+    assert errors and [e[0] for e in errors] == sorted(e[0] for e in errors)
     assert any("duplicate key tool_id='V001'" in reason for _, reason, _ in errors)
+    assert sum(spans) >= fast_at_least  # the plain runs among odd records go the fast way
+
+
+def test_dump_string_lists_is_json_dumps_or_defers() -> None:
+    import json
+
+    from schedule.upsert import dump_string_lists
+
+    plain = [["a", "b c"], [], ["x" * 1000], ["", " "], ["~!#$%&'()*+,-./:;<=>?@[]^_`{|}"]]
+    assert dump_string_lists(plain) == [json.dumps(v) for v in plain]
+    assert dump_string_lists([[], []]) == ["[]", "[]"]
+    for odd in (['say "hi"'], ["a\\b"], ["é"], ["\x7f"], ["\t"], ["a", 1], [None]):
+        assert dump_string_lists([*plain, odd]) is None, odd
+    assert dump_string_lists([["a"], ("a",)]) is None
+    assert dump_string_lists([["a"], None]) is None
+    assert dump_string_lists([]) is None
 
 
 @pytest.mark.parametrize(
