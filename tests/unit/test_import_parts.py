@@ -266,7 +266,7 @@ def test_validate_batch_is_the_same_with_and_without_the_fast_path(
     def counted(chunk: list[object]) -> dict[str, list[object]] | None:
         assert tools.fast_columns is not None
         columns = tool_columns(chunk)
-        spans.append(len(chunk) if columns is not None else 0)
+        spans.append(len(chunk) if columns is not None and len(chunk) > 1 else 0)  # not probes
         return columns
 
     tool_columns = tools.fast_columns
@@ -281,6 +281,32 @@ def test_validate_batch_is_the_same_with_and_without_the_fast_path(
     assert errors and [e[0] for e in errors] == sorted(e[0] for e in errors)
     assert any("duplicate key tool_id='V001'" in reason for _, reason, _ in errors)
     assert sum(spans) >= fast_at_least  # the plain runs among odd records go the fast way
+
+
+def test_a_batch_of_odd_records_goes_to_the_model_after_a_few_tries() -> None:
+    from dataclasses import replace
+
+    from engine.handlers.records_import import PROBES, validate_batch
+    from engine.targets import TARGETS
+
+    tools = TARGETS["tools"]
+    tool_columns = tools.fast_columns
+    assert tool_columns is not None
+    calls: list[int] = []
+
+    def counted(chunk: list[object]) -> dict[str, list[object]] | None:
+        assert tool_columns is not None
+        calls.append(len(chunk))
+        return tool_columns(chunk)
+
+    records: list[object] = [
+        {**PLAIN_TOOL, "tool_id": f"R{i}", "tool_name": f"Инструмент {i}"} for i in range(3000)
+    ]
+    records[1500] = {**PLAIN_TOOL, "tool_id": "plain"}  # a plain one among them
+    with_fast = validate_batch(replace(tools, fast_columns=counted), records, 0, set())
+    assert with_fast == validate_batch(replace(tools, fast_columns=None), records, 0, set())
+    assert len(_rows(with_fast[0])) == 3000 and not with_fast[1]
+    assert calls[0] == 3000 and len(calls) <= 1 + PROBES  # no halving down to 16 records
 
 
 def test_dump_string_lists_is_json_dumps_or_defers() -> None:
