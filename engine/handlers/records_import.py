@@ -159,8 +159,8 @@ def _take(
         kept: list[int] = []
         for offset, key in enumerate(keys):
             if key in seen:
-                values = key if len(target.keys) > 1 else (key,)
-                shown = ", ".join(f"{k}={v!r}" for k, v in zip(target.keys, values, strict=True))
+                parts = key if len(target.keys) > 1 else (key,)
+                shown = ", ".join(f"{k}={v!r}" for k, v in zip(target.keys, parts, strict=True))
                 reason = f"duplicate key {shown} (an earlier record has it)"
                 errors.append((first + offset, reason, sent[offset]))
                 continue
