@@ -192,8 +192,9 @@ def start_daemon(folder: Path) -> Daemon:
 def bench_json(daemon: Daemon, folder: Path, count: int) -> None:
     data = records(count)
     body = json.dumps({"data": data}).encode()
-    before = raw_executemany(folder / "raw-before.db", data)  # the mean of before and after,
-    started = time.perf_counter()  # as for the xlsx baseline
+    # The baseline is the mean of a run before the import and one after, as in `bench_xlsx`.
+    before = raw_executemany(folder / "raw-before.db", data)
+    started = time.perf_counter()
     answer = post_raw(daemon, "/api/tools/import", body, "application/json")
     accepted = time.perf_counter() - started
     task = finished(daemon, answer["task_reference"])

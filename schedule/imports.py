@@ -157,7 +157,7 @@ class ImportStore:
         self, prepared: PreparedInsert, params: Sequence[tuple[Any, ...]]
     ) -> int:
         """Upsert one batch of distinct-keyed records, as driver parameters made by
-        `prepared.parameters`, in one transaction.
+        `prepared.parameters` or `prepared.column_parameters`, in one transaction.
 
         On SQLite the transaction runs on the engine's `SqliteWriter` thread, whole, in one
         hand-off: through aiosqlite each of its statements took several hand-offs between the
