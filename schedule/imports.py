@@ -6,7 +6,6 @@ at all; what earlier batches committed stays (the handlers report how many rows 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from schedule.upsert import (
     KEY_CHUNK,
     PreparedInsert,
     execute_many,
+    execute_rows,
     prepare_insert,
     upsert_rows,
     upsert_statement,
@@ -169,13 +169,10 @@ class ImportStore:
         """
         if not params:
             return 0
-        if prepared.multi_row is not None:
-
-            def work(conn: sqlite3.Connection) -> None:
-                for sql, flat in prepared.statements(params):
-                    conn.execute(sql, flat)
-
-            await writer_for(self.engine, self.busy_timeout_s).transaction(work)
+        multi_row = prepared.multi_row
+        if multi_row is not None:
+            writer = writer_for(self.engine, self.busy_timeout_s)
+            await writer.transaction(lambda conn: execute_rows(conn, multi_row, params))
             return len(params)
         async with self.engine.begin() as conn:
             await prepared.execute(conn, params)

@@ -21,7 +21,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -75,7 +74,7 @@ from schedule.records import (
     utc,
 )
 from schedule.sqlite_writer import SqliteWriter, writer_for
-from schedule.upsert import row_chunks, values_list
+from schedule.upsert import execute_rows, values_list
 
 Clock = Callable[[], datetime]
 T = sync_tasks
@@ -970,7 +969,7 @@ class SqliteStore(TaskStore):
                 fresh.append(params)
                 inserted.append(True)
             if fresh:
-                _execute_rows(conn, _sqlite_new_insert, fresh)
+                execute_rows(conn, _sqlite_new_insert, fresh)
             return taken, inserted
 
         taken, inserted = await self._writer.transaction(work)
@@ -1073,10 +1072,10 @@ class SqliteStore(TaskStore):
             owned = {r[0]: r[2] or None for r in rows}
             plain = [params[r[0]] for r in rows if r[3] == "0"]
             if plain:
-                _execute_rows(conn, _sqlite_finish_plain, [p[:-2] + p[-1:] for p in plain])
+                execute_rows(conn, _sqlite_finish_plain, [p[:-2] + p[-1:] for p in plain])
             keyed = [params[r[0]] for r in rows if r[3] != "0"]
             if keyed:
-                _execute_rows(conn, _sqlite_finish_dedupe, keyed)
+                execute_rows(conn, _sqlite_finish_dedupe, keyed)
             attempts = [
                 (
                     i,
@@ -1089,7 +1088,7 @@ class SqliteStore(TaskStore):
                 )
                 for i, started in owned.items()
             ]
-            _execute_rows(conn, _sqlite_attempts_insert, attempts)
+            execute_rows(conn, _sqlite_attempts_insert, attempts)
             return set(owned)
 
         return work
@@ -1147,16 +1146,6 @@ _SQLITE_NEW_COLUMNS = (
     "temp",
     "callback_status",
 )
-
-
-def _execute_rows(
-    conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Run `statement(n)` (a statement over `values_list(n, ...)`) for `rows`, chunked by
-    `row_chunks`: one step per chunk where `executemany` stepped once per row."""
-    if rows:
-        for chunk in row_chunks(rows, len(rows[0])):
-            conn.execute(statement(len(chunk)), tuple(chain.from_iterable(chunk)))
 
 
 @functools.cache

@@ -8,6 +8,7 @@ primary key or a unique index of the table (checked by `check_target` before the
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -78,16 +79,8 @@ class PreparedInsert:
         if self.multi_row is None:
             await conn.exec_driver_sql(self.sql, list(params))
             return
-        for sql, flat in self.statements(params):
+        for sql, flat in multi_row_statements(self.multi_row, params):
             await conn.exec_driver_sql(sql, flat)
-
-    def statements(
-        self, params: Sequence[tuple[Any, ...]]
-    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        """SQLite: the multi-row statements running `params` takes, with their parameters."""
-        assert self.multi_row is not None, "a multi-row statement is SQLite's"
-        for chunk in row_chunks(params, len(self.columns)):
-            yield self.multi_row(len(chunk)), tuple(chain.from_iterable(chunk))
 
     def parameters(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
         """The driver parameters of `rows` (mappings holding at least `columns`)."""
@@ -145,6 +138,26 @@ def row_chunks(rows: Sequence[Any], width: int) -> Iterator[Sequence[Any]]:
     per = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // width))
     for start in range(0, len(rows), per):
         yield rows[start : start + per]
+
+
+def multi_row_statements(
+    statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """`statement(n)` (a statement over `values_list(n, ...)`) with its flat parameters, for
+    each chunk of `rows` that `row_chunks` makes."""
+    if rows:
+        for chunk in row_chunks(rows, len(rows[0])):
+            yield statement(len(chunk)), tuple(chain.from_iterable(chunk))
+
+
+def execute_rows(
+    conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Run `statement(n)` for `rows` on a plain `sqlite3` connection (a `SqliteWriter`
+    transaction), chunked by `row_chunks`: one step per chunk where `executemany` stepped once
+    per row."""
+    for sql, flat in multi_row_statements(statement, rows):
+        conn.execute(sql, flat)
 
 
 def _multi_row(sql: str, width: int) -> Callable[[int], str] | None:

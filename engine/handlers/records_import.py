@@ -231,10 +231,12 @@ async def run(ctx: TaskContext) -> JsonObject:
             for index, reason, record in errors:
                 await ctx.record_error(reason, record, index)
             failed += len(errors)
-            if write is not None and write[0] is not None:
-                imported += await store.upsert_prepared(write[0], write[1])
-            elif write is not None:
-                imported += await store.upsert_records(target.table, target.keys, write[1])
+            if write is not None:
+                prepared, values = write
+                if prepared is not None:
+                    imported += await store.upsert_prepared(prepared, values)
+                else:
+                    imported += await store.upsert_records(target.table, target.keys, values)
             ctx.report(processed=done, message=f"{done}/{total} records, {failed} rejected")
             await ctx.checkpoint()
     ctx.report(progress=100, message=f"imported {imported} of {total} records, {failed} rejected")
