@@ -220,13 +220,17 @@ def test_three_daemons_exactly_once_then_a_kill_then_an_outage(
     second = create(daemons, 3000, {"sleep_s": 0.05})
     wait_until(lambda: db.done(second) >= 300, 60, "the second batch to be under way")
     victim = daemons[2]
-    assert (
-        db.rows(
+    # The victim must hold running tasks when it is killed; at any one instant it may be
+    # between claims, so wait for a moment when it does.
+    wait_until(
+        lambda: db.rows(
             "SELECT COUNT(*) FROM sync_tasks WHERE status='running' AND lease_owner=%s",
             victim.node_id,
         )[0][0]
-        > 0
-    ), "the victim should be running tasks when killed"
+        > 0,
+        30,
+        "the victim to be running tasks",
+    )
     victim.process.kill()
     victim.process.wait(timeout=10)
     survivors = daemons[:2]
