@@ -76,18 +76,37 @@ def create_app(
     app.cleanup_ctx.append(_periodic(clock))
     app.cleanup_ctx.append(live.live_context)
     app.on_shutdown.append(live.close_sockets)
-    app.add_routes(health.routes)
-    app.add_routes(tasks.routes)
-    app.add_routes(schedules.routes)
-    app.add_routes(pricing.routes)
-    app.add_routes(crontask.routes)
-    app.add_routes(imports.routes)
-    app.add_routes(datasources.routes)
-    app.add_routes(metrics.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(identity.routes)
-    app.add_routes(live.routes)
-    app.add_routes(dashboard.routes)
+    _add_routes(app)
+    return app
+
+
+#: Every route table of the daemon, in the order routes are matched.
+ROUTE_TABLES = (
+    health.routes,
+    tasks.routes,
+    schedules.routes,
+    pricing.routes,
+    crontask.routes,
+    imports.routes,
+    datasources.routes,
+    metrics.routes,
+    openapi.routes,
+    identity.routes,
+    live.routes,
+    dashboard.routes,
+)
+
+
+def _add_routes(app: web.Application) -> None:
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
+
+
+def routes_only() -> web.Application:
+    """An app with the daemon's routes and nothing else (no settings, nothing to start): what
+    `syncd roles` reads the role table from."""
+    app = web.Application()
+    _add_routes(app)
     return app
 
 

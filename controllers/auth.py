@@ -1,12 +1,15 @@
-"""Bearer-token authentication and role checks for `/api`, and the loopback-only rule.
+"""Bearer-token authentication and role checks, and the loopback-only rule.
 
 With `SYNCD_API_TOKENS` set, every `/api` request needs `Authorization: Bearer <token>` (the
 websocket `/api/ws` may pass it as `?token=` instead, since browsers cannot set headers there): no,
 malformed or unknown token is 401 `unauthorized`, a role that may not do this is 403
-`forbidden`. Tokens are compared in constant time against every configured token, so neither
-the answer nor its timing tells which token came close. Everything outside `/api` (`/healthz`,
-`/readyz`, `/metrics`, the dashboard's static files) stays open. Without tokens the API is open
-too, which is why `check_exposure` refuses to serve on anything but loopback then.
+`forbidden`. Who may do what is what the matched route declares (`@doc(roles=...)`, see
+`controllers.roles`); a path under `/api` that matches no route (404, 405) still needs a valid
+token of any role, and a route that declares nothing is admin's. Tokens are compared in constant
+time against every configured token, so neither the answer nor its timing tells which token
+came close. Routes declared public (`/healthz`, `/readyz`, `/metrics`, the dashboard's files)
+stay open. Without tokens the API is open too (every caller is an admin), which is why
+`check_exposure` refuses to serve on anything but loopback then.
 """
 
 from __future__ import annotations
@@ -18,38 +21,25 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from config.exceptions import SettingsError
-from config.settings import ROLES, Role, Settings
+from config.settings import Role, Settings
 from controllers.errors import ApiError, Handler
 from controllers.keys import SETTINGS
+from controllers.openapi import route_doc
+from controllers.roles import ANY_ROLE, PUBLIC, UNDECLARED, Access, api_path
 
-READERS: frozenset[Role] = frozenset({"admin", "operator", "read"})
-WRITERS: frozenset[Role] = frozenset({"admin", "operator"})
-WORKERS: frozenset[Role] = frozenset({"admin", "worker"})
-ADMINS: frozenset[Role] = frozenset({"admin"})
-EVERYONE: frozenset[Role] = frozenset(ROLES)
-
-#: The role of an authenticated request (set by `auth_middleware` when tokens are configured).
-ROLE = web.RequestKey("role", str)
+#: The role of a request to a token-guarded route (every caller is an admin without tokens).
+ROLE = web.RequestKey[Role]("role")
 #: The dashboard's live feed: the one path that also takes the token as `?token=`.
 LIVE_FEED = "/api/ws"
 
 
-def allowed_roles(method: str, path: str) -> frozenset[Role]:
-    """Which roles may make this request.
-
-    `worker` only pulls and reports external tasks (`/api/crontask`); `read` only reads;
-    `operator` also creates, cancels and retries (POST); changing a pending task (PUT),
-    deleting (DELETE) and anything else is for `admin`. Any token may read the API document.
-    """
-    if path == "/api/crontask" or path.startswith("/api/crontask/"):
-        return WORKERS
-    if path in ("/api/openapi.json", "/api/whoami"):
-        return EVERYONE
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return READERS
-    if method == "POST":
-        return WRITERS
-    return ADMINS
+def route_access(request: web.Request) -> Access | None:
+    """What the matched route declares; None for a path that matched no route (404, 405)."""
+    match = request.match_info
+    if match.http_exception is not None:
+        return None
+    meta = route_doc(match.route)
+    return UNDECLARED if meta is None else meta.roles
 
 
 def token_role(tokens: Mapping[str, Role], presented: str) -> Role | None:
@@ -79,25 +69,38 @@ def _unauthorized(message: str) -> ApiError:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check the bearer token and role of `/api` requests when tokens are configured."""
+    """Check the bearer token and the role the matched route declares, when tokens are set."""
     tokens = request.app[SETTINGS].api_tokens
-    path = request.path
-    if not tokens or not (path == "/api" or path.startswith("/api/")):
+    if not tokens:
+        request[ROLE] = "admin"
         return await handler(request)
+    access = route_access(request)
+    if access == PUBLIC or (access is None and not api_path(request.path)):
+        return await handler(request)
+    role = _authenticate(request, tokens)
+    allowed = ANY_ROLE if access is None else access
+    if role not in allowed:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role {role!r} may not {request.method} {request.path}",
+            {"role": role},
+        )
+    request[ROLE] = role
+    return await handler(request)
+
+
+def _authenticate(request: web.Request, tokens: Mapping[str, Role]) -> Role:
+    """The role of the request's token, or a 401 saying what is wrong."""
     header = request.headers.get("Authorization")
-    if header is None and path == LIVE_FEED and "token" in request.query:
+    if header is None and request.path == LIVE_FEED and "token" in request.query:
         presented = request.query["token"]  # browsers cannot set headers on a websocket
     else:
         presented = bearer(header)
     role = token_role(tokens, presented)
     if role is None:
         raise _unauthorized("unknown bearer token")
-    if role not in allowed_roles(request.method, path):
-        raise ApiError(
-            403, "forbidden", f"role {role!r} may not {request.method} {path}", {"role": role}
-        )
-    request[ROLE] = role
-    return await handler(request)
+    return role
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})

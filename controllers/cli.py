@@ -1,4 +1,4 @@
-"""The `syncd` command: serve, migrate, check-config, and the API client commands
+"""The `syncd` command: serve, migrate, check-config, roles, and the API client commands
 (`tasks`, `import`, `snapshot`; see `controllers.client`), which need no daemon settings."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ SWITCH_INTERVAL_S = 0.0002  # how long a thread may hold the GIL while another w
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
+    if args.command == "roles":
+        return print_roles()
     if getattr(args, "run", None) is not None:
         return run_client(args)  # client commands: no settings, no heavy imports (fast start)
     return _run_daemon_command(args)
@@ -72,8 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate settings and the database").set_defaults(
         func=check_config
     )
+    sub.add_parser("roles", help="print who may call each route (Markdown table)")
     add_client_commands(sub)
     return parser
+
+
+def print_roles() -> int:
+    """Print the role table of docs/security.md, made from the routes' own declarations
+    (needs no settings)."""
+    from controllers.app import routes_only
+    from controllers.openapi import access_table
+    from controllers.roles import markdown_table
+
+    print(markdown_table(access_table(routes_only())), end="")
+    return 0
 
 
 def migrate(settings: Settings) -> int:

@@ -13,6 +13,7 @@ from controllers.errors import parse_body, parse_query
 from controllers.keys import SERVICE
 from controllers.models import CronTaskQuery, CronTaskReport, TaskOut, task_json
 from controllers.openapi import doc
+from controllers.roles import WORKERS
 
 routes = web.RouteTableDef()
 
@@ -20,6 +21,7 @@ routes = web.RouteTableDef()
 @routes.get("/api/crontask")
 @doc(
     "Claim the next task of a service (external worker)",
+    roles=WORKERS,
     query=CronTaskQuery,
     responses={200: "the claimed task, now running", 204: "no task is due for this service"},
     tags=["external workers"],
@@ -37,6 +39,7 @@ async def claim(request: web.Request) -> web.Response:
 @routes.put("/api/crontask/{id}")
 @doc(
     "Report progress, intermediate state or the end of a claimed external task",
+    roles=WORKERS,
     body=CronTaskReport,
     responses={
         200: "the task after the report",

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from aiohttp import web
 
 from controllers.openapi import doc
+from controllers.roles import PUBLIC
 
 routes = web.RouteTableDef()
 
@@ -20,14 +21,14 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 @routes.get("/")
-@doc("The web dashboard", public=True, content_type="text/html", tags=["dashboard"])
+@doc("The web dashboard", roles=PUBLIC, content_type="text/html", tags=["dashboard"])
 async def index(request: web.Request) -> web.FileResponse:
     """The single page; routing inside it is by URL hash (`#/tasks`, `#/task/ID`, ...)."""
     return web.FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
 
 
 @routes.get("/static/{path:.+}")
-@doc("A file of the dashboard", public=True, content_type="*/*", tags=["dashboard"])
+@doc("A file of the dashboard", roles=PUBLIC, content_type="*/*", tags=["dashboard"])
 async def static(request: web.Request) -> web.FileResponse:
     """A file of the dashboard; revalidated on every load so an upgrade shows at once."""
     relative = PurePosixPath(request.match_info["path"])

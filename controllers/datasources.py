@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from controllers.errors import parse_body, validation_error
 from controllers.keys import DATA_SOURCES
 from controllers.openapi import doc
+from controllers.roles import ADMINS, READERS
 from engine.datasources import DataSourceBody, connection_problems, mask, unmask
 from schedule.datasources import DataSourceRecord
 
@@ -79,6 +80,7 @@ def _values(body: DataSourceBody) -> dict[str, Any]:
 @routes.post(PATH)
 @doc(
     "Define a data source",
+    roles=ADMINS,
     body=DataSourceBody,
     responses={201: "the data source (secrets masked)", 409: "the id is taken"},
     tags=["data sources"],
@@ -94,7 +96,7 @@ async def create_source(request: web.Request) -> web.Response:
 
 
 @routes.get(PATH)
-@doc("List data sources", tags=["data sources"], response=DataSourceListOut)
+@doc("List data sources", roles=READERS, tags=["data sources"], response=DataSourceListOut)
 async def list_sources(request: web.Request) -> web.Response:
     """Every definition, by id, secrets masked."""
     sources = await request.app[DATA_SOURCES].list()
@@ -104,6 +106,7 @@ async def list_sources(request: web.Request) -> web.Response:
 @routes.get(PATH + "/{id}")
 @doc(
     "One data source",
+    roles=READERS,
     responses={200: "the data source (secrets masked)", 404: "no such data source"},
     tags=["data sources"],
     response=DataSourceOut,
@@ -117,6 +120,7 @@ async def get_source(request: web.Request) -> web.Response:
 @routes.put(PATH + "/{id}")
 @doc(
     "Replace a data source's definition (masked secrets sent back are kept)",
+    roles=ADMINS,
     body=DataSourceBody,
     responses={200: "the data source (secrets masked)", 404: "no such data source"},
     tags=["data sources"],
@@ -145,6 +149,7 @@ async def replace_source(request: web.Request) -> web.Response:
 @routes.delete(PATH + "/{id}")
 @doc(
     "Delete a data source (and its watermarks)",
+    roles=ADMINS,
     responses={204: "deleted", 404: "no such data source"},
     tags=["data sources"],
 )

@@ -9,13 +9,14 @@ from aiohttp import web
 from controllers.errors import UNAVAILABLE
 from controllers.keys import ENGINE, SETTINGS, STORE
 from controllers.openapi import doc
+from controllers.roles import PUBLIC
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
 @doc(
-    "Liveness: the process serves HTTP", responses={200: "alive"}, tags=["operations"], public=True
+    "Liveness: the process serves HTTP", roles=PUBLIC, responses={200: "alive"}, tags=["operations"]
 )
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive and its event loop answers."""
@@ -25,9 +26,9 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 @doc(
     "Readiness: database reachable and migrated, engine running",
+    roles=PUBLIC,
     responses={200: "ready", 503: "not ready"},
     tags=["operations"],
-    public=True,
 )
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers (it was migrated at start-up) and the engine runs."""

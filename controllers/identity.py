@@ -12,6 +12,7 @@ from aiohttp import web
 from controllers.auth import ROLE
 from controllers.keys import SETTINGS
 from controllers.openapi import doc
+from controllers.roles import ANY_ROLE
 
 routes = web.RouteTableDef()
 
@@ -19,12 +20,12 @@ routes = web.RouteTableDef()
 @routes.get("/api/whoami")
 @doc(
     "The caller's role (any valid token may ask)",
+    roles=ANY_ROLE,
     responses={200: "`{role, auth}`; `auth` is false when no tokens are configured"},
     tags=["auth"],
 )
 async def whoami(request: web.Request) -> web.Response:
     """The caller's role: `{"role", "auth"}`. Without configured tokens everyone (on the
     loopback interface, see `check_exposure`) is an admin and `auth` is false."""
-    if not request.app[SETTINGS].api_tokens:
-        return web.json_response({"role": "admin", "auth": False})
-    return web.json_response({"role": request[ROLE], "auth": True})
+    auth = bool(request.app[SETTINGS].api_tokens)
+    return web.json_response({"role": request[ROLE], "auth": auth})

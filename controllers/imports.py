@@ -15,6 +15,7 @@ from controllers.errors import ApiError, parse_query, validation_error
 from controllers.keys import IMPORT_FILES, SERVICE, SETTINGS
 from controllers.models import TaskOut, task_json
 from controllers.openapi import doc
+from controllers.roles import OPERATORS, READERS
 from engine.sources.exceptions import ACCEPTED_UPLOAD_FORMATS, UnsupportedFormatError
 from engine.sources.sheets import XLSX_MAGIC, sniff_upload
 from engine.targets import TARGETS, get_target
@@ -75,6 +76,7 @@ class Seed002Status(BaseModel):
 @routes.post("/api/imports/stock")
 @doc(
     "Upload a stock .xlsx (multipart/form-data, field `file`) and start its import",
+    roles=OPERATORS,
     responses={
         202: "the stock_import task",
         413: "larger than SYNCD_MAX_UPLOAD_MB",
@@ -217,6 +219,7 @@ async def _start_import(request: web.Request, target: str) -> TaskRecord:
 @routes.post("/api/tools/import")
 @doc(
     "Seed 002: import tools records in the background",
+    roles=OPERATORS,
     body=ImportBody,
     responses={202: '`{"task_reference", "status": "IN_PROGRESS"}`'},
     tags=["imports"],
@@ -233,6 +236,7 @@ async def import_tools(request: web.Request) -> web.Response:
 @routes.get("/api/tools/import/status/{ref}")
 @doc(
     "Seed 002: status of a records import",
+    roles=READERS,
     query=StatusQuery,
     responses={
         200: "status, progress, and once ended imported_records and errors",
@@ -266,6 +270,7 @@ async def import_status(request: web.Request) -> web.Response:
 @routes.post("/api/imports/{target}")
 @doc(
     "Import records into a declared target (`tools`, ...) in the background",
+    roles=OPERATORS,
     body=ImportBody,
     responses={202: "the records_import task", 404: "no such target"},
     tags=["imports"],

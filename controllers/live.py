@@ -32,6 +32,7 @@ from controllers.errors import UNAVAILABLE, ApiError
 from controllers.keys import ENGINE, LIVE, SERVICE
 from controllers.models import LiveQuery, task_json
 from controllers.openapi import doc
+from controllers.roles import READERS
 from engine.engine import EngineEvent, SyncEngine, reraise_if_cancelling
 from schedule.records import TaskRecord
 from schedule.service import ScheduleService
@@ -219,6 +220,7 @@ async def close_sockets(app: web.Application) -> None:
 @routes.get("/api/ws")
 @doc(
     "Live task events over a WebSocket (see docs/dashboard.md for the frames)",
+    roles=READERS,
     query=LiveQuery,
     responses={101: "switching to the WebSocket protocol", 400: "not a WebSocket request"},
     tags=["live"],

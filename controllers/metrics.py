@@ -9,6 +9,7 @@ from aiohttp import web
 from controllers.errors import UNAVAILABLE
 from controllers.keys import ENGINE, METRICS, SETTINGS, STORE
 from controllers.openapi import doc
+from controllers.roles import PUBLIC
 from engine.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
@@ -17,9 +18,9 @@ routes = web.RouteTableDef()
 @routes.get("/metrics")
 @doc(
     "Prometheus metrics",
+    roles=PUBLIC,
     responses={200: "metrics in the Prometheus text format"},
     tags=["operations"],
-    public=True,
     content_type="text/plain",
 )
 async def metrics(request: web.Request) -> web.Response:

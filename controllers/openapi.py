@@ -1,10 +1,11 @@
 """The OpenAPI 3.1 document at `/api/openapi.json`, built from the app's own router.
 
-Every route handler carries its documentation next to it (`@doc(...)`: a summary, the pydantic
-models it validates its body and query with, its answers). `build_spec` walks `app.router`, so a
-route added anywhere is in the document; one without `@doc` is listed by `undocumented` (a test
-fails on it) and still appears, marked as undocumented. Schemas come from the very models the
-handlers parse with (`model_json_schema`), so the document cannot drift from the validation.
+Every route handler carries its documentation next to it (`@doc(...)`: a summary, who may call
+it, the pydantic models it validates its body and query with, its answers). `build_spec` walks
+`app.router`, so a route added anywhere is in the document; one without `@doc` is listed by
+`undocumented` (a test fails on it) and still appears, marked as undocumented. Schemas come from
+the very models the handlers parse with (`model_json_schema`), so the document cannot drift from
+the validation. The declared roles are each operation's `x-roles` (see `controllers.roles`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
+
+from config.settings import ROLES
+from controllers.roles import ANY_ROLE, PUBLIC, UNDECLARED, Access, RouteAccess
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTR = "__syncd_openapi__"
@@ -43,41 +47,47 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class RouteDoc:
-    """What the document says about one route; `public` routes need no bearer token."""
+    """What the document says about one route, and who may call it (`roles`)."""
 
     summary: str
+    roles: Access
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     responses: Mapping[int, str] = field(default_factory=lambda: {200: "OK"})
     tags: tuple[str, ...] = ()
-    public: bool = False
     content_type: str = "application/json"
     response: type[BaseModel] | None = None
+
+    @property
+    def public(self) -> bool:
+        """True when the route needs no bearer token."""
+        return self.roles == PUBLIC
 
 
 def doc(
     summary: str,
     *,
+    roles: Access,
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     responses: Mapping[int, str] | None = None,
     tags: list[str] | tuple[str, ...] = (),
-    public: bool = False,
     content_type: str = "application/json",
     response: type[BaseModel] | None = None,
 ) -> Callable[[F], F]:
     """Attach OpenAPI metadata to a route handler (put it under the `@routes.<method>`).
 
-    `body`/`query` are the models the handler parses with; `response` the model of its 2xx
-    JSON answers (other than 204), when there is one.
+    `roles` is who may call it: `controllers.roles.PUBLIC` (no token; only outside `/api`) or
+    the roles whose tokens may. `body`/`query` are the models the handler parses with;
+    `response` the model of its 2xx JSON answers (other than 204), when there is one.
     """
     meta = RouteDoc(
         summary=summary,
+        roles=roles,
         body=body,
         query=query,
         responses=dict(responses or {200: "OK"}),
         tags=tuple(tags),
-        public=public,
         content_type=content_type,
         response=response,
     )
@@ -92,7 +102,7 @@ def doc(
 def route_doc(route: web.AbstractRoute) -> RouteDoc | None:
     """The metadata of a route: its handler's `@doc`, or a generic entry for static files."""
     if isinstance(route.resource, web.StaticResource):
-        return RouteDoc("A static file (dashboard)", public=True, content_type="*/*")
+        return RouteDoc("A static file (dashboard)", roles=PUBLIC, content_type="*/*")
     found = getattr(route.handler, ATTR, None)
     return found if isinstance(found, RouteDoc) else None
 
@@ -113,12 +123,21 @@ def undocumented(app: web.Application) -> list[str]:
     return [f"{m.upper()} {p}" for m, p, r in _routes(app) if route_doc(r) is None]
 
 
+def access_table(app: web.Application) -> list[RouteAccess]:
+    """Who may call each documented route: the rows of docs/security.md's role table."""
+    return [
+        RouteAccess(m.upper(), p, meta.summary, meta.roles)
+        for m, p, r in _routes(app)
+        if (meta := route_doc(r)) is not None
+    ]
+
+
 def build_spec(app: web.Application, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of `app`."""
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for method, path, route in _routes(app):
-        meta = route_doc(route) or RouteDoc("Undocumented route")
+        meta = route_doc(route) or RouteDoc("Undocumented route", roles=UNDECLARED)
         paths.setdefault(path, {})[method] = _operation(method, path, meta, schemas)
     return {
         "openapi": "3.1.0",
@@ -155,7 +174,11 @@ def _operation(method: str, path: str, meta: RouteDoc, schemas: dict[str, Any]) 
         }
     answer = _schema_ref(meta.response, schemas) if meta.response is not None else {}
     op["responses"] = _responses(meta, path, answer, with_body=meta.body is not None)
-    op["security"] = [] if meta.public or not path.startswith("/api") else [{"bearer": []}]
+    if meta.public:
+        op["security"] = []
+    else:
+        op["security"] = [{"bearer": []}]
+        op["x-roles"] = [role for role in ROLES if role in meta.roles]
     return op
 
 
@@ -176,8 +199,10 @@ def _responses(
         defaults |= {400: "the body is not JSON", 422: "a field is invalid (named in details)"}
     if meta.query is not None:
         defaults[422] = "a field is invalid (named in details)"
-    if path.startswith("/api") and not meta.public:
-        defaults |= {401: "no, a malformed or an unknown bearer token", 403: "role not allowed"}
+    if not meta.public:
+        defaults[401] = "no, a malformed or an unknown bearer token"
+        if meta.roles != ANY_ROLE:
+            defaults[403] = "the token's role may not call this (see x-roles)"
     for status, description in defaults.items():
         out.setdefault(str(status), {"description": description, "content": error})
     return out
@@ -210,7 +235,12 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/openapi.json")
-@doc("This OpenAPI document", responses={200: "the OpenAPI 3.1 document"}, tags=["meta"])
+@doc(
+    "This OpenAPI document",
+    roles=ANY_ROLE,
+    responses={200: "the OpenAPI 3.1 document"},
+    tags=["meta"],
+)
 async def openapi_json(request: web.Request) -> web.Response:
     """Serve the document, built from the app's router."""
     return web.json_response(build_spec(request.app, await asyncio.to_thread(_version)))

@@ -15,6 +15,7 @@ from controllers.models import (
     seed000_task_json,
 )
 from controllers.openapi import doc
+from controllers.roles import OPERATORS, READERS
 from schedule.records import Page, TaskRequest
 
 routes = web.RouteTableDef()
@@ -25,6 +26,7 @@ CREATE_DEDUPE_KEY = "partnumber_book_create@api"
 @routes.get("/api/tasks/{id}")
 @doc(
     "One task in seed 000's shape (running | completed | error)",
+    roles=READERS,
     responses={200: "the task", 404: "no such task"},
     tags=["partnumber books"],
 )
@@ -35,7 +37,11 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.get(BOOKS_PATH)
-@doc("List partnumber books, newest first, with item counts", tags=["partnumber books"])
+@doc(
+    "List partnumber books, newest first, with item counts",
+    roles=READERS,
+    tags=["partnumber books"],
+)
 async def list_books(request: web.Request) -> web.Response:
     """Every book, newest first, with its item count and whether it is the active one."""
     books = await request.app[BOOKS].list_books()
@@ -45,6 +51,7 @@ async def list_books(request: web.Request) -> web.Response:
 @routes.post(BOOKS_PATH)
 @doc(
     "Start a partnumber-book snapshot",
+    roles=OPERATORS,
     body=CreateBookBody,
     responses={200: '{"task_id": ...} of the (possibly already running) snapshot task'},
     tags=["partnumber books"],
@@ -62,6 +69,7 @@ async def create_book(request: web.Request) -> web.Response:
 @routes.get(BOOKS_PATH + "/{version}/items")
 @doc(
     "Items of one partnumber book, paged",
+    roles=READERS,
     query=BookItemsQuery,
     responses={200: "a page of items", 404: "no such version"},
     tags=["partnumber books"],

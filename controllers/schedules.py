@@ -7,12 +7,13 @@ from aiohttp import web
 from controllers.keys import SCHEDULER
 from controllers.models import TaskOut, schedule_json, task_json
 from controllers.openapi import doc
+from controllers.roles import OPERATORS, READERS
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/schedules")
-@doc("List the periodic jobs with their next and last runs", tags=["schedules"])
+@doc("List the periodic jobs with their next and last runs", roles=READERS, tags=["schedules"])
 async def list_schedules(request: web.Request) -> web.Response:
     """Every periodic job with its cron, next and last run, and whether it is paused."""
     views = await request.app[SCHEDULER].views()
@@ -22,6 +23,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 @routes.post("/api/schedules/{id}/run")
 @doc(
     "Enqueue a periodic job's task now",
+    roles=OPERATORS,
     responses={201: "the task", 404: "no such schedule"},
     tags=["schedules"],
     response=TaskOut,
@@ -35,6 +37,7 @@ async def run_schedule(request: web.Request) -> web.Response:
 @routes.post("/api/schedules/{id}/pause")
 @doc(
     "Pause a periodic job (kept across restarts)",
+    roles=OPERATORS,
     responses={200: "the schedule", 404: "no such schedule"},
     tags=["schedules"],
 )
@@ -47,6 +50,7 @@ async def pause_schedule(request: web.Request) -> web.Response:
 @routes.post("/api/schedules/{id}/resume")
 @doc(
     "Resume a paused periodic job",
+    roles=OPERATORS,
     responses={200: "the schedule", 404: "no such schedule"},
     tags=["schedules"],
 )

@@ -29,6 +29,7 @@ from controllers.models import (
     throughput_json,
 )
 from controllers.openapi import doc
+from controllers.roles import ADMINS, OPERATORS, READERS
 from schedule.models import TaskStatus
 from schedule.records import Page, TaskFilter
 
@@ -38,6 +39,7 @@ routes = web.RouteTableDef()
 @routes.post("/api/sync/tasks")
 @doc(
     "Create a task",
+    roles=OPERATORS,
     body=CreateTaskBody,
     responses={201: "the new task", 200: "the unfinished task that holds this dedupe_key"},
     tags=["tasks"],
@@ -53,6 +55,7 @@ async def create_task(request: web.Request) -> web.Response:
 @routes.post("/api/sync/tasks/batch")
 @doc(
     "Create many tasks (all validated before any is written)",
+    roles=OPERATORS,
     body=BatchCreateBody,
     responses={201: "`{tasks: [...]}`"},
     tags=["tasks"],
@@ -68,6 +71,7 @@ async def create_tasks(request: web.Request) -> web.Response:
 @routes.get("/api/sync/tasks")
 @doc(
     "List tasks, newest first",
+    roles=READERS,
     query=ListQuery,
     responses={200: "`{tasks, pagination}`"},
     tags=["tasks"],
@@ -89,6 +93,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 @routes.get("/api/sync/tasks/statistics")
 @doc(
     "Task statistics and this node's engine counters",
+    roles=READERS,
     query=StatsQuery,
     responses={200: "`{database, engine}`"},
     tags=["tasks"],
@@ -126,6 +131,7 @@ async def statistics(request: web.Request) -> web.Response:
 @routes.get("/api/sync/tasks/throughput")
 @doc(
     "Tasks finished per hour, by final status (the dashboard's chart)",
+    roles=READERS,
     query=ThroughputQuery,
     responses={200: "`{hours, since, buckets: [{hour, completed, failed, cancelled}]}`"},
     tags=["tasks"],
@@ -138,7 +144,13 @@ async def throughput(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/batch/cancel")
-@doc("Cancel many tasks", body=IdsBody, responses={200: "`{results: [...]}`"}, tags=["tasks"])
+@doc(
+    "Cancel many tasks",
+    roles=OPERATORS,
+    body=IdsBody,
+    responses={200: "`{results: [...]}`"},
+    tags=["tasks"],
+)
 async def batch_cancel(request: web.Request) -> web.Response:
     """Cancel many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
@@ -147,7 +159,13 @@ async def batch_cancel(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sync/tasks/batch/retry")
-@doc("Retry many tasks", body=IdsBody, responses={200: "`{results: [...]}`"}, tags=["tasks"])
+@doc(
+    "Retry many tasks",
+    roles=OPERATORS,
+    body=IdsBody,
+    responses={200: "`{results: [...]}`"},
+    tags=["tasks"],
+)
 async def batch_retry(request: web.Request) -> web.Response:
     """Retry many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
@@ -158,6 +176,7 @@ async def batch_retry(request: web.Request) -> web.Response:
 @routes.get("/api/sync/tasks/{id}")
 @doc(
     "One task with its attempts and live progress",
+    roles=READERS,
     responses={200: "the task", 404: "no such task"},
     tags=["tasks"],
     response=TaskDetailOut,
@@ -173,6 +192,7 @@ async def get_task(request: web.Request) -> web.Response:
 @routes.put("/api/sync/tasks/{id}")
 @doc(
     "Change a pending task",
+    roles=ADMINS,
     body=UpdateTaskBody,
     responses={200: "the task", 404: "no such task", 409: "the task is not pending"},
     tags=["tasks"],
@@ -191,6 +211,7 @@ async def update_task(request: web.Request) -> web.Response:
 @routes.post("/api/sync/tasks/{id}/cancel")
 @doc(
     "Cancel a task",
+    roles=OPERATORS,
     responses={
         200: "cancelled (it was pending)",
         202: "stop requested (it is running)",
@@ -210,6 +231,7 @@ async def cancel_task(request: web.Request) -> web.Response:
 @routes.post("/api/sync/tasks/{id}/retry")
 @doc(
     "Retry a failed or cancelled task as a new task",
+    roles=OPERATORS,
     responses={201: "the new task", 404: "no such task", 409: "not failed or cancelled"},
     tags=["tasks"],
     response=TaskOut,
@@ -223,6 +245,7 @@ async def retry_task(request: web.Request) -> web.Response:
 @routes.delete("/api/sync/tasks/{id}")
 @doc(
     "Delete a finished task",
+    roles=ADMINS,
     responses={204: "deleted", 404: "no such task", 409: "not finished"},
     tags=["tasks"],
 )
@@ -235,6 +258,7 @@ async def delete_task(request: web.Request) -> web.Response:
 @routes.get("/api/sync/tasks/{id}/errors")
 @doc(
     "Per-record errors of a task",
+    roles=READERS,
     query=PageQuery,
     responses={200: "`{errors, pagination}`", 404: "no such task"},
     tags=["tasks"],

@@ -10,8 +10,9 @@ from aiohttp.test_utils import TestClient
 
 from config.exceptions import SettingsError
 from config.settings import Settings
-from controllers.app import create_app
-from controllers.auth import allowed_roles, check_exposure, is_loopback, token_role
+from controllers.app import create_app, routes_only
+from controllers.auth import check_exposure, is_loopback, token_role
+from controllers.openapi import access_table
 from tests.conftest import make_settings
 
 Client = TestClient[Any, Any]
@@ -99,11 +100,13 @@ async def test_roles(client: Client) -> None:
 
 
 def test_policy_table() -> None:
-    assert allowed_roles("GET", "/api/tasks/1") == {"admin", "operator", "read"}
-    assert allowed_roles("POST", "/api/tools/import") == {"admin", "operator"}
-    assert allowed_roles("PATCH", "/api/x") == {"admin"}
-    assert allowed_roles("PUT", "/api/crontask/1") == {"admin", "worker"}
-    assert allowed_roles("GET", "/api/crontaskx") == {"admin", "operator", "read"}
+    declared = {(r.method, r.path): r.access for r in access_table(routes_only())}
+    assert declared["GET", "/api/tasks/{id}"] == frozenset({"admin", "operator", "read"})
+    assert declared["POST", "/api/tools/import"] == frozenset({"admin", "operator"})
+    assert declared["PUT", "/api/sync/tasks/{id}"] == frozenset({"admin"})
+    assert declared["PUT", "/api/crontask/{id}"] == frozenset({"admin", "worker"})
+    assert declared["POST", "/api/sync/data-sources"] == frozenset({"admin"})
+    assert ("GET", "/api/crontaskx") not in declared
 
 
 def test_token_role_checks_every_token() -> None:

@@ -12,6 +12,7 @@ from config.settings import Settings
 from controllers.app import create_app
 from controllers.models import CreateTaskBody, ListQuery, TaskDetailOut, TaskListOut, TaskOut
 from controllers.openapi import build_spec, doc, undocumented
+from controllers.roles import READERS
 
 Client = TestClient[Any, Any]
 
@@ -35,7 +36,7 @@ def test_a_route_without_metadata_is_reported(settings: Settings) -> None:
 def test_routes_added_later_are_covered(settings: Settings) -> None:
     app = create_app(settings)
 
-    @doc("Later", query=ListQuery, responses={200: "ok"})
+    @doc("Later", roles=READERS, query=ListQuery, responses={200: "ok"})
     async def later(request: web.Request) -> web.Response:
         return web.Response()
 
@@ -69,7 +70,9 @@ async def test_served_document_is_valid(aiohttp_client: Any, settings: Settings)
     schema = spec["components"]["schemas"]["CreateTaskBody"]
     assert schema == CreateTaskBody.model_json_schema(ref_template="#/components/schemas/{model}")
     assert create["security"] == [{"bearer": []}]
+    assert create["x-roles"] == ["admin", "operator"]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
+    assert "x-roles" not in spec["paths"]["/healthz"]["get"]
     cron = spec["paths"]["/api/crontask"]["get"]
     assert {p["name"]: p["required"] for p in cron["parameters"]} == {
         "service": True,

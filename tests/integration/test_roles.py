@@ -1,0 +1,194 @@
+"""The role table: one declaration per route, obeyed by the middleware, carried by the OpenAPI
+document and the docs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from config.settings import ROLES, Role, Settings
+from controllers.app import create_app, routes_only
+from controllers.cli import main
+from controllers.openapi import access_table, undocumented
+from controllers.roles import PUBLIC, RouteAccess, api_path, misdeclared
+from tests.conftest import make_settings
+
+Client = TestClient[Any, Any]
+TOKENS: dict[str, Role] = {
+    "adm-1": "admin",
+    "ops-1": "operator",
+    "read-1": "read",
+    "wrk-1": "worker",
+}
+TOKEN_OF: dict[Role, str] = {role: token for token, role in TOKENS.items()}
+SECURITY_MD = Path(__file__).resolve().parents[2] / "docs" / "security.md"
+#: A value for each path parameter that names nothing, so an allowed call has no effect.
+PATH_VALUES = {
+    "id": "nope-0",
+    "path": "nope.txt",
+    "version": "nope",
+    "ref": "nope",
+    "target": "nope",
+}
+
+
+@pytest.fixture
+def token_settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    return make_settings(sqlite_url, tmp_path, api_tokens=TOKENS)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, token_settings: Settings) -> Client:
+    c: Client = await aiohttp_client(create_app(token_settings))
+    return c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+
+def test_every_route_declares_who_may_call_it() -> None:
+    app = routes_only()
+    assert undocumented(app) == []
+    rows = access_table(app)
+    assert len(rows) == len([r for r in app.router.routes() if r.method != "HEAD"])
+    assert misdeclared(rows) == []
+
+
+def test_misdeclared_routes_are_reported() -> None:
+    rows = [
+        RouteAccess("GET", "/api/open", "an open API route", PUBLIC),
+        RouteAccess("GET", "/guarded", "a guarded route outside /api", frozenset({"admin"})),
+        RouteAccess("GET", "/api/nobody", "a route no role may call", frozenset()),
+        RouteAccess("GET", "/api/fine", "fine", frozenset({"read"})),
+        RouteAccess("GET", "/fine", "fine", PUBLIC),
+    ]
+    assert misdeclared(rows) == ["GET /api/open", "GET /guarded", "GET /api/nobody"]
+
+
+def test_policy_invariants() -> None:
+    """What the roles mean (docs/operations.md): read only reads, worker only pulls external
+    tasks, data sources and deleting are admin's."""
+    for row in access_table(routes_only()):
+        if row.access == PUBLIC:
+            continue
+        assert "admin" in row.access, row
+        if "read" in row.access:
+            assert row.method == "GET", row
+        if "worker" in row.access:
+            assert row.path.startswith("/api/crontask") or row.access == set(ROLES), row
+        if row.path.startswith("/api/sync/data-sources") and row.method != "GET":
+            assert row.access == {"admin"}, row
+        if row.method == "DELETE":
+            assert row.access == {"admin"}, row
+
+
+def test_docs_role_table_is_the_generated_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["roles"]) == 0
+    printed = capsys.readouterr().out
+    text = SECURITY_MD.read_text()
+    found = re.search(r"<!-- roles:begin[^>]*-->\n(.*?)<!-- roles:end -->", text, re.S)
+    assert found is not None, "docs/security.md lost its roles:begin/roles:end markers"
+    assert found.group(1) == printed, "docs/security.md's role table is stale: `syncd roles`"
+    assert (
+        "| `POST /api/sync/data-sources` | Define a data source | yes | - | - | - | - |" in printed
+    )
+
+
+# ---- the middleware against the document -----------------------------------------------------
+
+
+async def test_every_operation_with_every_role(client: Client) -> None:
+    """Walk every operation of the served document as each role, without a token and with an
+    unknown one; 401/403/other must match what the operation declares (and never a 5xx)."""
+    resp = await client.get("/api/openapi.json", headers=bearer("adm-1"))
+    assert resp.status == 200
+    spec = await resp.json()
+    declared = {(r.method.lower(), r.path): r for r in access_table(client.app)}
+    walked = 0
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            row = declared[method, path]
+            public = op["security"] == []
+            assert public == (row.access == PUBLIC), (method, path)
+            if not public:
+                assert op["x-roles"] == [r for r in ROLES if r in row.access], (method, path)
+            url = path.format(**PATH_VALUES)
+            # a body is never valid (nothing is written); the path values name nothing
+            body: list[Any] | None = [] if "requestBody" in op else None
+            callers: list[tuple[str, dict[str, str]]] = [
+                ("no token", {}),
+                ("unknown token", bearer("not-a-token")),
+                *((role, bearer(TOKEN_OF[role])) for role in ROLES),
+            ]
+            for caller, headers in callers:
+                got = await client.request(method, url, json=body, headers=headers)
+                answer = await got.read()
+                assert got.status < 500, (method, path, caller, got.status, answer)
+                allowed = public or (caller in ROLES and caller in op["x-roles"])
+                if allowed:
+                    assert got.status not in (401, 403), (method, path, caller, got.status)
+                elif caller in ROLES:
+                    assert got.status == 403, (method, path, caller, got.status)
+                    error = (await got.json())["error"]
+                    assert error["code"] == "forbidden" and caller in error["message"]
+                else:
+                    assert got.status == 401, (method, path, caller, got.status)
+                    assert (await got.json())["error"]["code"] == "unauthorized"
+                walked += 1
+    assert walked == len(declared) * (len(ROLES) + 2)
+    tasks = await (await client.get("/api/sync/tasks", headers=bearer("read-1"))).json()
+    sources = await (await client.get("/api/sync/data-sources", headers=bearer("read-1"))).json()
+    assert tasks["tasks"] == [] and sources["data_sources"] == []  # the walk changed nothing
+
+
+async def test_unmatched_api_paths_still_need_a_token(client: Client) -> None:
+    for method, path, other in [
+        ("GET", "/api/nope", 404),
+        ("GET", "/api", 404),
+        ("POST", "/api/sync/tasks/nope-0/nope", 404),
+        ("DELETE", "/api/openapi.json", 405),
+        ("PATCH", "/api/sync/tasks/nope-0", 405),
+    ]:
+        assert api_path(path)
+        assert (await client.request(method, path)).status == 401, (method, path)
+        unknown = await client.request(method, path, headers=bearer("nope"))
+        assert unknown.status == 401, (method, path)
+        for role in ROLES:
+            got = await client.request(method, path, headers=bearer(TOKEN_OF[role]))
+            assert got.status == other, (method, path, role)
+    assert (await client.get("/nope")).status == 404  # outside /api nothing needs a token
+
+
+async def test_a_route_that_declares_nothing_is_admins(
+    aiohttp_client: Any, token_settings: Settings
+) -> None:
+    """Fail closed: an undeclared route (which `undocumented` reports) is admin's only."""
+    app = create_app(token_settings)
+
+    async def bare(request: web.Request) -> web.Response:
+        return web.Response(text="bare")
+
+    app.router.add_get("/api/bare", bare)
+    app.router.add_get("/bare", bare)
+    assert undocumented(app) == ["GET /api/bare", "GET /bare"]
+    c: Client = await aiohttp_client(app)
+    for path in ("/api/bare", "/bare"):
+        assert (await c.get(path)).status == 401
+        assert (await c.get(path, headers=bearer("ops-1"))).status == 403
+        assert (await c.get(path, headers=bearer("adm-1"))).status == 200
+
+
+async def test_without_tokens_every_caller_is_admin(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    c: Client = await aiohttp_client(create_app(settings))
+    assert await (await c.get("/api/whoami")).json() == {"role": "admin", "auth": False}
