@@ -33,6 +33,11 @@ ROLE = web.RequestKey[Role]("role")
 LIVE_FEED = "/api/ws"
 
 
+def caller_role(request: web.Request) -> Role:
+    """The role of the caller of a token-guarded route (an admin when no tokens are set)."""
+    return request[ROLE]
+
+
 def route_access(request: web.Request) -> Access | None:
     """What the matched route declares; None for a path that matched no route (404, 405)."""
     match = request.match_info

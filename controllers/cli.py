@@ -80,13 +80,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def print_roles() -> int:
-    """Print the role table of docs/security.md, made from the routes' own declarations
-    (needs no settings)."""
+    """Print the role table of docs/security.md, made from the routes' own declarations and
+    the task types' maintenance flags (needs no settings)."""
     from controllers.app import routes_only
     from controllers.openapi import access_table
     from controllers.roles import markdown_table
+    from engine.handlers import default_registry
 
-    print(markdown_table(access_table(routes_only())), end="")
+    maintenance = [spec.task_type for spec in default_registry() if spec.maintenance]
+    print(markdown_table(access_table(routes_only()), maintenance), end="")
     return 0
 
 

@@ -11,13 +11,21 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from schedule.exceptions import InvalidInput, InvalidState, NotFound, ScheduleError, Unavailable
+from schedule.exceptions import (
+    Forbidden,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    ScheduleError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATUS_BY_ERROR: dict[type[ScheduleError], int] = {
+    Forbidden: 403,
     NotFound: 404,
     InvalidState: 409,
     InvalidInput: 422,

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field
 
+from controllers.auth import caller_role
 from controllers.errors import ApiError, parse_query, validation_error
 from controllers.keys import IMPORT_FILES, SERVICE, SETTINGS
 from controllers.models import TaskOut, task_json
@@ -98,7 +99,8 @@ async def upload_stock(request: web.Request) -> web.Response:
     await _store_part(part, files.path(name), filename, limit, files)
     try:
         task, _ = await request.app[SERVICE].create(
-            TaskRequest(task_type="stock_import", parameters={"file": name, "filename": filename})
+            TaskRequest(task_type="stock_import", parameters={"file": name, "filename": filename}),
+            role=caller_role(request),
         )
     except BaseException:
         await files.remove(name)
@@ -208,7 +210,8 @@ async def _start_import(request: web.Request, target: str) -> TaskRecord:
     PARSED.keep(name, data, len(raw))
     try:
         task, _ = await request.app[SERVICE].create(
-            TaskRequest(task_type="records_import", parameters={"target": target, "file": name})
+            TaskRequest(task_type="records_import", parameters={"target": target, "file": name}),
+            role=caller_role(request),
         )
     except BaseException:
         await files.remove(name)

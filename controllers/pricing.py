@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from controllers.auth import caller_role
 from controllers.errors import parse, parse_query, read_json
 from controllers.keys import BOOKS, SERVICE
 from controllers.models import (
@@ -61,7 +62,8 @@ async def create_book(request: web.Request) -> web.Response:
     if request.can_read_body:
         parse(CreateBookBody, await read_json(request))
     task, _ = await request.app[SERVICE].create(
-        TaskRequest(task_type="partnumber_book_create", dedupe_key=CREATE_DEDUPE_KEY)
+        TaskRequest(task_type="partnumber_book_create", dedupe_key=CREATE_DEDUPE_KEY),
+        role=caller_role(request),
     )
     return web.json_response({"task_id": task.id})
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from config.settings import ROLES, Role
+from schedule.service import MAINTAINERS
 
 PUBLIC: Final = "public"
 #: A route's declared access: `PUBLIC`, or the roles whose tokens may call it.
@@ -62,7 +63,7 @@ def misdeclared(rows: Iterable[RouteAccess]) -> list[str]:
     ]
 
 
-def markdown_table(rows: Iterable[RouteAccess]) -> str:
+def markdown_table(rows: Iterable[RouteAccess], maintenance_types: Iterable[str]) -> str:
     """The role table of docs/security.md (Markdown), one row per route, by path."""
     lines = [
         "| route | does | " + " | ".join(ROLES) + " | no token |",
@@ -72,6 +73,12 @@ def markdown_table(rows: Iterable[RouteAccess]) -> str:
         cells = ["yes" if row.allows(role) else "-" for role in (*ROLES, None)]
         summary = row.summary.replace("|", "\\|")
         lines.append(f"| `{row.method} {row.path}` | {summary} | " + " | ".join(cells) + " |")
+    types = ", ".join(f"`{t}`" for t in sorted(maintenance_types))
+    lines.append("")
+    lines.append(
+        f"Maintenance task types, which only {_names(MAINTAINERS)} may enqueue by hand "
+        f"(create, batch create, retry, batch retry, a schedule's run now): {types}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -82,3 +89,7 @@ def _order(row: RouteAccess) -> tuple[str, int, str]:
     """By path, then GET, POST, PUT, PATCH, DELETE, then any other method."""
     rank = _METHODS.index(row.method) if row.method in _METHODS else len(_METHODS)
     return row.path, rank, row.method
+
+
+def _names(roles: frozenset[Role]) -> str:
+    return " and ".join(f"`{r}`" for r in ROLES if r in roles)

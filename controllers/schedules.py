@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from controllers.auth import caller_role
 from controllers.keys import SCHEDULER
 from controllers.models import TaskOut, schedule_json, task_json
 from controllers.openapi import doc
@@ -30,7 +31,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 )
 async def run_schedule(request: web.Request) -> web.Response:
     """Enqueue the job's task now (201 with the task)."""
-    task = await request.app[SCHEDULER].run_now(request.match_info["id"])
+    task = await request.app[SCHEDULER].run_now(request.match_info["id"], role=caller_role(request))
     return web.json_response(task_json(task), status=201)
 
 

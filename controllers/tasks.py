@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from controllers.auth import caller_role
 from controllers.errors import parse_body, parse_query, validation_error
 from controllers.keys import ENGINE, SERVICE
 from controllers.models import (
@@ -48,7 +49,7 @@ routes = web.RouteTableDef()
 async def create_task(request: web.Request) -> web.Response:
     """Create a task (201), or return the unfinished task holding its dedupe key (200)."""
     body = await parse_body(request, CreateTaskBody)
-    task, created = await request.app[SERVICE].create(body.to_request())
+    task, created = await request.app[SERVICE].create(body.to_request(), role=caller_role(request))
     return web.json_response(task_json(task), status=201 if created else 200)
 
 
@@ -64,7 +65,9 @@ async def create_task(request: web.Request) -> web.Response:
 async def create_tasks(request: web.Request) -> web.Response:
     """Create many tasks at once; all are validated before any is written."""
     body = await parse_body(request, BatchCreateBody)
-    pairs = await request.app[SERVICE].create_many([t.to_request() for t in body.tasks])
+    pairs = await request.app[SERVICE].create_many(
+        [t.to_request() for t in body.tasks], role=caller_role(request)
+    )
     return web.json_response({"tasks": [task_json(t) for t, _ in pairs]}, status=201)
 
 
@@ -169,7 +172,7 @@ async def batch_cancel(request: web.Request) -> web.Response:
 async def batch_retry(request: web.Request) -> web.Response:
     """Retry many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
-    results = await request.app[SERVICE].batch("retry", body.ids)
+    results = await request.app[SERVICE].batch("retry", body.ids, role=caller_role(request))
     return web.json_response({"results": [batch_json(r) for r in results]})
 
 
@@ -238,7 +241,7 @@ async def cancel_task(request: web.Request) -> web.Response:
 )
 async def retry_task(request: web.Request) -> web.Response:
     """A new task from a failed or cancelled one."""
-    task = await request.app[SERVICE].retry(request.match_info["id"])
+    task = await request.app[SERVICE].retry(request.match_info["id"], role=caller_role(request))
     return web.json_response(task_json(task), status=201)
 
 

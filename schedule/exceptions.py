@@ -22,6 +22,12 @@ class NotFound(ScheduleError):
     code = "not_found"
 
 
+class Forbidden(ScheduleError):
+    """The caller's role may not do this."""
+
+    code = "forbidden"
+
+
 class InvalidState(ScheduleError):
     """The task's current status does not allow this."""
 

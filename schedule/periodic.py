@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from config.settings import Settings
+from config.settings import Role, Settings
 from schedule.exceptions import NotFound
 from schedule.records import TaskRecord, TaskRequest
 from schedule.schedules import ScheduleRow, ScheduleStore
@@ -211,11 +211,12 @@ class PeriodicScheduler:
         )
         return task
 
-    async def run_now(self, job_id: str) -> TaskRecord:
-        """Enqueue the job's task now, by hand (the cron baseline is unchanged)."""
+    async def run_now(self, job_id: str, *, role: Role | None = None) -> TaskRecord:
+        """Enqueue the job's task now, by hand (the cron baseline is unchanged); `role` is the
+        caller's, checked like a create (`ScheduleService`)."""
         job = self._job(job_id)
         await self.store.require(job_id)
-        task, _ = await self.service.create(TaskRequest(task_type=job.task_type))
+        task, _ = await self.service.create(TaskRequest(task_type=job.task_type), role=role)
         await self.store.record_run(job_id, task.id)
         return task
 

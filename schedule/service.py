@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from config.settings import Settings
+from config.settings import Role, Settings
 from engine.handlers.base import HandlerSpec, Parameters, Registry, UnknownTaskType
-from schedule.exceptions import FieldProblem, InvalidInput, InvalidState, NotFound
+from schedule.exceptions import FieldProblem, Forbidden, InvalidInput, InvalidState, NotFound
 from schedule.models import TaskStatus
 from schedule.records import (
     AttemptRecord,
@@ -35,6 +35,9 @@ from schedule.store import TaskStore
 log = logging.getLogger(__name__)
 
 ServiceListener = Callable[[str, TaskRecord], None]
+
+#: The roles that may enqueue a maintenance task type (`HandlerSpec.maintenance`) by hand.
+MAINTAINERS: frozenset[Role] = frozenset({"admin"})
 
 
 class LiveView(Protocol):
@@ -59,7 +62,12 @@ class EngineLink(Protocol):
 
 
 class ScheduleService:
-    """The one place where tasks are created and change state on request."""
+    """The one place where tasks are created and change state on request.
+
+    Methods that enqueue take the `role` of the API caller who asks; a maintenance task type
+    (one that deletes data) needs a role in `MAINTAINERS` then (`Forbidden` otherwise). `None`
+    is the daemon itself (its periodic jobs), which is not a role and is not refused.
+    """
 
     def __init__(
         self,
@@ -88,15 +96,21 @@ class ScheduleService:
 
     # ---- create -------------------------------------------------------------------------
 
-    async def create(self, request: TaskRequest) -> tuple[TaskRecord, bool]:
+    async def create(
+        self, request: TaskRequest, *, role: Role | None = None
+    ) -> tuple[TaskRecord, bool]:
         """Enqueue one task; `False` when an unfinished task already holds its dedupe key."""
-        (pair,) = await self.create_many([request])
+        (pair,) = await self.create_many([request], role=role)
         return pair
 
-    async def create_many(self, requests: Sequence[TaskRequest]) -> list[tuple[TaskRecord, bool]]:
-        """Validate every request first (nothing is written if one is bad), then enqueue all."""
+    async def create_many(
+        self, requests: Sequence[TaskRequest], *, role: Role | None = None
+    ) -> list[tuple[TaskRecord, bool]]:
+        """Check and validate every request first (nothing is written if one is refused or
+        bad), then enqueue all."""
         items = [
-            self._new_task(r, prefix=self._prefix(i, len(requests))) for i, r in enumerate(requests)
+            self._new_task(r, role, prefix=self._prefix(i, len(requests)))
+            for i, r in enumerate(requests)
         ]
         pairs = await self.store.create_many(items)
         if any(created for _, created in pairs) and self.engine is not None:
@@ -124,8 +138,9 @@ class ScheduleService:
     def _prefix(index: int, count: int) -> str:
         return f"tasks.{index}." if count > 1 else ""
 
-    def _new_task(self, request: TaskRequest, prefix: str = "") -> NewTask:
+    def _new_task(self, request: TaskRequest, role: Role | None, prefix: str = "") -> NewTask:
         spec = self._spec(request.task_type, prefix)
+        self._check_by_hand(spec, role, f"{prefix}task_type")
         parsed = self._validate_params(spec, request.parameters, prefix)
         if request.callback_url is not None:
             self._check_callback_url(request.callback_url, prefix)
@@ -147,6 +162,18 @@ class ScheduleService:
             callback_url=request.callback_url,
             service=getattr(parsed, "service", None) if spec.external else None,
             service_group=getattr(parsed, "group", None) if spec.external else None,
+        )
+
+    @staticmethod
+    def _check_by_hand(spec: HandlerSpec, role: Role | None, where: str) -> None:
+        """Refuse a maintenance type asked for by a role outside `MAINTAINERS`."""
+        if not spec.maintenance or role is None or role in MAINTAINERS:
+            return
+        allowed = ", ".join(sorted(MAINTAINERS))
+        raise Forbidden(
+            f"{where}: role {role!r} may not enqueue {spec.task_type!r} by hand: it is a "
+            f"maintenance task type (it deletes data), for {allowed} only",
+            {"field": where, "role": role, "task_type": spec.task_type},
         )
 
     def _check_callback_url(self, url: str, prefix: str) -> None:
@@ -284,9 +311,10 @@ class ScheduleService:
         self._notify("cancelled" if task.status.finished else "cancel_requested", task)
         return task
 
-    async def retry(self, key: str) -> TaskRecord:
+    async def retry(self, key: str, *, role: Role | None = None) -> TaskRecord:
         """A new task from a failed or cancelled one (`retry_of` points back)."""
         old = await self.store.require(key)
+        self._check_retry(old, role, key)
         if old.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             raise InvalidState(
                 f"task is {old.status.value}; only failed or cancelled tasks can be retried"
@@ -319,13 +347,32 @@ class ScheduleService:
         """Delete a finished task and its records."""
         await self.store.delete(key)
 
-    async def batch(self, action: str, ids: Sequence[str]) -> list[BatchResult]:
-        """Cancel or retry many; each id succeeds or fails on its own."""
-        method = self.cancel if action == "cancel" else self.retry
+    def _may_refuse(self, role: Role | None) -> bool:
+        """Whether some task type is one this role may not enqueue by hand."""
+        maintenance = any(spec.maintenance for spec in self.registry)
+        return maintenance and role is not None and role not in MAINTAINERS
+
+    def _check_retry(self, old: TaskRecord, role: Role | None, key: str) -> None:
+        if old.task_type in self.registry:  # an unknown type fails when it runs, as before
+            self._check_by_hand(self.registry.get(old.task_type), role, f"task {key}")
+
+    async def batch(
+        self, action: str, ids: Sequence[str], *, role: Role | None = None
+    ) -> list[BatchResult]:
+        """Cancel or retry many; each id succeeds or fails on its own, except that a retry a
+        role may not make refuses the whole batch (`Forbidden`) before anything is retried."""
+        if action == "retry" and self._may_refuse(role):
+            for key in ids:
+                try:
+                    self._check_retry(await self.store.require(key), role, key)
+                except NotFound:
+                    continue  # reported in its place below
         results: list[BatchResult] = []
         for key in ids:
             try:
-                task = await method(key)
+                task = await (
+                    self.cancel(key) if action == "cancel" else self.retry(key, role=role)
+                )
             except (NotFound, InvalidState) as exc:
                 results.append(BatchResult(id=key, ok=False, error=str(exc)))
             else:

@@ -30,6 +30,8 @@ class HandlerSpec:
     node runs at once (None: only the pool size). The defaults apply when a create request
     leaves the field out.
     `external` types are never run here: see the field's comment.
+    `maintenance` types delete data (retention): only an admin may enqueue one by hand (create,
+    batch create, retry, a schedule's run now); the daemon's own periodic jobs still fire them.
     """
 
     task_type: str
@@ -44,6 +46,7 @@ class HandlerSpec:
     # Claimed only by external workers through `GET /api/crontask`, never by the local pool;
     # `params` must then have `service: str` and `group: str | None` (see handlers/external.py).
     external: bool = False
+    maintenance: bool = False
 
     def validate(self, parameters: Mapping[str, Any]) -> Parameters:
         """Parse parameters; raises pydantic's `ValidationError`."""

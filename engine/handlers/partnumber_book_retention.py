@@ -62,5 +62,6 @@ SPEC = HandlerSpec(
     run=run,
     params=Parameters,
     concurrency=1,
+    maintenance=True,
     description="Deletes partnumber books that GFS retention does not keep (never the active one).",
 )

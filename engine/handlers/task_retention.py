@@ -51,5 +51,6 @@ SPEC = HandlerSpec(
     run=run,
     params=TaskRetentionParams,
     concurrency=1,
+    maintenance=True,
     description="Deletes finished tasks older than SYNCD_TASK_RETENTION_DAYS with their records.",
 )

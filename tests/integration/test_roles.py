@@ -1,9 +1,10 @@
 """The role table: one declaration per route, obeyed by the middleware, carried by the OpenAPI
-document and the docs."""
+document and the docs; maintenance task types are admin's to enqueue by hand."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from aiohttp.test_utils import TestClient
 from config.settings import ROLES, Role, Settings
 from controllers.app import create_app, routes_only
 from controllers.cli import main
+from controllers.keys import SCHEDULER
 from controllers.openapi import access_table, undocumented
 from controllers.roles import PUBLIC, RouteAccess, api_path, misdeclared
+from engine.handlers import default_registry
 from tests.conftest import make_settings
 
 Client = TestClient[Any, Any]
@@ -101,6 +104,12 @@ def test_docs_role_table_is_the_generated_one(capsys: pytest.CaptureFixture[str]
     assert (
         "| `POST /api/sync/data-sources` | Define a data source | yes | - | - | - | - |" in printed
     )
+    assert "`partnumber_book_retention`, `task_retention`." in printed
+
+
+def test_maintenance_types_are_flagged_on_the_task_type() -> None:
+    flagged = {spec.task_type for spec in default_registry() if spec.maintenance}
+    assert flagged == {"task_retention", "partnumber_book_retention"}
 
 
 # ---- the middleware against the document -----------------------------------------------------
@@ -192,3 +201,103 @@ async def test_without_tokens_every_caller_is_admin(
 ) -> None:
     c: Client = await aiohttp_client(create_app(settings))
     assert await (await c.get("/api/whoami")).json() == {"role": "admin", "auth": False}
+    body = {"task_type": "task_retention", "run_after": "2999-01-01T00:00:00Z"}
+    assert (await c.post("/api/sync/tasks", json=body)).status == 201
+
+
+# ---- maintenance task types ----------------------------------------------------------------
+
+
+@pytest.fixture
+def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path, api_tokens=TOKENS)
+
+
+@pytest.fixture
+async def dialect_client(aiohttp_client: Any, dialect_settings: Settings) -> Client:
+    c: Client = await aiohttp_client(create_app(dialect_settings))
+    return c
+
+
+LATER = "2999-01-01T00:00:00Z"
+
+
+async def call(c: Client, method: str, path: str, token: str, body: Any = None) -> Any:
+    resp = await c.request(method, path, json=body, headers=bearer(token))
+    return resp.status, await resp.json() if resp.status != 204 else None
+
+
+async def task_count(c: Client) -> int:
+    _, page = await call(c, "GET", "/api/sync/tasks", "read-1")
+    return int(page["pagination"]["total"])
+
+
+def refuses(answer: Any, task_type: str, role: str = "operator") -> bool:
+    status, body = answer
+    error = body["error"]
+    return (
+        status == 403
+        and error["code"] == "forbidden"
+        and task_type in error["message"]
+        and repr(role) in error["message"]
+        and error["details"]["task_type"] == task_type
+    )
+
+
+async def test_maintenance_types_are_admins_to_enqueue_by_hand(dialect_client: Client) -> None:
+    c = dialect_client
+    retention = {"task_type": "task_retention", "parameters": {"older_than_days": 1}}
+    later = {**retention, "run_after": LATER}
+    noop = {"task_type": "noop", "run_after": LATER}
+
+    # create and batch create: refused for operator, and nothing is written
+    answer = await call(c, "POST", "/api/sync/tasks", "ops-1", retention)
+    assert refuses(answer, "task_retention")
+    answer = await call(
+        c, "POST", "/api/sync/tasks", "ops-1", {"task_type": "partnumber_book_retention"}
+    )
+    assert refuses(answer, "partnumber_book_retention")
+    answer = await call(c, "POST", "/api/sync/tasks/batch", "ops-1", {"tasks": [noop, later]})
+    assert refuses(answer, "task_retention") and answer[1]["error"]["details"]["field"] == (
+        "tasks.1.task_type"
+    )
+    assert await task_count(c) == 0
+    # an operator still creates and retries other types
+    status, plain = await call(c, "POST", "/api/sync/tasks", "ops-1", noop)
+    assert status == 201
+    assert (await call(c, "POST", f"/api/sync/tasks/{plain['id']}/cancel", "ops-1"))[0] == 200
+
+    # admin may; a cancelled retention task is what the retries below start from
+    status, kept = await call(c, "POST", "/api/sync/tasks", "adm-1", later)
+    assert status == 201 and kept["task_type"] == "task_retention"
+    assert (await call(c, "POST", "/api/sync/tasks/batch", "adm-1", {"tasks": [noop, later]}))[
+        0
+    ] == 201
+    assert (await call(c, "POST", f"/api/sync/tasks/{kept['id']}/cancel", "adm-1"))[0] == 200
+    before = await task_count(c)
+
+    # retry and batch retry: refused for operator before anything is retried
+    answer = await call(c, "POST", f"/api/sync/tasks/{kept['id']}/retry", "ops-1")
+    assert refuses(answer, "task_retention")
+    ids = {"ids": [plain["id"], kept["id"]]}
+    answer = await call(c, "POST", "/api/sync/tasks/batch/retry", "ops-1", ids)
+    assert refuses(answer, "task_retention") and kept["id"] in answer[1]["error"]["message"]
+    assert await task_count(c) == before
+    assert (await call(c, "POST", f"/api/sync/tasks/{plain['id']}/retry", "ops-1"))[0] == 201
+    status, batch = await call(c, "POST", "/api/sync/tasks/batch/retry", "adm-1", ids)
+    assert status == 200 and [r["ok"] for r in batch["results"]] == [True, True]
+    status, again = await call(c, "POST", f"/api/sync/tasks/{kept['id']}/retry", "adm-1")
+    assert status == 201 and again["task_type"] == "task_retention"
+
+    # a schedule's run now is by hand too
+    for job in ("task_retention", "partnumber_book_retention"):
+        assert refuses(await call(c, "POST", f"/api/schedules/{job}/run", "ops-1"), job)
+    assert (await call(c, "POST", "/api/schedules/partnumber_book_create/run", "ops-1"))[0] == 201
+    status, ran = await call(c, "POST", "/api/schedules/task_retention/run", "adm-1")
+    assert status == 201 and ran["task_type"] == "task_retention"
+
+    # the scheduler is not a role: its fires of the built-in retention jobs still enqueue
+    scheduler = c.app[SCHEDULER]
+    for job in ("task_retention", "partnumber_book_retention"):
+        fired = await scheduler.fire(job, datetime.now(UTC))
+        assert fired is not None and fired.task_type == job and fired.dedupe_key
