@@ -207,7 +207,7 @@ class PeriodicScheduler:
         self._announce(job_id, ok=True)
         log.info(
             "periodic job fired",
-            extra={"action": "fire", "job": job_id, "task_id": task.id, "created": created},
+            extra={"action": "fire", "job": job_id, "task_id": task.id, "task_created": created},
         )
         return task
 

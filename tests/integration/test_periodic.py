@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -162,15 +163,25 @@ async def test_run_now_and_unknown_ids(
 
 
 async def test_cron_callback_enqueues_the_fire_that_just_passed(
-    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+    ddb: AsyncEngine,
+    dialect_settings: Settings,
+    clock: Clock,
+    store: TaskStore,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="schedule.periodic")  # the daemon logs at INFO
     scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
+    fires: list[tuple[str, bool]] = []
+    scheduler.on_fire.append(lambda job, ok: fires.append((job, ok)))
     await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
     clock.now = datetime(2026, 3, 11, 1, 0, 0, 300000, tzinfo=UTC)  # 04:00:00.3 Moscow
     await scheduler._on_fire("task_retention")
     await scheduler._on_fire("task_retention")  # a second daemon's callback for the same fire
     assert await tasks_of(store, "task_retention") == ["task_retention@2026-03-11T01:00:00Z"]
     assert await tasks_of(store, "partnumber_book_create") == []
+    assert fires == [("task_retention", True)]
+    logged = [r for r in caplog.records if r.getMessage() == "periodic job fired"]
+    assert [getattr(r, "task_created", None) for r in logged] == [True]
 
 
 async def test_start_registers_cron_jobs_and_stops(
