@@ -41,13 +41,11 @@ METADATA_NAMES = frozenset(
         "metadata",
         "metadata.google.internal",
         "metadata.goog",
-        "metadata.azure.internal",
         "instance-data",
         "instance-data.ec2.internal",
         "metadata.tencentyun.com",
         "metadata.platformequinix.com",
         "metadata.packet.net",
-        "metadata.oraclecloud.com",
     }
 )
 """Names of cloud instance metadata services (their addresses are link-local or private, and
