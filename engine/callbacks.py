@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from tenacity import RetryCallState, wait_exponential, wait_random
 
-from config.settings import Settings
+from config.settings import Settings, normalize_host
 from engine.engine import DB_ERRORS, EngineEvent, reraise_if_cancelling
 from engine.sources.egress import EgressPolicy, client_session, refusal_of
 from schedule.records import CallbackDelivery, TaskRecord
@@ -146,8 +146,8 @@ class CallbackSender:
     async def _send(self, task: TaskRecord) -> str | None:
         """POST once; None when the receiver answered 2xx, else why not."""
         url = task.callback_url or ""
-        host = (urlsplit(url).hostname or "").lower()
-        allowed = {h.lower() for h in self.settings.callback_allowed_hosts}
+        host = normalize_host(urlsplit(url).hostname or "")
+        allowed = {normalize_host(h) for h in self.settings.callback_allowed_hosts}
         if not self.settings.callback_secret or host not in allowed:
             return "refused: host not allowed or SYNCD_CALLBACK_SECRET unset"
         body = json.dumps(self.render(task), separators=(",", ":")).encode()

@@ -73,6 +73,19 @@ def test_bad_source_settings_stop_start_up(
     assert says in str(caught.value)
 
 
+def test_syncd_does_not_start_with_an_own_table_listed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from controllers.cli import main
+
+    monkeypatch.setenv("SYNCD_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYNCD_SYNC_TARGET_TABLES", "lot,sync_tasks")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "syncd: bad setting: SYNCD_SYNC_TARGET_TABLES: 'sync_tasks' is one of syncd's own tables"
+    )
+
+
 def test_source_dirs_default_and_refuse_the_state_directory(tmp_path: Path) -> None:
     settings = load_settings(state_dir=tmp_path / "state")
     assert settings.source_dirs == [(tmp_path / "state" / "sources").absolute()]
