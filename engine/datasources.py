@@ -39,6 +39,7 @@ from engine.sources.sql import (
     Deadline,
     SqlSourceError,
     SqlTimeouts,
+    SqlUnavailableError,
     first_line,
     read_only,
     url_problem,
@@ -360,6 +361,7 @@ def sql_batches(
             reason = first_line(exc)
             if deadline.passed() or "timed out" in reason:
                 reason = f"no answer within {timeouts.read_s:g} s ({reason})"
+                raise SqlUnavailableError(f"reading {shown} failed: {reason}") from None
             raise SqlSourceError(f"reading {shown} failed: {reason}") from None
 
 
