@@ -2,7 +2,9 @@
 
 Secrets in the connection settings (URL passwords, header values, keys that look like
 passwords, secrets, tokens or keys) are masked in every answer; a PUT may send the masked
-values back unchanged and the stored secrets are kept.
+values back unchanged and the stored secrets are kept. A definition is checked against the
+`SourcePolicy` of the settings (sync targets, read-only SQL, source directories, egress) and
+refused with a 422 naming each field it breaks.
 """
 
 from __future__ import annotations

@@ -120,10 +120,9 @@ def refused_kind(address: IPAddress) -> str | None:
     """Why an address is refused unless listed ("link-local", ...), or None when it is public."""
     if isinstance(address, ipaddress.IPv6Address):
         inner = embedded_ipv4(address)
-        if inner is not None:
+        if inner is not None:  # reaches the IPv4 address (DNS64 answers public hosts so)
             kind = refused_kind(inner)
-            if kind is not None:
-                return f"{kind} (IPv4 {inner} inside IPv6)"
+            return None if kind is None else f"{kind} (IPv4 {inner} inside IPv6)"
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),

@@ -150,7 +150,17 @@ def test_refused_names(host: str, says: str) -> None:
     assert problem is not None and says in problem, problem
 
 
-@pytest.mark.parametrize("host", ["93.184.216.34", "2606:4700::1111", "api.example.com", "cafe"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "93.184.216.34",
+        "2606:4700::1111",
+        "64:ff9b::5db8:d822",  # 93.184.216.34 through NAT64, as DNS64 answers
+        "::ffff:93.184.216.34",
+        "api.example.com",
+        "cafe",
+    ],
+)
 def test_public_hosts_pass(host: str) -> None:
     assert EgressPolicy().host_problem(host) is None
 
