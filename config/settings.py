@@ -6,14 +6,23 @@ the environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -48,6 +57,50 @@ def _parse_tokens(value: object) -> object:
             tokens[token] = role
         return tokens
     return value
+
+
+OWN_TABLES = frozenset(
+    {"alembic_version", "qt_partnumber_books", "qt_partnumber_book_items", "stock_log"}
+)
+"""syncd's own tables that do not start with an own prefix (`OWN_TABLE_PREFIXES`): the schema
+version, the partnumber books and the stock import log."""
+OWN_TABLE_PREFIXES = ("sync_", "syncd_", "sqlite_")
+"""The queue, its records, schedules, locks, data sources and watermarks (`sync_`), the
+temporary tables of syncs (`syncd_`) and SQLite's own tables."""
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_-]+)*$")
+
+
+def is_own_table(name: str) -> bool:
+    """Whether a table is one of syncd's own, which no data source may write to (case-blind:
+    SQLite's table names are)."""
+    lowered = name.lower()
+    return lowered in OWN_TABLES or lowered.startswith(OWN_TABLE_PREFIXES)
+
+
+def normalize_host(host: str) -> str:
+    """A host as lists compare it: lower case, no brackets, no trailing dot."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def parse_host_entry(
+    entry: str, *, networks: bool = True
+) -> str | ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """One entry of an allowed-hosts list: a network (an address is a /32 or /128; only with
+    `networks`, else only an address) or a host name; ValueError saying what is wrong."""
+    text = normalize_host(entry)
+    if not text:
+        raise ValueError("empty entry")
+    try:
+        if not networks:
+            return ipaddress.ip_network(ipaddress.ip_address(text))
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pass
+    if "/" in text or not _HOST_NAME.match(text):
+        kinds = "a host name, an IP address or a network" if networks else "a host or address"
+        raise ValueError(f"{entry!r} is not {kinds}")
+    return text
 
 
 def default_state_dir() -> Path:
@@ -100,6 +153,17 @@ class Settings(BaseSettings):
     callback_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = Field(
         default_factory=list
     )
+    egress_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = Field(
+        default_factory=list
+    )
+    sync_target_tables: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = Field(
+        default_factory=list
+    )
+    source_dirs: Annotated[list[Path], NoDecode, BeforeValidator(_split_csv)] = Field(
+        default_factory=list
+    )
+    source_connect_timeout_s: float = Field(10.0, gt=0, le=3600)
+    source_read_timeout_s: float = Field(300.0, gt=0, le=86400)
     callback_timeout_s: float = Field(10.0, gt=0, le=300)
     callback_max_attempts: int = Field(8, ge=1, le=50)
     callback_backoff_s: float = Field(2.0, ge=0, le=3600)
@@ -153,6 +217,45 @@ class Settings(BaseSettings):
         if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
             raise ValueError("only sqlite:/// and mysql+pymysql:// URLs are supported")
         return value
+
+    @field_validator("egress_allowed_hosts")
+    @classmethod
+    def _check_egress_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_host_entry(entry)
+        return value
+
+    @field_validator("callback_allowed_hosts")
+    @classmethod
+    def _check_callback_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_host_entry(entry, networks=False)
+        return value
+
+    @field_validator("sync_target_tables")
+    @classmethod
+    def _check_sync_targets(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"{name!r} is not a table name")
+            if is_own_table(name):
+                raise ValueError(
+                    f"{name!r} is one of syncd's own tables; no data source may write to it"
+                )
+        return value
+
+    @field_validator("source_dirs")
+    @classmethod
+    def _check_source_dirs(cls, value: list[Path], info: ValidationInfo) -> list[Path]:
+        state = Path(info.data.get("state_dir") or default_state_dir()).absolute()
+        dirs = [d.absolute() for d in value] or [state / "sources"]
+        for folder in dirs:
+            if state.is_relative_to(folder):
+                raise ValueError(
+                    f"{str(folder)!r} holds the state directory (syncd's database and uploads);"
+                    " give file sources a directory of their own"
+                )
+        return dirs
 
     @field_validator("node_id")
     @classmethod

@@ -2,7 +2,9 @@
 
 Secrets in the connection settings (URL passwords, header values, keys that look like
 passwords, secrets, tokens or keys) are masked in every answer; a PUT may send the masked
-values back unchanged and the stored secrets are kept.
+values back unchanged and the stored secrets are kept. A definition is checked against the
+`SourcePolicy` of the settings (sync targets, read-only SQL, source directories, egress) and
+refused with a 422 naming each field it breaks.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from controllers.errors import parse_body, validation_error
-from controllers.keys import DATA_SOURCES
+from controllers.keys import DATA_SOURCES, SETTINGS
 from controllers.openapi import doc
 from controllers.roles import ADMINS, READERS
-from engine.datasources import DataSourceBody, connection_problems, mask, unmask
+from engine.datasources import DataSourceBody, definition_problems, mask, unmask
+from engine.policy import SourcePolicy
 from schedule.datasources import DataSourceRecord
 
 routes = web.RouteTableDef()
@@ -70,8 +73,10 @@ def _iso(value: Any) -> str:
     return str(value.isoformat().replace("+00:00", "Z"))
 
 
-def _values(body: DataSourceBody) -> dict[str, Any]:
-    problems = connection_problems(body)
+async def _values(request: web.Request, body: DataSourceBody) -> dict[str, Any]:
+    """The stored fields of a definition, after every check (422 naming each problem)."""
+    policy = SourcePolicy.from_settings(request.app[SETTINGS])
+    problems = await definition_problems(body, policy)
     if problems:
         raise validation_error(problems)
     return body.model_dump(exclude={"id"})
@@ -91,7 +96,7 @@ async def create_source(request: web.Request) -> web.Response:
     body = await parse_body(request, DataSourceBody)
     if body.id is None:
         raise validation_error([{"field": "id", "message": "Field required"}])
-    source = await request.app[DATA_SOURCES].create(body.id, _values(body))
+    source = await request.app[DATA_SOURCES].create(body.id, await _values(request, body))
     return web.json_response(source_json(source), status=201)
 
 
@@ -142,7 +147,7 @@ async def replace_source(request: web.Request) -> web.Response:
             "interfaces": unmask(body.interfaces, old.interfaces),
         }
     )
-    source = await store.replace(source_id, _values(body))
+    source = await store.replace(source_id, await _values(request, body))
     return web.json_response(source_json(source))
 
 

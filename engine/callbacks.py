@@ -8,6 +8,10 @@ a restart, a receiver that hangs or answers 500 costs only its own retries (neve
 result or a worker slot), and a task that ended anywhere (engine, cancel, rescue, external worker)
 is delivered. The engine's "finished" events only wake the sender early; it also polls.
 
+Callbacks go out under the egress policy of HTTP sources (`engine.sources.egress`): the hosts of
+`SYNCD_CALLBACK_ALLOWED_HOSTS` (their only destinations) count as listed there, and so do those of
+`SYNCD_EGRESS_ALLOWED_HOSTS`; redirects are not followed.
+
 The body is the task JSON; `X-Syncd-Signature: sha256=<hex>` is the HMAC-SHA256 of the exact body
 bytes with `SYNCD_CALLBACK_SECRET`, so a receiver can check it came from syncd, unchanged.
 """
@@ -28,8 +32,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from tenacity import RetryCallState, wait_exponential, wait_random
 
-from config.settings import Settings
+from config.settings import Settings, normalize_host
 from engine.engine import DB_ERRORS, EngineEvent, reraise_if_cancelling
+from engine.sources.egress import EgressPolicy, client_session, refusal_of
 from schedule.records import CallbackDelivery, TaskRecord
 from schedule.store import TaskStore, utcnow
 
@@ -45,6 +50,12 @@ MAX_BACKOFF_S = 600.0
 def sign(secret: str, body: bytes) -> str:
     """The `X-Syncd-Signature` value for `body`: `sha256=` and the hex HMAC-SHA256."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """The egress policy of callbacks: their allowed hosts count as listed."""
+    hosts = [*settings.egress_allowed_hosts, *settings.callback_allowed_hosts]
+    return EgressPolicy.parse(hosts, setting="SYNCD_CALLBACK_ALLOWED_HOSTS")
 
 
 class CallbackSender:
@@ -74,7 +85,7 @@ class CallbackSender:
     async def start(self) -> None:
         """Open the HTTP client and start polling for due deliveries."""
         timeout = aiohttp.ClientTimeout(total=self.settings.callback_timeout_s)
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._session = client_session(egress_policy(self.settings), timeout=timeout)
         self._loop_task = asyncio.create_task(self._run(), name="syncd-callbacks")
 
     async def stop(self) -> None:
@@ -135,8 +146,8 @@ class CallbackSender:
     async def _send(self, task: TaskRecord) -> str | None:
         """POST once; None when the receiver answered 2xx, else why not."""
         url = task.callback_url or ""
-        host = (urlsplit(url).hostname or "").lower()
-        allowed = {h.lower() for h in self.settings.callback_allowed_hosts}
+        host = normalize_host(urlsplit(url).hostname or "")
+        allowed = {normalize_host(h) for h in self.settings.callback_allowed_hosts}
         if not self.settings.callback_secret or host not in allowed:
             return "refused: host not allowed or SYNCD_CALLBACK_SECRET unset"
         body = json.dumps(self.render(task), separators=(",", ":")).encode()
@@ -156,6 +167,9 @@ class CallbackSender:
         except TimeoutError:
             return f"no answer within {self.settings.callback_timeout_s:g} s"
         except aiohttp.ClientError as exc:
+            refused = refusal_of(exc)
+            if refused is not None:
+                return f"refused: {refused}"[:500]
             return f"{type(exc).__name__}: {exc}"[:500]
 
     async def _settle(self, delivery: CallbackDelivery, error: str | None) -> None:

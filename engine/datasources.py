@@ -8,11 +8,15 @@ a file) selected by a task's `interface_id`; each is merged over `connection`.
 
 Readers yield batches of rows (dicts keyed by source field) and never block the event loop: SQL
 and files are read in a worker thread (`ThreadedIterator`), HTTP with aiohttp (`HttpPager`).
+What a source may reach (target tables, files, hosts, databases) is the `SourcePolicy`'s to say,
+when a definition is validated (`definition_problems`) and again when it is read: SQL sources
+through read-only connections (`engine.sources.sql`), files only under the source directories
+(`engine.sources.files`), HTTP through sessions that obey the egress policy
+(`engine.sources.egress`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,14 +25,25 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import MetaData, Table, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from yarl import URL as YarlURL
 
+from engine.policy import SourcePolicy
 from engine.sources.exceptions import SourceError
+from engine.sources.files import confine
 from engine.sources.http import MASK, SECRET_NAME, HttpPager, HttpSourceConfig
 from engine.sources.sheets import batched, iter_rows
+from engine.sources.sql import (
+    Deadline,
+    SqlSourceError,
+    SqlTimeouts,
+    SqlUnavailableError,
+    first_line,
+    read_only,
+    url_problem,
+)
 from engine.sources.streaming import ThreadedIterator
 
 Kind = Literal["sql", "http", "file"]
@@ -38,22 +53,20 @@ SourceRow = dict[str, Any]
 _PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 
 
-class SqlSourceError(SourceError):
-    """The SQL source could not be read."""
-
-    code = "sql_source"
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SqlConnection(_Strict):
-    """Another database: a SQLAlchemy URL and either a table or a query."""
+    """Another database: a SQLAlchemy URL and either a table or a query (one SELECT), with
+    optional bounds on connecting and on each read (default: the `SYNCD_SOURCE_*_TIMEOUT_S`
+    settings)."""
 
     url: str
     table: str | None = Field(None, min_length=1, max_length=255)
     query: str | None = Field(None, min_length=1)
+    connect_timeout_s: float | None = Field(None, gt=0, le=3600)
+    read_timeout_s: float | None = Field(None, gt=0, le=86400)
 
     @field_validator("url")
     @classmethod
@@ -64,13 +77,16 @@ class SqlConnection(_Strict):
             raise ValueError(f"not a SQLAlchemy URL: {exc}") from None
         if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
             raise ValueError("only sqlite:/// and mysql+pymysql:// URLs are supported")
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
-    def engine_url(self) -> URL:
-        """The URL with the blocking driver installed here."""
-        url = make_url(self.url)
-        driver = "sqlite+pysqlite" if url.get_backend_name() == "sqlite" else "mysql+pymysql"
-        return url.set(drivername=driver)
+    def timeouts(self, defaults: SqlTimeouts) -> SqlTimeouts:
+        """This source's timeouts, the defaults where it gives none."""
+        return SqlTimeouts(
+            self.connect_timeout_s or defaults.connect_s, self.read_timeout_s or defaults.read_s
+        )
 
 
 class FileConnection(_Strict):
@@ -113,13 +129,15 @@ class DataSourceBody(_Strict):
     batch_size: int = Field(1000, ge=1, le=50_000)
 
 
-def connection_problems(body: DataSourceBody) -> list[dict[str, str]]:
-    """Kind-specific checks of `connection` and of every interface merged over it."""
+async def definition_problems(body: DataSourceBody, policy: SourcePolicy) -> list[dict[str, str]]:
+    """Every problem of a definition, `{field, message}`: kind-specific checks of `connection`
+    and of every interface merged over it, then what the policy refuses (target table, files
+    outside the source directories, refused hosts, syncd's own database, writing queries)."""
     problems: list[dict[str, str]] = []
+    problem = policy.target_problem(body.target_table)
+    if problem is not None:
+        problems.append({"field": "target_table", "message": problem})
     problems += _check(body.kind, body.connection, "connection", partial=bool(body.interfaces))
-    for name, overrides in body.interfaces.items():
-        merged = {**body.connection, **overrides}
-        problems += _check(body.kind, merged, f"interfaces.{name}", partial=False)
     if body.column_mapping:
         targets = set(body.column_mapping.values())
         for key in body.key_columns:
@@ -127,7 +145,49 @@ def connection_problems(body: DataSourceBody) -> list[dict[str, str]]:
                 problems.append(
                     {"field": "key_columns", "message": f"{key!r} is not a column_mapping target"}
                 )
+    variants: list[tuple[dict[str, Any], dict[str, str]]] = []
+    if not body.interfaces:
+        variants.append((body.connection, {}))
+    for name, overrides in body.interfaces.items():
+        merged = {**body.connection, **overrides}
+        problems += _check(body.kind, merged, f"interfaces.{name}", partial=False)
+        variants.append((merged, {k: f"interfaces.{name}" for k in overrides}))
+    if body.interfaces and _parses(body.kind, body.connection):
+        variants.insert(0, (body.connection, {}))
+    for config, origins in variants:
+        for key, message in await _policy_problems(body.kind, config, policy):
+            entry = {"field": f"{origins.get(key, 'connection')}.{key}", "message": message}
+            if entry not in problems:
+                problems.append(entry)
     return problems
+
+
+def _parses(kind: str, config: dict[str, Any]) -> bool:
+    try:
+        CONNECTION_MODELS[kind].model_validate(config)
+    except ValidationError:
+        return False
+    return True
+
+
+async def _policy_problems(
+    kind: str, config: dict[str, Any], policy: SourcePolicy
+) -> list[tuple[str, str]]:
+    """`(connection key, why)` of what the policy refuses in one complete connection."""
+    try:
+        parsed = CONNECTION_MODELS[kind].model_validate(config)
+    except ValidationError:
+        return []  # reported by _check
+    if isinstance(parsed, FileConnection):
+        problem = await policy.file_problem(parsed.path)
+        return [] if problem is None else [("path", problem)]
+    if isinstance(parsed, HttpSourceConfig):
+        problem = await policy.egress.url_problem(parsed.url)
+        hint = f"; refused unless listed in {policy.egress.setting}"
+        return [] if problem is None else [("url", problem + hint)]
+    assert isinstance(parsed, SqlConnection)
+    found = await policy.sql_problem(make_url(parsed.url), parsed.query)
+    return [] if found is None else [found]
 
 
 def _check(
@@ -279,29 +339,30 @@ def highest(values: list[Any]) -> Any:
 
 
 def sql_batches(
-    config: SqlConnection, size: int, watermark: str | None, mark: Any
+    config: SqlConnection, size: int, watermark: str | None, mark: Any, policy: SourcePolicy
 ) -> Iterator[list[SourceRow]]:
-    """Rows of a table or a query of another database, streamed (blocking: a worker thread)."""
-    url = config.engine_url()
+    """Rows of a table or a query of another database, streamed through a read-only
+    connection (blocking: a worker thread)."""
+    url = make_url(config.url)
     shown = url.render_as_string(hide_password=True)
-    engine = create_engine(url)
-    try:
+    timeouts = config.timeouts(policy.timeouts)
+    deadline = Deadline(timeouts.read_s)
+    with read_only(url, timeouts, policy.own_database, shown, config.query, deadline) as conn:
+        statement = _sql_statement(conn, config, watermark, mark, shown)
         try:
-            conn = engine.connect()
+            deadline.reset()
+            result = conn.execution_options(stream_results=True, yield_per=size).execute(
+                statement, {"syncd_mark": mark} if watermark and mark is not None else {}
+            )
+            for partition in result.mappings().partitions(size):
+                yield [dict(r) for r in partition]
+                deadline.reset()
         except SQLAlchemyError as exc:
-            raise SqlSourceError(f"cannot connect to {shown}: {_first_line(exc)}") from None
-        with conn:
-            statement = _sql_statement(conn, config, watermark, mark, shown)
-            try:
-                result = conn.execution_options(stream_results=True, yield_per=size).execute(
-                    statement, {"syncd_mark": mark} if watermark and mark is not None else {}
-                )
-                for partition in result.mappings().partitions(size):
-                    yield [dict(r) for r in partition]
-            except SQLAlchemyError as exc:
-                raise SqlSourceError(f"reading {shown} failed: {_first_line(exc)}") from None
-    finally:
-        engine.dispose()
+            reason = first_line(exc)
+            if deadline.passed() or "timed out" in reason:
+                reason = f"no answer within {timeouts.read_s:g} s ({reason})"
+                raise SqlUnavailableError(f"reading {shown} failed: {reason}") from None
+            raise SqlSourceError(f"reading {shown} failed: {reason}") from None
 
 
 def _sql_statement(
@@ -344,11 +405,15 @@ def _typed(column: Any, mark: Any) -> Any:
     return mark
 
 
-def file_batches(config: FileConnection, size: int) -> Iterator[list[SourceRow]]:
-    """Rows of an .xlsx or CSV file keyed by header text (blocking: a worker thread)."""
-    rows = iter_rows(
-        Path(config.path), sheet=config.sheet, delimiter=config.delimiter, encoding=config.encoding
-    )
+def file_batches(
+    config: FileConnection, size: int, policy: SourcePolicy
+) -> Iterator[list[SourceRow]]:
+    """Rows of an .xlsx or CSV file under the source directories, keyed by header text
+    (blocking: a worker thread)."""
+    real = confine(config.path, policy.source_dirs, policy.own_sqlite_file)
+    if not real.is_file():
+        raise SourceError(f"{config.path}: no such file")
+    rows = iter_rows(real, sheet=config.sheet, delimiter=config.delimiter, encoding=config.encoding)
     try:
         first = next(rows, None)
         if first is None:
@@ -372,9 +437,11 @@ async def read_batches(
     size: int,
     watermark: str | None,
     mark: Any,
+    policy: SourcePolicy,
     session: aiohttp.ClientSession | None = None,
 ) -> AsyncIterator[list[SourceRow]]:
-    """Batches of source rows, whatever the kind."""
+    """Batches of source rows, whatever the kind (an HTTP source reads with `session`, which
+    must obey `policy.egress`: see `engine.sources.egress.client_session`)."""
     if isinstance(connection, HttpSourceConfig):
         assert session is not None
         async for page in HttpPager(connection, session).pages():
@@ -383,19 +450,14 @@ async def read_batches(
     if isinstance(connection, SqlConnection):
 
         def factory() -> Iterator[list[SourceRow]]:
-            return sql_batches(connection, size, watermark, mark)
+            return sql_batches(connection, size, watermark, mark, policy)
 
     else:
         file_config = connection
 
         def factory() -> Iterator[list[SourceRow]]:
-            return file_batches(file_config, size)
+            return file_batches(file_config, size, policy)
 
     async with ThreadedIterator(factory) as batches:
         async for batch in batches:
             yield batch
-
-
-def _first_line(exc: BaseException) -> str:
-    text_ = str(getattr(exc, "orig", None) or exc)
-    return re.sub(r"\s+", " ", text_.splitlines()[0] if text_ else type(exc).__name__)[:300]

@@ -32,8 +32,11 @@ from engine.datasources import (
 )
 from engine.exceptions import PermanentError, RetryableError
 from engine.handlers.base import JsonObject, Parameters
+from engine.policy import SourcePolicy
+from engine.sources.egress import client_session
 from engine.sources.exceptions import SourceError, SourceUnavailableError
 from engine.sources.http import HttpSourceConfig
+from engine.sources.sql import SqlUnavailableError
 from schedule.datasources import DataSourceRecord, DataSourceStore, TargetError, TargetWriter
 from schedule.datasources import Watermark as StoredMark
 
@@ -184,6 +187,7 @@ def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
 async def run_sync(ctx: TaskContext, *, incremental: bool) -> JsonObject:
     """Read the task's data source and upsert it into its target; the result counts rows."""
     source = await _source(ctx, incremental)
+    policy = SourcePolicy.from_settings(ctx.settings)
     params = ctx.params
     assert isinstance(params, SyncParams)
     interface = ctx.task.interface_id
@@ -198,17 +202,20 @@ async def run_sync(ctx: TaskContext, *, incremental: bool) -> JsonObject:
     mark = await stores.watermark(source.id, interface) if incremental else None
     counts = Counts()
     track = source.delete_missing and not incremental
-    writer = TargetWriter(ctx.db, source.target_table, source.key_columns, track_keys=track)
+    writer = TargetWriter(
+        ctx.db, source.target_table, source.key_columns, targets=policy.targets, track_keys=track
+    )
     label = f"{source.id}{f'/{interface}' if interface else ''}"
     ctx.report(progress=0, message=f"syncing {label} into {source.target_table}")
     try:
-        async with writer, _session(connection) as session:
-            await _copy(ctx, source, connection, writer, session, size, mark, counts, incremental)
+        async with writer, _session(connection, policy) as session:
+            reading = _Reading(connection, session, policy, size, mark, incremental)
+            await _copy(ctx, source, reading, writer, counts)
             if track:
                 counts.deleted = await _delete_missing(writer, counts, source)
     except TargetError as exc:
         raise PermanentError(f"{exc} ({counts.committed})") from None
-    except SourceUnavailableError as exc:
+    except (SourceUnavailableError, SqlUnavailableError) as exc:
         raise RetryableError(f"{exc} ({counts.committed})") from None
     except SourceError as exc:
         raise PermanentError(f"{exc} ({counts.committed})") from None
@@ -242,31 +249,45 @@ async def _source(ctx: TaskContext, incremental: bool) -> DataSourceRecord:
 
 
 @contextlib.asynccontextmanager
-async def _session(connection: Any) -> Any:
+async def _session(connection: Any, policy: SourcePolicy) -> Any:
+    """The HTTP session of an `http` source: every connection it makes obeys the egress
+    policy (resolved addresses and redirects included)."""
     if not isinstance(connection, HttpSourceConfig):
         yield None
         return
-    async with aiohttp.ClientSession() as session:
+    async with client_session(policy.egress) as session:
         yield session
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What a sync reads: the source's connection (and HTTP session), under the policy."""
+
+    connection: Any
+    session: aiohttp.ClientSession | None
+    policy: SourcePolicy
+    size: int
+    mark: Any
+    incremental: bool
 
 
 async def _copy(
     ctx: TaskContext,
     source: DataSourceRecord,
-    connection: Any,
+    reading: _Reading,
     writer: TargetWriter,
-    session: aiohttp.ClientSession | None,
-    size: int,
-    mark: Any,
     counts: Counts,
-    incremental: bool,
 ) -> None:
     """Stream the source into the target; the last batch carries the new watermark."""
     mapper = RowMapper(dict(source.column_mapping), list(source.key_columns), writer)
-    wm = source.watermark_column if incremental else None
-    filter_here = incremental and not isinstance(connection, SqlConnection)
+    wm = source.watermark_column if reading.incremental else None
+    mark = reading.mark
+    filter_here = reading.incremental and not isinstance(reading.connection, SqlConnection)
     new_mark, pending = mark, None
-    async for batch in read_batches(connection, size, wm, mark, session):
+    batches = read_batches(
+        reading.connection, reading.size, wm, mark, reading.policy, reading.session
+    )
+    async for batch in batches:
         if filter_here:
             batch = [r for r in batch if above(r.get(wm or ""), mark)]
         if wm is not None and batch:

@@ -1,16 +1,18 @@
 """SQL of data sources: their definitions, watermarks, and the writer of a sync's target table.
 
-`TargetWriter` reflects the target table (an existing table of our database), checks the key
-and mapped columns before the first row, and upserts batches with the dialect's native upsert,
-one transaction per batch. For `delete_missing` it records every key it wrote in a temporary
-table on its own connection, then deletes the target rows whose key is not there.
+`TargetWriter` writes only to a declared sync target (`DOMAIN_TARGETS` and the tables the
+operator lists in `SYNCD_SYNC_TARGET_TABLES`, never one of syncd's own), reflects it (an
+existing table of our database), checks the key and mapped columns before the first row, and
+upserts batches with the dialect's native upsert, one transaction per batch. For
+`delete_missing` it records every key it wrote in a temporary table on its own connection, then
+deletes the target rows whose key is not there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from config.settings import is_own_table
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import sync_data_sources, sync_watermarks
 from schedule.records import naive, utc
@@ -40,6 +43,25 @@ FIELDS = (
     "interfaces",
     "batch_size",
 )
+DOMAIN_TARGETS = frozenset(
+    {
+        "lot",
+        "lot_partnumbers",
+        "qt_lot_bundles",
+        "qt_lot_bundle_items",
+        "qt_vendor_partnumber_seen",
+        "tools",
+    }
+)
+"""The domain tables data sources may fill: the partnumber book sources and record imports'
+`tools` (the books themselves, `stock_log` and every `sync_*` table are syncd's own)."""
+
+
+def sync_targets(extra: Iterable[str]) -> frozenset[str]:
+    """The tables data sources may write to, lower case: the domain tables and `extra` (the
+    operator's list), never one of syncd's own tables."""
+    names = DOMAIN_TARGETS | {name.lower() for name in extra}
+    return frozenset(name for name in names if not is_own_table(name))
 
 
 class TargetError(Exception):
@@ -185,10 +207,12 @@ class TargetWriter:
         table: str,
         keys: Sequence[str],
         *,
+        targets: Collection[str],
         track_keys: bool,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
+        self.targets = frozenset(t.lower() for t in targets)
         self.table_name = table
         self.keys = list(keys)
         self.track_keys = track_keys
@@ -199,6 +223,12 @@ class TargetWriter:
         self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> TargetWriter:
+        if is_own_table(self.table_name) or self.table_name.lower() not in self.targets:
+            raise TargetError(
+                f"target table {self.table_name!r} is not a sync target: data sources write only"
+                " to the domain tables and those listed in SYNCD_SYNC_TARGET_TABLES, never to"
+                " syncd's own tables"
+            )
         self._conn = await self.engine.connect()
         try:
             self.table = await self._conn.run_sync(self._reflect)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from config.settings import Role, Settings
+from config.settings import Role, Settings, normalize_host
 from engine.handlers.base import HandlerSpec, Parameters, Registry, UnknownTaskType
 from schedule.exceptions import FieldProblem, Forbidden, InvalidInput, InvalidState, NotFound
 from schedule.models import TaskStatus
@@ -181,7 +181,7 @@ class ScheduleService:
         field = f"{prefix}callback_url"
         try:
             parts = urlsplit(url)
-            host = (parts.hostname or "").lower()
+            host = normalize_host(parts.hostname or "")
             _ = parts.port  # raises ValueError for a bad port
         except ValueError as exc:
             raise InvalidInput([FieldProblem(field, f"not a valid URL: {exc}")]) from None
@@ -192,7 +192,7 @@ class ScheduleService:
             problem = "the URL has no host"
         elif not self.settings.callback_secret:
             problem = "callbacks are disabled: SYNCD_CALLBACK_SECRET is not set"
-        elif host not in {h.lower() for h in self.settings.callback_allowed_hosts}:
+        elif host not in {normalize_host(h) for h in self.settings.callback_allowed_hosts}:
             problem = f"host {host!r} is not in SYNCD_CALLBACK_ALLOWED_HOSTS"
         if problem is not None:
             raise InvalidInput([FieldProblem(field, problem)])

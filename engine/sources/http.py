@@ -31,6 +31,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from engine.sources.egress import refusal_of
 from engine.sources.exceptions import (
     HttpStatusError,
     MalformedPageError,
@@ -338,6 +339,9 @@ class HttpPager:
         except aiohttp.TooManyRedirects as exc:
             raise SourceError(f"{redact_url(url)}: too many redirects ({exc})") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = refusal_of(exc)
+            if refused is not None:  # the egress policy: retrying cannot change it
+                raise SourceError(f"GET {redact_url(url)}: {refused}") from None
             raise _TransientError(_describe(exc)) from exc
 
     def _log_retry(self, url: URL, state: RetryCallState) -> None:

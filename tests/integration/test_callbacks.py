@@ -194,6 +194,29 @@ async def test_refused_at_create(client: Client, url: str, why: str) -> None:
     assert error["details"][0]["field"] == "callback_url" and why in error["message"]
 
 
+async def test_allowed_hosts_compare_as_hosts(
+    aiohttp_client: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Brackets, case and a trailing dot do not matter; the host must still be listed."""
+    settings = await asyncio.to_thread(
+        make_settings,
+        sqlite_url,
+        tmp_path,
+        callback_secret=SECRET,
+        callback_allowed_hosts=["[::1]", "Hooks.Example."],
+    )
+    client: Client = await aiohttp_client(create_app(settings))
+    for url, status in [
+        ("http://[::1]:9/hook", 201),
+        ("http://hooks.example/hook", 201),
+        ("http://HOOKS.example./hook", 201),
+        ("http://[::2]:9/hook", 422),
+    ]:
+        body = {"task_type": "noop", "callback_url": url, "run_after": "2999-01-01T00:00:00Z"}
+        resp = await client.post("/api/sync/tasks", json=body)
+        assert resp.status == status, (url, await resp.text())
+
+
 async def test_refused_without_a_secret(aiohttp_client: Any, settings: Settings) -> None:
     client: Client = await aiohttp_client(create_app(settings))
     resp = await client.post(

@@ -31,7 +31,11 @@ MAPPING = {"pn": "partnumber", "maker": "vendor", "lot": "lot_name", "descr": "d
 
 @pytest.fixture
 def app_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path)
+    # The test servers listen on 127.0.0.1, which the egress policy refuses unless listed;
+    # `no_such` is a declared sync target that does not exist.
+    return make_settings(
+        database_url, tmp_path, egress_allowed_hosts=["127.0.0.1"], sync_target_tables=["no_such"]
+    )
 
 
 @pytest.fixture
@@ -328,6 +332,7 @@ async def test_http_malformed_page_keeps_committed_rows(
 
 
 def write_files(folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
     xlsx, csv = folder / "parts.xlsx", folder / "parts.csv"
     wb = Workbook()
     ws = wb.active
@@ -340,8 +345,10 @@ def write_files(folder: Path) -> tuple[Path, Path]:
     return xlsx, csv
 
 
-async def test_file_sources_xlsx_and_csv(client: Client, db: AsyncEngine, tmp_path: Path) -> None:
-    xlsx, csv = await asyncio.to_thread(write_files, tmp_path)
+async def test_file_sources_xlsx_and_csv(
+    client: Client, db: AsyncEngine, app_settings: Settings
+) -> None:
+    xlsx, csv = await asyncio.to_thread(write_files, app_settings.source_dirs[0])
     await define(
         client,
         kind="file",
@@ -396,7 +403,7 @@ async def test_data_source_crud_and_masking(client: Client) -> None:
         ({"kind": "ftp"}, "kind"),
         ({"connection": {"table": "x"}}, "connection.url"),
         ({"connection": {"url": "postgresql://h/db", "table": "x"}}, "connection.url"),
-        ({"connection": {"url": "sqlite:///x.db"}}, "connection.table"),
+        ({"connection": {"url": "sqlite:////nonexistent/x.db"}}, "connection.table"),
         ({"kind": "http", "connection": {"url": "ftp://x"}}, "connection.url"),
         ({"kind": "file", "connection": {"path": "relative.csv"}}, "connection.path"),
         ({"key_columns": []}, "key_columns"),
@@ -411,7 +418,7 @@ async def test_data_source_validation_names_fields(
         "id": "src",
         "name": "n",
         "kind": "sql",
-        "connection": {"url": "sqlite:///x.db", "table": "t"},
+        "connection": {"url": "sqlite:////nonexistent/x.db", "table": "t"},
         "target_table": "lot_partnumbers",
         "key_columns": ["partnumber"],
         **fields,
