@@ -374,7 +374,7 @@ def test_the_sqlite_source_connection_cannot_write(
 @pytest.fixture
 def maria_source(mariadb_server: MariaDBServer) -> Iterator[dict[str, str]]:
     """A source schema `src_*` with a `parts` table, a user that may only read it (`ro`, as
-    docs/security-sources.md tells) and one that may do anything to it but nothing else (`rw`)."""
+    docs/security.md tells) and one that may do anything to it but nothing else (`rw`)."""
     tag = uuid.uuid4().hex[:10]
     schema = f"src_{tag}"
     mariadb_server.create_database(schema)
