@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from controllers.errors import parse_body, validation_error
+from controllers.jsonio import json_response
 from controllers.keys import DATA_SOURCES
 from controllers.openapi import doc
 from engine.datasources import DataSourceBody, connection_problems, mask, unmask
@@ -90,7 +91,7 @@ async def create_source(request: web.Request) -> web.Response:
     if body.id is None:
         raise validation_error([{"field": "id", "message": "Field required"}])
     source = await request.app[DATA_SOURCES].create(body.id, _values(body))
-    return web.json_response(source_json(source), status=201)
+    return json_response(source_json(source), status=201)
 
 
 @routes.get(PATH)
@@ -98,7 +99,7 @@ async def create_source(request: web.Request) -> web.Response:
 async def list_sources(request: web.Request) -> web.Response:
     """Every definition, by id, secrets masked."""
     sources = await request.app[DATA_SOURCES].list()
-    return web.json_response({"data_sources": [source_json(s) for s in sources]})
+    return json_response({"data_sources": [source_json(s) for s in sources]})
 
 
 @routes.get(PATH + "/{id}")
@@ -111,7 +112,7 @@ async def list_sources(request: web.Request) -> web.Response:
 async def get_source(request: web.Request) -> web.Response:
     """One definition, secrets masked."""
     source = await request.app[DATA_SOURCES].require(request.match_info["id"])
-    return web.json_response(source_json(source))
+    return json_response(source_json(source))
 
 
 @routes.put(PATH + "/{id}")
@@ -139,7 +140,7 @@ async def replace_source(request: web.Request) -> web.Response:
         }
     )
     source = await store.replace(source_id, _values(body))
-    return web.json_response(source_json(source))
+    return json_response(source_json(source))
 
 
 @routes.delete(PATH + "/{id}")

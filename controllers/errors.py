@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from controllers import jsonio
 from schedule.exceptions import InvalidInput, InvalidState, NotFound, ScheduleError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,16 @@ class ApiError(Exception):
         self.details = details
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     """The JSON error body of DESIGN.md."""
     body = {"error": {"code": code, "message": message, "details": details}}
-    return web.json_response(body, status=status)
+    return jsonio.json_response(body, status=status, headers=headers)
 
 
 def problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
@@ -48,7 +54,7 @@ def problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "body"
-        out.append({"field": prefix + path, "message": err["msg"]})
+        out.append({"field": prefix + path, "message": err["msg"].removeprefix("Value error, ")})
     return out
 
 
@@ -59,14 +65,18 @@ def validation_error(details: list[dict[str, str]]) -> ApiError:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, or a 400 `invalid_json`."""
-    raw = await request.read()
+    """The request body as strict JSON (`jsonio.loads`), or a 400 `invalid_json`."""
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> Any:
+    """`raw` as strict JSON, or a 400 `invalid_json` saying why not."""
     if not raw.strip():
         raise ApiError(400, "invalid_json", "request body is empty; a JSON object is expected")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        return jsonio.loads(raw)
+    except jsonio.JsonRefused as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
 
 
 def parse(model: type[M], data: Any) -> M:

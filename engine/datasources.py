@@ -30,6 +30,7 @@ from engine.sources.exceptions import SourceError
 from engine.sources.http import MASK, SECRET_NAME, HttpPager, HttpSourceConfig
 from engine.sources.sheets import batched, iter_rows
 from engine.sources.streaming import ThreadedIterator
+from engine.validation import NoBoolNumbers
 
 Kind = Literal["sql", "http", "file"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")]
@@ -44,7 +45,7 @@ class SqlSourceError(SourceError):
     code = "sql_source"
 
 
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

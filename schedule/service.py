@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -126,6 +127,7 @@ class ScheduleService:
 
     def _new_task(self, request: TaskRequest, prefix: str = "") -> NewTask:
         spec = self._spec(request.task_type, prefix)
+        self._check_size(request.parameters, f"{prefix}parameters")
         parsed = self._validate_params(spec, request.parameters, prefix)
         if request.callback_url is not None:
             self._check_callback_url(request.callback_url, prefix)
@@ -148,6 +150,23 @@ class ScheduleService:
             service=getattr(parsed, "service", None) if spec.external else None,
             service_group=getattr(parsed, "group", None) if spec.external else None,
         )
+
+    def _check_size(self, value: Any, field: str) -> None:
+        """Refuse a stored JSON value larger than `SYNCD_MAX_PARAMETERS_KB` (422 naming it):
+        every task list and live frame carries it, so a few huge ones made pages of hundreds
+        of megabytes."""
+        limit = self.settings.max_parameters_kb * 1024
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        if size > limit:
+            raise InvalidInput(
+                [
+                    FieldProblem(
+                        field,
+                        f"is {size:,} bytes as JSON; at most {limit:,} "
+                        f"(SYNCD_MAX_PARAMETERS_KB={self.settings.max_parameters_kb})",
+                    )
+                ]
+            )
 
     def _check_callback_url(self, url: str, prefix: str) -> None:
         """Only http(s) URLs on the allowed hosts, and only with a signing secret set."""
@@ -191,7 +210,8 @@ class ScheduleService:
             raise InvalidInput(
                 [
                     FieldProblem(
-                        f"{prefix}parameters" + "".join(f".{p}" for p in err["loc"]), err["msg"]
+                        f"{prefix}parameters" + "".join(f".{p}" for p in err["loc"]),
+                        err["msg"].removeprefix("Value error, "),
                     )
                     for err in exc.errors()
                 ]
@@ -264,6 +284,7 @@ class ScheduleService:
         """Change parameters, priority, run_after or max_attempts of a pending task."""
         task = await self.store.require(key)
         if "parameters" in changes:
+            self._check_size(changes["parameters"], "parameters")
             self._validate_params(self._spec(task.task_type), changes["parameters"], "")
         updated = await self.store.update_pending(task.id, changes)
         if self.engine is not None:
@@ -354,6 +375,10 @@ class ScheduleService:
 
     async def report_external(self, key: str, report: ExternalReport) -> TaskRecord:
         """Apply an external worker's report; a final status ends the task."""
+        if report.has_temp:
+            self._check_size(report.temp, "temp")
+        if report.has_output:
+            self._check_size(report.output, "output")
         task, outcome = await self.store.report_external(
             key, report, self.settings.external_lease_s
         )

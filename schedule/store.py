@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from schedule import jsontext
 from schedule.database import READONLY
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import (
@@ -575,7 +576,7 @@ class TaskStore:
                         "task_id": task_id,
                         "attempt": attempt,
                         "position": e.position,
-                        "record": e.record,
+                        "record": jsontext.finite(e.record),
                         "reason": e.reason,
                         "created_at": now,
                     }
@@ -1203,13 +1204,14 @@ def _sqlite_time(value: datetime) -> str:
 
 
 def _sqlite_json(value: Any) -> str:
-    """A JSON column value as SQLAlchemy's `JSON` type writes it (None as the text `null`);
-    the two values nearly every task has (no result yet, no parameters) without the encoder."""
+    """A JSON column value as SQLAlchemy's `JSON` type writes it (None as the text `null`, a
+    non-finite float as `null` too: see `schedule.jsontext`); the two values nearly every task
+    has (no result yet, no parameters) without the encoder."""
     if value is None:
         return "null"
     if value == {} and type(value) is dict:
         return "{}"
-    return json.dumps(value)
+    return jsontext.dumps(value)
 
 
 def _sqlite_json_load(text: str) -> Any:
@@ -1563,7 +1565,7 @@ def _finish_values(outcome: Outcome) -> tuple[Any, ...]:
     retry_at = naive(outcome.retry_at) if outcome.retry_at else None
     return (
         status.value,
-        outcome.result,
+        jsontext.finite(outcome.result),
         outcome.error,
         percent,
         message,
