@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from controllers import jsonio
+from schedule.database import DbFailure, classify_db_error
 from schedule.exceptions import InvalidInput, InvalidState, NotFound, ScheduleError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,24 @@ STATUS_BY_ERROR: dict[type[ScheduleError], int] = {
     InvalidInput: 422,
     Unavailable: 503,
 }
+#: What a failed database call may raise; `classify_db_error` says which answer each gets.
 UNAVAILABLE = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
+#: The answer to each kind of database failure: status, code, message (`{detail}`: the
+#: driver's first line).
+DB_FAILURES: dict[DbFailure, tuple[int, str, str]] = {
+    DbFailure.CONFLICT: (409, "conflict", "the request conflicts with stored data: {detail}"),
+    DbFailure.INVALID: (422, "validation_error", "a value does not fit the database: {detail}"),
+    DbFailure.FULL: (
+        507,
+        "insufficient_storage",
+        "the database or its disk is full: nothing was written; free space, then try again",
+    ),
+    DbFailure.UNAVAILABLE: (
+        503,
+        "unavailable",
+        "the database is unavailable ({detail}); try again later",
+    ),
+}
 
 
 class ApiError(Exception):
@@ -119,8 +137,40 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         return error_response(exc.status, code, exc.reason)
     except UNAVAILABLE as exc:
-        log.warning("database unavailable during %s %s: %s", request.method, request.path, exc)
-        return error_response(503, "unavailable", "the database is unavailable; try again later")
+        return _failure_response(request, exc)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; see the daemon log")
+
+
+def _failure_response(request: web.Request, exc: BaseException) -> web.Response:
+    """The answer to a database or I/O failure: the request's fault (409/422), a full disk
+    (507), an outage (503), or, when the client has gone, nothing it will read."""
+    if isinstance(exc, ConnectionError) and _client_gone(request):
+        log.debug("client went away during %s %s", request.method, request.path)
+        return error_response(400, "connection_closed", "the client closed the connection")
+    failure = classify_db_error(exc)
+    if failure is None:
+        log.error("I/O error in %s %s", request.method, request.path, exc_info=exc)
+        return error_response(500, "internal", "internal error; see the daemon log")
+    status, code, message = DB_FAILURES[failure]
+    detail = _detail(exc, failure)
+    if failure is DbFailure.UNAVAILABLE or failure is DbFailure.FULL:
+        log.warning("%s during %s %s: %s", code, request.method, request.path, detail)
+    return error_response(status, code, message.format(detail=detail))
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _detail(exc: BaseException, failure: DbFailure) -> str:
+    """One line about the failure, without the statement or its parameters."""
+    if isinstance(exc, TimeoutError) and failure is DbFailure.UNAVAILABLE:
+        return "no answer within SYNCD_DB_TIMEOUT_S"
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if "locked" in text.lower():
+        return f"locked by another writer: {text}"
+    return text
