@@ -341,19 +341,30 @@ class ScheduleService:
         await self.store.delete(key)
 
     async def batch(self, action: str, ids: Sequence[str]) -> list[BatchResult]:
-        """Cancel or retry many; each id succeeds or fails on its own."""
+        """Cancel or retry many; each id succeeds or fails on its own.
+
+        Each task is acted on once however often it is named (by id or by reference): one
+        result per distinct key, in the order given; a key naming a task already handled
+        repeats that task's result (a retry naming one id 1,000 times makes one new task).
+        """
         method = self.cancel if action == "cancel" else self.retry
         results: list[BatchResult] = []
-        for key in ids:
+        done: dict[str, BatchResult] = {}  # task id -> the result of acting on it
+        for key in dict.fromkeys(ids):
+            found = await self.store.get(key)
+            if found is not None and found.id in done:
+                results.append(dataclasses.replace(done[found.id], id=key))
+                continue
             try:
-                task = await method(key)
+                task = await method(found.id if found is not None else key)
             except (NotFound, InvalidState) as exc:
-                results.append(BatchResult(id=key, ok=False, error=str(exc)))
+                result = BatchResult(id=key, ok=False, error=str(exc))
             else:
                 new_id = task.id if action == "retry" else None
-                results.append(
-                    BatchResult(id=key, ok=True, status=task.status.value, task_id=new_id)
-                )
+                result = BatchResult(id=key, ok=True, status=task.status.value, task_id=new_id)
+            if found is not None:
+                done[found.id] = result
+            results.append(result)
         return results
 
     # ---- issue 6: external workers (seed 003) ---------------------------------------------
