@@ -34,7 +34,7 @@ DB_FAILURES: dict[DbFailure, tuple[int, str, str]] = {
     DbFailure.FULL: (
         507,
         "insufficient_storage",
-        "the database or its disk is full: nothing was written; free space, then try again",
+        "the database or the disk is full: nothing was written; free space, then try again",
     ),
     DbFailure.UNAVAILABLE: (
         503,
