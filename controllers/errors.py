@@ -155,9 +155,10 @@ def _failure_response(request: web.Request, exc: BaseException) -> web.Response:
         log.error("I/O error in %s %s", request.method, request.path, exc_info=exc)
         return error_response(500, "internal", "internal error; see the daemon log")
     status, code, message = DB_FAILURES[failure]
-    detail = _detail(exc, failure)
+    text = _first_line(exc)
     if failure is DbFailure.UNAVAILABLE or failure is DbFailure.FULL:
-        log.warning("%s during %s %s: %s", code, request.method, request.path, detail)
+        log.warning("%s during %s %s: %s", code, request.method, request.path, text)
+    detail = _outage(exc, text) if failure is DbFailure.UNAVAILABLE else text
     return error_response(status, code, message.format(detail=detail))
 
 
@@ -166,12 +167,20 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _detail(exc: BaseException, failure: DbFailure) -> str:
-    """One line about the failure, without the statement or its parameters."""
-    if isinstance(exc, TimeoutError) and failure is DbFailure.UNAVAILABLE:
-        return "no answer within SYNCD_DB_TIMEOUT_S"
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message (for MySQL without its error-code tuple), first line only:
+    never the statement or its parameters."""
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(orig)
+    text = text.strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def _outage(exc: BaseException, text: str) -> str:
+    """What kind of outage, in words that name no host, user or file (those are logged)."""
+    if isinstance(exc, TimeoutError):
+        return "no answer within SYNCD_DB_TIMEOUT_S"
     if "locked" in text.lower():
-        return f"locked by another writer: {text}"
-    return text
+        return "locked by another writer"
+    return "cannot be reached"

@@ -199,7 +199,7 @@ class GuardedConnection(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> None:
-        """Passed on to aiohttp (which keeps the connection half-open until it answers)."""
+        """Passed on to aiohttp; returning None closes our side too, as aiohttp alone does."""
         if self.inner is not None:
             self.inner.eof_received()
 
