@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from config.settings import Settings
+    from controllers.server import HttpLimits
     from controllers.systemd import Notifier
 
 log = logging.getLogger("syncd")
@@ -164,19 +165,19 @@ def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
     from config.logging import configure_logging
     from controllers.auth import check_exposure
-    from controllers.server import HttpLimits, raise_open_file_limit
+    from controllers.server import HttpLimits, fit_open_file_limit
     from schedule.database import ensure_sqlite_dir
 
     check_exposure(settings)
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
-    raise_open_file_limit(HttpLimits.from_settings(settings))
+    limits = fit_open_file_limit(HttpLimits.from_settings(settings))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
     ensure_sqlite_dir(settings.database_url)
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, limits))
     return 0
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, limits: HttpLimits) -> None:
     from aiohttp import web
 
     from config.logging import ACCESS_LOG_FORMAT
@@ -184,14 +185,12 @@ async def _serve(settings: Settings) -> None:
     from controllers.keys import ENGINE
     from controllers.server import (
         GuardedSite,
-        HttpLimits,
         accept_error_handler,
         runner_options,
     )
     from controllers.systemd import Notifier
 
     notifier = Notifier(os.environ)
-    limits = HttpLimits.from_settings(settings)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(accept_error_handler())
     app = create_app(settings)

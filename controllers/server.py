@@ -20,13 +20,16 @@ starts and when its response has been written. With that it enforces, per connec
   nginx reuses idle connections; when every connection is serving a request, the new one is
   closed at once. So a flood of idle connections cannot keep `/healthz` out.
 
-Closed connections are counted and logged once per `LOG_INTERVAL_S` per reason, as are `accept()`
-failures (`accept_error_handler`), never once per event.
+The cap only protects the process if its descriptors outlast it: `fit_open_file_limit` raises
+the soft open-file limit to what the limits need, or lowers the cap and the listen backlog to
+fit a smaller hard limit. Closed connections are counted and logged once per `LOG_INTERVAL_S`
+per reason, as are `accept()` failures (`accept_error_handler`), never once per event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import resource
@@ -44,9 +47,17 @@ log = logging.getLogger(__name__)
 
 #: How often repeated events (closed connections, failed accepts) are summed up in the log.
 LOG_INTERVAL_S = 10.0
-#: Descriptors kept for everything but client connections: database pool and writer, log,
-#: uploads, the event loop's own. The open-file limit must leave room for these above the cap.
-FD_RESERVE = 128
+#: Descriptors for the daemon's own files beside client connections: the database pool and
+#: writer, the log, uploads, the event loop's (16 are open when idle).
+OWN_FILES = 64
+#: asyncio accepts up to the listen backlog at once, and a connection the guard closes frees its
+#: descriptor a few loop iterations later: this many backlogs' worth may be open beyond the cap.
+ACCEPT_BURSTS = 4
+#: The listen backlog (aiohttp's default), lowered with the cap to fit a small open-file limit.
+BACKLOG = 128
+#: Neither is lowered below these.
+MIN_CONNECTIONS = 8
+MIN_BACKLOG = 8
 ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -58,6 +69,12 @@ class HttpLimits:
     body_timeout_s: float
     idle_timeout_s: float
     max_connections: int
+    backlog: int = BACKLOG
+
+    @property
+    def open_files(self) -> int:
+        """Descriptors these limits can need at once (see `ACCEPT_BURSTS`)."""
+        return self.max_connections + OWN_FILES + ACCEPT_BURSTS * self.backlog
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -315,7 +332,7 @@ class GuardedSite(web.BaseSite):
         self._guard = ConnectionGuard(server, self._limits, self._events)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._guard, self._host, self._port, backlog=self._backlog
+            self._guard, self._host, self._port, backlog=self._limits.backlog
         )
 
     async def stop(self) -> None:
@@ -351,23 +368,33 @@ def accept_error_handler(
     return handle
 
 
-def raise_open_file_limit(limits: HttpLimits) -> tuple[int, int]:
-    """Raise the soft open-file limit towards what the connection cap needs (never above the
-    hard limit); warn when even the hard limit leaves too little. Returns (soft, needed)."""
-    needed = limits.max_connections + FD_RESERVE
+def fit_open_file_limit(limits: HttpLimits) -> HttpLimits:
+    """The limits this process can keep: the soft open-file limit is raised towards what the
+    limits need (`HttpLimits.open_files`, never above the hard limit); when even that is too
+    little, the cap and the listen backlog are lowered to fit, with a warning, so that the guard
+    displaces or refuses connections before `accept()` can fail for want of descriptors."""
+    needed = limits.open_files
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-        if target > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        log.warning(
-            "the open-file limit %d is below SYNCD_HTTP_MAX_CONNECTIONS + %d = %d: accept() "
-            "may fail under load; raise LimitNOFILE= (or ulimit -n) or lower the cap",
-            soft,
-            FD_RESERVE,
-            needed,
-            extra={"action": "limits"},
-        )
-    return soft, needed
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return limits
+    target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft >= needed:
+        return limits
+    room = max(0, soft - OWN_FILES)
+    backlog = max(MIN_BACKLOG, min(limits.backlog, room // (2 * ACCEPT_BURSTS)))
+    cap = max(MIN_CONNECTIONS, min(limits.max_connections, room - ACCEPT_BURSTS * backlog))
+    log.warning(
+        "the open-file limit %d leaves room for %d connections: SYNCD_HTTP_MAX_CONNECTIONS=%d "
+        "is lowered to %d (listen backlog %d); raise LimitNOFILE= (or ulimit -n) to %d",
+        soft,
+        cap,
+        limits.max_connections,
+        cap,
+        backlog,
+        needed,
+        extra={"action": "limits"},
+    )
+    return dataclasses.replace(limits, max_connections=cap, backlog=backlog)

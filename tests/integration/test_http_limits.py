@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import resource
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,3 +265,39 @@ async def test_accept_errors_are_counted_and_the_rest_goes_to_the_default_handle
     assert any(
         r.name == "asyncio" and "something else broke" in r.getMessage() for r in caplog.records
     )
+
+
+@limits(http_max_connections=10_000)
+async def test_a_real_emfile_is_logged_once_then_counted(
+    limited: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """This process's own open-file limit is lowered under a flood of connections, so that
+    `accept()` fails for real; the loop's exception handler counts the failures."""
+    loop = asyncio.get_running_loop()
+    events = CountingLog(logging.getLogger("test.emfile"), interval_s=0.3)
+    previous = loop.get_exception_handler()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with caplog.at_level(logging.INFO, logger="test.emfile"):
+        async with serving(limited) as served:
+            loop.set_exception_handler(accept_error_handler(events))
+            clients = [socket.socket() for _ in range(60)]  # their descriptors exist already
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")), hard))
+                for client in clients:
+                    client.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        client.connect(("127.0.0.1", served.port))
+                await until(lambda: events.totals.get("accept_failed", 0) >= 3)
+                await until(lambda: len(caplog.records) >= 2)  # the first, then a summary
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                for client in clients:
+                    client.close()
+                loop.set_exception_handler(previous)
+                events.close()
+            # asyncio retries accepting a second later: the server serves again.
+            assert await answer(await served.connect(), HEALTHZ) == b"HTTP/1.1 200 OK"
+    first, summary, *_ = [r.getMessage() for r in caplog.records]
+    assert first.startswith("cannot accept connections: Too many open files")
+    assert summary.startswith(first) and "more in the last 0.3 s" in summary
+    assert len(caplog.records) < events.totals["accept_failed"]

@@ -153,10 +153,11 @@ def test_stop_timeout_exceeds_the_shutdown_grace(unit: Unit, env_example: dict[s
 
 
 def test_open_file_limit_fits_the_connection_cap(unit: Unit, env_example: dict[str, str]) -> None:
-    from controllers.server import FD_RESERVE
+    from controllers.server import HttpLimits
 
     (limit,) = unit["Service"]["LimitNOFILE"]
-    assert int(limit) >= int(env_example["SYNCD_HTTP_MAX_CONNECTIONS"]) + FD_RESERVE
+    cap = int(env_example["SYNCD_HTTP_MAX_CONNECTIONS"])
+    assert int(limit) >= HttpLimits(1, 1, 1, cap).open_files
 
 
 def test_env_example_lists_every_setting(env_example: dict[str, str]) -> None:
