@@ -3,8 +3,8 @@
 Code logs with `logging.getLogger(__name__)` and structured context in `extra=` (`task_id`,
 `task_type`, `action`, ...); `configure_logging` decides how that reaches the output, once, in
 `main()`. Secrets must not reach the logs: the aiohttp access log format below carries no headers,
-and a filter on the handler redacts `Bearer <token>` (and `?token=` query values) anywhere as a
-second line of defence.
+and a filter on the handler redacts `Bearer <token>` (and `?token=` query values, however the
+name is spelt or percent-encoded) anywhere as a second line of defence.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+from urllib.parse import unquote_plus
 
 #: aiohttp access log format: client, time, request line, status, size, seconds. No headers, so
 #: an `Authorization` value can never be logged (pass as `access_log_format=` to aiohttp).
@@ -29,13 +30,36 @@ _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctim
 _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 _REDACTED = r"\1 [REDACTED]"
 # The dashboard's websocket URL carries its token as `?token=` (browsers cannot set headers).
-_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
+# aiohttp decodes query names, so `?tok%65n=` is the token too: every `name=value` after `?`,
+# `&` or `;` is looked at, and its value redacted when the decoded name is "token".
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;?\s\"'#]*)=([^&;\s\"'#]*)")
+_NOT_NAME = re.compile(r"[\W_]+")
 
 
 def redact(text: str) -> str:
-    """`text` with every `Bearer <token>` replaced by `Bearer [REDACTED]`, and every `?token=`
-    or `&token=` query value by `[REDACTED]`."""
-    return _QUERY_TOKEN.sub(r"\1[REDACTED]", _BEARER.sub(_REDACTED, text))
+    """`text` with every `Bearer <token>` replaced by `Bearer [REDACTED]`, and the value of
+    every query parameter named `token` by `[REDACTED]`, whatever the name's case, spelling
+    in percent-escapes (`tok%65n`, even escaped twice) or stray punctuation (`token[]`)."""
+    text = _BEARER.sub(_REDACTED, text)
+    if "=" not in text:
+        return text
+    return _QUERY_PAIR.sub(_redact_pair, text)
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    if not _is_token_name(match[2]):
+        return match[0]
+    return f"{match[1]}{match[2]}=[REDACTED]"
+
+
+def _is_token_name(raw: str) -> bool:
+    name = raw
+    for _ in range(3):  # escaped up to three times over
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return _NOT_NAME.sub("", name).casefold() == "token"
 
 
 class RedactBearerFilter(logging.Filter):

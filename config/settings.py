@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     keep_yearly: int = Field(10, ge=0)
 
     max_upload_mb: int = Field(200, ge=1)
+    max_parameters_kb: int = Field(64, ge=1, le=1024 * 1024)
+    http_header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    http_idle_timeout_s: float = Field(75.0, gt=0, le=86400)
+    http_max_connections: int = Field(1024, ge=1, le=1_000_000)
     api_tokens: Annotated[dict[str, Role], NoDecode, BeforeValidator(_parse_tokens)] = Field(
         default_factory=dict
     )

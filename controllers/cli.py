@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from config.settings import Settings
+    from controllers.server import HttpLimits
     from controllers.systemd import Notifier
 
 log = logging.getLogger("syncd")
@@ -180,35 +181,48 @@ def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
     from config.logging import configure_logging
     from controllers.auth import check_exposure
+    from controllers.server import HttpLimits, fit_open_file_limit
     from schedule.database import ensure_sqlite_dir
 
     check_exposure(settings)
     configure_logging(settings.log_format, settings.log_level, settings.node_id)
+    limits = fit_open_file_limit(HttpLimits.from_settings(settings))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
     ensure_sqlite_dir(settings.database_url)
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, limits))
     return 0
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, limits: HttpLimits) -> None:
     from aiohttp import web
 
     from config.logging import ACCESS_LOG_FORMAT
     from controllers.app import create_app
     from controllers.keys import ENGINE
+    from controllers.server import (
+        GuardedSite,
+        accept_error_handler,
+        runner_options,
+    )
     from controllers.systemd import Notifier
 
     notifier = Notifier(os.environ)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(accept_error_handler())
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log_format=ACCESS_LOG_FORMAT,
+        handle_signals=False,
+        **runner_options(limits),
+    )
     await runner.setup()  # checks the schema and starts the engine, or raises
     background: list[asyncio.Task[None]] = []
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = GuardedSite(runner, settings.host, settings.port, limits)
         await site.start()
         log.info("listening on %s", ", ".join(str(a) for a in runner.addresses))
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if not app[ENGINE].running:

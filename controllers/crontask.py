@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from controllers.errors import parse_body, parse_query
+from controllers.jsonio import json_response
 from controllers.keys import SERVICE
 from controllers.models import CronTaskQuery, CronTaskReport, TaskOut, task_json
 from controllers.openapi import doc
@@ -33,7 +34,7 @@ async def claim(request: web.Request) -> web.Response:
     task = await request.app[SERVICE].claim_external(query.service, query.group)
     if task is None:
         return web.Response(status=204)
-    return web.json_response(task_json(task))
+    return json_response(task_json(task))
 
 
 @routes.put("/api/crontask/{id}")
@@ -53,4 +54,4 @@ async def report(request: web.Request) -> web.Response:
     """Apply a report; `completed`/`failed` end the task, anything else extends its lease."""
     body = await parse_body(request, CronTaskReport)
     task = await request.app[SERVICE].report_external(request.match_info["id"], body.to_report())
-    return web.json_response(task_json(task))
+    return json_response(task_json(task))

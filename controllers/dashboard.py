@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 
+from controllers.errors import ApiError
 from controllers.openapi import doc
 from controllers.roles import PUBLIC
 
@@ -31,12 +32,21 @@ async def index(request: web.Request) -> web.FileResponse:
 @doc("A file of the dashboard", roles=PUBLIC, content_type="*/*", tags=["dashboard"])
 async def static(request: web.Request) -> web.FileResponse:
     """A file of the dashboard; revalidated on every load so an upgrade shows at once."""
-    relative = PurePosixPath(request.match_info["path"])
-    target = STATIC_DIR.joinpath(*relative.parts)
-    if (
-        relative.is_absolute()
-        or ".." in relative.parts
-        or not await asyncio.to_thread(target.is_file)
-    ):
-        raise web.HTTPNotFound(reason=f"no dashboard file {relative}")
+    relative = request.match_info["path"]
+    target = await asyncio.to_thread(dashboard_file, relative)
+    if target is None:
+        raise ApiError(404, "not_found", f"no dashboard file {relative[:200]!r}")
     return web.FileResponse(target, headers=NO_CACHE)
+
+
+def dashboard_file(relative: str) -> Path | None:
+    """The file under `STATIC_DIR` that `relative` names, or None: not a file there, outside
+    it (`..`, absolute), or a name no file can have (NUL, control characters, too long)."""
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts or any(ord(c) < 32 for c in relative):
+        return None
+    target = STATIC_DIR.joinpath(*path.parts)
+    try:
+        return target if target.is_file() else None
+    except (OSError, ValueError):  # ENAMETOOLONG and the like
+        return None

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from controllers.errors import parse_body, validation_error
+from controllers.jsonio import json_response
 from controllers.keys import DATA_SOURCES, SETTINGS
 from controllers.openapi import doc
 from controllers.roles import ADMINS, READERS
@@ -97,7 +98,7 @@ async def create_source(request: web.Request) -> web.Response:
     if body.id is None:
         raise validation_error([{"field": "id", "message": "Field required"}])
     source = await request.app[DATA_SOURCES].create(body.id, await _values(request, body))
-    return web.json_response(source_json(source), status=201)
+    return json_response(source_json(source), status=201)
 
 
 @routes.get(PATH)
@@ -105,7 +106,7 @@ async def create_source(request: web.Request) -> web.Response:
 async def list_sources(request: web.Request) -> web.Response:
     """Every definition, by id, secrets masked."""
     sources = await request.app[DATA_SOURCES].list()
-    return web.json_response({"data_sources": [source_json(s) for s in sources]})
+    return json_response({"data_sources": [source_json(s) for s in sources]})
 
 
 @routes.get(PATH + "/{id}")
@@ -119,7 +120,7 @@ async def list_sources(request: web.Request) -> web.Response:
 async def get_source(request: web.Request) -> web.Response:
     """One definition, secrets masked."""
     source = await request.app[DATA_SOURCES].require(request.match_info["id"])
-    return web.json_response(source_json(source))
+    return json_response(source_json(source))
 
 
 @routes.put(PATH + "/{id}")
@@ -148,7 +149,7 @@ async def replace_source(request: web.Request) -> web.Response:
         }
     )
     source = await store.replace(source_id, await _values(request, body))
-    return web.json_response(source_json(source))
+    return json_response(source_json(source))
 
 
 @routes.delete(PATH + "/{id}")

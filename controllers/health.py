@@ -25,21 +25,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 @doc(
-    "Readiness: database reachable and migrated, engine running",
+    "Readiness: database reachable, migrated and writable, engine running",
     roles=PUBLIC,
-    responses={200: "ready", 503: "not ready"},
+    responses={200: "ready", 503: "not ready (the checks say why)"},
     tags=["operations"],
 )
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers (it was migrated at start-up) and the engine runs."""
-    engine = request.app[ENGINE]
-    database = "ok"
+    """Ready when the database answers (it was migrated at start-up), a write can be made now
+    (no other process holds the write lock, the database and its disk have room) and the
+    engine runs. The write check takes the lock only to release it at once."""
+    engine, store = request.app[ENGINE], request.app[STORE]
+    database = writes = "ok"
     try:
         async with asyncio.timeout(request.app[SETTINGS].db_timeout_s):
-            await request.app[STORE].ping()
+            await store.ping()
+            writes = await store.write_check() or "ok"
     except UNAVAILABLE as exc:
         database = f"unavailable: {type(exc).__name__}"
-    checks = {"database": database, "engine": "ok" if engine.running else "stopped"}
+        writes = "unknown"
+    checks = {
+        "database": database,
+        "writes": writes,
+        "engine": "ok" if engine.running else "stopped",
+    }
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -12,7 +11,8 @@ from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.auth import caller_role
-from controllers.errors import ApiError, parse_query, validation_error
+from controllers.errors import ApiError, parse_json, parse_query, validation_error
+from controllers.jsonio import json_response
 from controllers.keys import IMPORT_FILES, SERVICE, SETTINGS
 from controllers.models import TaskOut, task_json
 from controllers.openapi import doc
@@ -105,7 +105,7 @@ async def upload_stock(request: web.Request) -> web.Response:
     except BaseException:
         await files.remove(name)
         raise
-    return web.json_response(task_json(task), status=202)
+    return json_response(task_json(task), status=202)
 
 
 async def _file_part(request: web.Request) -> BodyPartReader:
@@ -179,15 +179,10 @@ async def _read_import_body(request: web.Request) -> tuple[bytes, list[Any]]:
     """The raw body, checked to be `{"data": [...]}` (400 when not JSON, 422 otherwise), and
     its parsed `data`."""
     raw = await request.read()
-    if not raw.strip():
-        raise ApiError(400, "invalid_json", "request body is empty; a JSON object is expected")
-    try:
-        if len(raw) > PARSE_IN_THREAD_BYTES:
-            body = await asyncio.to_thread(json.loads, raw)
-        else:
-            body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if len(raw) > PARSE_IN_THREAD_BYTES:
+        body = await asyncio.to_thread(parse_json, raw)
+    else:
+        body = parse_json(raw)
     if not isinstance(body, dict):
         raise validation_error([{"field": "body", "message": 'must be an object {"data": [...]}'}])
     extra = sorted(set(body) - {"data"})
@@ -231,9 +226,7 @@ async def _start_import(request: web.Request, target: str) -> TaskRecord:
 async def import_tools(request: web.Request) -> web.Response:
     """Validate the envelope, store the records and answer with the task's reference."""
     task = await _start_import(request, "tools")
-    return web.json_response(
-        {"task_reference": task.reference, "status": "IN_PROGRESS"}, status=202
-    )
+    return json_response({"task_reference": task.reference, "status": "IN_PROGRESS"}, status=202)
 
 
 @routes.get("/api/tools/import/status/{ref}")
@@ -267,7 +260,7 @@ async def import_status(request: web.Request) -> web.Response:
         body["errors"] = [e.record for e in errors][: query.errors_limit]
         if task.status is not TaskStatus.COMPLETED:
             body["error"] = task.error or task.status.value
-    return web.json_response(body)
+    return json_response(body)
 
 
 @routes.post("/api/imports/{target}")
@@ -286,4 +279,4 @@ async def import_records(request: web.Request) -> web.Response:
         known = ", ".join(sorted(TARGETS))
         raise ApiError(404, "not_found", f"no import target {target!r}; targets: {known}, stock")
     task = await _start_import(request, target)
-    return web.json_response(task_json(task), status=202)
+    return json_response(task_json(task), status=202)

@@ -34,6 +34,7 @@ from controllers.models import LiveQuery, task_json
 from controllers.openapi import doc
 from controllers.roles import READERS
 from engine.engine import EngineEvent, SyncEngine, reraise_if_cancelling
+from schedule import jsontext
 from schedule.records import TaskRecord
 from schedule.service import ScheduleService
 
@@ -169,7 +170,7 @@ class LiveHub:
                     )
         if not events:
             return None
-        return json.dumps({"type": "tasks", "events": events})
+        return jsontext.dumps({"type": "tasks", "events": events})
 
     def _progress_events(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []

@@ -5,8 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
+from engine.validation import NoBoolNumbers
 from schedule.books import BookItem, BookRecord
 from schedule.models import TaskStatus
 from schedule.periodic import ScheduleView
@@ -24,10 +33,27 @@ Priority = Annotated[int, Field(ge=-100, le=100)]
 MaxAttempts = Annotated[int, Field(ge=1, le=20)]
 TimeoutS = Annotated[float, Field(gt=0, le=7 * 86400)]
 ShortId = Annotated[str, Field(min_length=1, max_length=64)]
+#: Times the API takes: aware, and within what every database and `datetime` can hold in UTC
+#: (`0001-01-01T00:00:00+14:00` is year 0 in UTC, which Python cannot even represent).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
-class Strict(BaseModel):
-    """Base of request models: unknown fields are refused."""
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc_value = value.astimezone(UTC)
+    except OverflowError:
+        utc_value = None
+    if utc_value is None or not EARLIEST <= utc_value <= LATEST:
+        raise ValueError(f"must be between {iso(EARLIEST)} and {iso(LATEST)}")
+    return value
+
+
+ApiTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+
+
+class Strict(NoBoolNumbers):
+    """Base of request models: unknown fields are refused, `true` is not a number."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,7 +66,7 @@ class CreateTaskBody(Strict):
     interface_id: ShortId | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     priority: Priority | None = None
-    run_after: AwareDatetime | None = None
+    run_after: ApiTime | None = None
     max_attempts: MaxAttempts | None = None
     timeout_s: TimeoutS | None = None
     dedupe_key: str | None = Field(None, min_length=1, max_length=255)
@@ -62,8 +88,15 @@ class UpdateTaskBody(Strict):
 
     parameters: dict[str, Any] | None = None
     priority: Priority | None = None
-    run_after: AwareDatetime | None = None
+    run_after: ApiTime | None = None
     max_attempts: MaxAttempts | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # a field left out keeps its value; null cannot be stored
+            raise ValueError("may not be null; leave the field out to keep its value")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +138,7 @@ class PageQuery(Strict):
 class StatsQuery(Strict):
     """GET /api/sync/tasks/statistics query."""
 
-    since: AwareDatetime | None = None
+    since: ApiTime | None = None
 
     @field_validator("since")
     @classmethod

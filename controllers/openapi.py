@@ -196,13 +196,20 @@ def _responses(
         out[str(status)] = entry
     defaults: dict[int, str] = {}
     if with_body:
-        defaults |= {400: "the body is not JSON", 422: "a field is invalid (named in details)"}
+        defaults |= {
+            400: "the body is not JSON (NaN and Infinity are not; nesting deeper than 32 levels)",
+            422: "a field is invalid (named in details)",
+        }
     if meta.query is not None:
         defaults[422] = "a field is invalid (named in details)"
     if not meta.public:
         defaults[401] = "no, a malformed or an unknown bearer token"
         if meta.roles != ANY_ROLE:
             defaults[403] = "the token's role may not call this (see x-roles)"
+        defaults |= {
+            503: "the database cannot be reached, or did not answer within SYNCD_DB_TIMEOUT_S",
+            507: "the database or its disk is full; nothing was written",
+        }
     for status, description in defaults.items():
         out.setdefault(str(status), {"description": description, "content": error})
     return out

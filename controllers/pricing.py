@@ -6,6 +6,7 @@ from aiohttp import web
 
 from controllers.auth import caller_role
 from controllers.errors import parse, parse_query, read_json
+from controllers.jsonio import json_response
 from controllers.keys import BOOKS, SERVICE
 from controllers.models import (
     BookItemsQuery,
@@ -34,7 +35,7 @@ CREATE_DEDUPE_KEY = "partnumber_book_create@api"
 async def get_task(request: web.Request) -> web.Response:
     """A task in seed 000's shape, for clients that poll it every 500 ms."""
     task = await request.app[SERVICE].find(request.match_info["id"])
-    return web.json_response(seed000_task_json(task))
+    return json_response(seed000_task_json(task))
 
 
 @routes.get(BOOKS_PATH)
@@ -46,7 +47,7 @@ async def get_task(request: web.Request) -> web.Response:
 async def list_books(request: web.Request) -> web.Response:
     """Every book, newest first, with its item count and whether it is the active one."""
     books = await request.app[BOOKS].list_books()
-    return web.json_response({"books": [book_json(b) for b in books]})
+    return json_response({"books": [book_json(b) for b in books]})
 
 
 @routes.post(BOOKS_PATH)
@@ -65,7 +66,7 @@ async def create_book(request: web.Request) -> web.Response:
         TaskRequest(task_type="partnumber_book_create", dedupe_key=CREATE_DEDUPE_KEY),
         role=caller_role(request),
     )
-    return web.json_response({"task_id": task.id})
+    return json_response({"task_id": task.id})
 
 
 @routes.get(BOOKS_PATH + "/{version}/items")
@@ -82,7 +83,7 @@ async def book_items(request: web.Request) -> web.Response:
     store = request.app[BOOKS]
     book = await store.get_book(request.match_info["version"])
     items, total = await store.items(book.id, Page(query.page, query.size), query.partnumber)
-    return web.json_response(
+    return json_response(
         {
             "book": book_json(book),
             "items": [book_item_json(i) for i in items],

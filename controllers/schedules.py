@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from controllers.auth import caller_role
+from controllers.jsonio import json_response
 from controllers.keys import SCHEDULER
 from controllers.models import TaskOut, schedule_json, task_json
 from controllers.openapi import doc
@@ -18,7 +19,7 @@ routes = web.RouteTableDef()
 async def list_schedules(request: web.Request) -> web.Response:
     """Every periodic job with its cron, next and last run, and whether it is paused."""
     views = await request.app[SCHEDULER].views()
-    return web.json_response({"schedules": [schedule_json(v) for v in views]})
+    return json_response({"schedules": [schedule_json(v) for v in views]})
 
 
 @routes.post("/api/schedules/{id}/run")
@@ -32,7 +33,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 async def run_schedule(request: web.Request) -> web.Response:
     """Enqueue the job's task now (201 with the task)."""
     task = await request.app[SCHEDULER].run_now(request.match_info["id"], role=caller_role(request))
-    return web.json_response(task_json(task), status=201)
+    return json_response(task_json(task), status=201)
 
 
 @routes.post("/api/schedules/{id}/pause")
@@ -45,7 +46,7 @@ async def run_schedule(request: web.Request) -> web.Response:
 async def pause_schedule(request: web.Request) -> web.Response:
     """Stop firing the job, on every daemon and across restarts."""
     view = await request.app[SCHEDULER].pause(request.match_info["id"])
-    return web.json_response(schedule_json(view))
+    return json_response(schedule_json(view))
 
 
 @routes.post("/api/schedules/{id}/resume")
@@ -58,4 +59,4 @@ async def pause_schedule(request: web.Request) -> web.Response:
 async def resume_schedule(request: web.Request) -> web.Response:
     """Fire the job again from its next scheduled time."""
     view = await request.app[SCHEDULER].resume(request.match_info["id"])
-    return web.json_response(schedule_json(view))
+    return json_response(schedule_json(view))

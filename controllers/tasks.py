@@ -8,6 +8,7 @@ from aiohttp import web
 
 from controllers.auth import caller_role
 from controllers.errors import parse_body, parse_query, validation_error
+from controllers.jsonio import json_response
 from controllers.keys import ENGINE, SERVICE
 from controllers.models import (
     BatchCreateBody,
@@ -50,7 +51,7 @@ async def create_task(request: web.Request) -> web.Response:
     """Create a task (201), or return the unfinished task holding its dedupe key (200)."""
     body = await parse_body(request, CreateTaskBody)
     task, created = await request.app[SERVICE].create(body.to_request(), role=caller_role(request))
-    return web.json_response(task_json(task), status=201 if created else 200)
+    return json_response(task_json(task), status=201 if created else 200)
 
 
 @routes.post("/api/sync/tasks/batch")
@@ -68,7 +69,7 @@ async def create_tasks(request: web.Request) -> web.Response:
     pairs = await request.app[SERVICE].create_many(
         [t.to_request() for t in body.tasks], role=caller_role(request)
     )
-    return web.json_response({"tasks": [task_json(t) for t, _ in pairs]}, status=201)
+    return json_response({"tasks": [task_json(t) for t, _ in pairs]}, status=201)
 
 
 @routes.get("/api/sync/tasks")
@@ -85,7 +86,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     query = parse_query(request, ListQuery)
     flt = TaskFilter(query.status, query.task_type, query.data_source_id)
     tasks, total = await request.app[SERVICE].list_tasks(flt, Page(query.page, query.size))
-    return web.json_response(
+    return json_response(
         {
             "tasks": [task_json(t) for t in tasks],
             "pagination": pagination_json(query.page, query.size, total),
@@ -107,7 +108,7 @@ async def statistics(request: web.Request) -> web.Response:
     since = query.since or datetime.now(UTC) - timedelta(days=7)
     stats = await request.app[SERVICE].statistics(since)
     engine = request.app[ENGINE].stats()
-    return web.json_response(
+    return json_response(
         {
             "database": {
                 "total": stats.total,
@@ -143,7 +144,7 @@ async def throughput(request: web.Request) -> web.Response:
     """Tasks finished per hour over the last `hours` hours, by final status (dashboard chart)."""
     query = parse_query(request, ThroughputQuery)
     hours = await request.app[SERVICE].throughput(query.hours)
-    return web.json_response(throughput_json(hours))
+    return json_response(throughput_json(hours))
 
 
 @routes.post("/api/sync/tasks/batch/cancel")
@@ -158,7 +159,7 @@ async def batch_cancel(request: web.Request) -> web.Response:
     """Cancel many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
     results = await request.app[SERVICE].batch("cancel", body.ids)
-    return web.json_response({"results": [batch_json(r) for r in results]})
+    return json_response({"results": [batch_json(r) for r in results]})
 
 
 @routes.post("/api/sync/tasks/batch/retry")
@@ -173,7 +174,7 @@ async def batch_retry(request: web.Request) -> web.Response:
     """Retry many tasks; each succeeds or fails on its own."""
     body = await parse_body(request, IdsBody)
     results = await request.app[SERVICE].batch("retry", body.ids, role=caller_role(request))
-    return web.json_response({"results": [batch_json(r) for r in results]})
+    return json_response({"results": [batch_json(r) for r in results]})
 
 
 @routes.get("/api/sync/tasks/{id}")
@@ -189,7 +190,7 @@ async def get_task(request: web.Request) -> web.Response:
     detail = await request.app[SERVICE].get(request.match_info["id"])
     body = task_json(detail.task)
     body["attempts"] = [attempt_json(a) for a in detail.attempts]
-    return web.json_response(body)
+    return json_response(body)
 
 
 @routes.put("/api/sync/tasks/{id}")
@@ -208,7 +209,7 @@ async def update_task(request: web.Request) -> web.Response:
     if not changes:
         raise validation_error([{"field": "body", "message": "nothing to update"}])
     task = await request.app[SERVICE].update(request.match_info["id"], changes)
-    return web.json_response(task_json(task))
+    return json_response(task_json(task))
 
 
 @routes.post("/api/sync/tasks/{id}/cancel")
@@ -228,7 +229,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     """Pending: cancelled (200). Running: stop requested (202)."""
     task = await request.app[SERVICE].cancel(request.match_info["id"])
     status = 202 if task.status is TaskStatus.RUNNING else 200
-    return web.json_response(task_json(task), status=status)
+    return json_response(task_json(task), status=status)
 
 
 @routes.post("/api/sync/tasks/{id}/retry")
@@ -242,7 +243,7 @@ async def cancel_task(request: web.Request) -> web.Response:
 async def retry_task(request: web.Request) -> web.Response:
     """A new task from a failed or cancelled one."""
     task = await request.app[SERVICE].retry(request.match_info["id"], role=caller_role(request))
-    return web.json_response(task_json(task), status=201)
+    return json_response(task_json(task), status=201)
 
 
 @routes.delete("/api/sync/tasks/{id}")
@@ -272,7 +273,7 @@ async def task_errors(request: web.Request) -> web.Response:
     errors, total = await request.app[SERVICE].errors(
         request.match_info["id"], Page(query.page, query.size)
     )
-    return web.json_response(
+    return json_response(
         {
             "errors": [record_error_json(e) for e in errors],
             "pagination": pagination_json(query.page, query.size, total),

@@ -45,6 +45,7 @@ from engine.sources.sql import (
     url_problem,
 )
 from engine.sources.streaming import ThreadedIterator
+from engine.validation import NoBoolNumbers
 
 Kind = Literal["sql", "http", "file"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")]
@@ -53,7 +54,7 @@ SourceRow = dict[str, Any]
 _PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 
 
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import socket
+import sqlite3
+from enum import Enum
 from pathlib import Path
 from struct import error as struct_error
 from typing import Any
@@ -15,6 +18,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as SaTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from config.settings import Settings
@@ -24,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 READONLY = {"syncd_readonly": True}
+#: Execution option: the SQLite busy timeout (ms) of the write transaction about to begin.
+BUSY_MS_OPTION = "syncd_busy_ms"
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -118,8 +133,17 @@ def install_sqlite_tuning(sync_engine: Any, busy_timeout_ms: int) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        readonly = conn.get_execution_options().get("syncd_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("syncd_readonly", False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # A write transaction waits for the lock as long as its caller has left (the store
+        # sets BUSY_MS_OPTION), else the configured timeout; set only when it changes.
+        wanted = int(options.get(BUSY_MS_OPTION, busy_timeout_ms))
+        if conn.info.get(BUSY_MS_OPTION, busy_timeout_ms) != wanted:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={wanted}")
+            conn.info[BUSY_MS_OPTION] = wanted
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config(database_url: str) -> AlembicConfig:
@@ -271,3 +295,73 @@ def _is_protocol_error(exc: BaseException) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- what a failed statement means for the request that met it --------------------------------
+
+
+class DbFailure(Enum):
+    """How a database error is answered: the request's fault, a full disk, or an outage."""
+
+    CONFLICT = "conflict"  # a constraint refused the row (unique key, not null, foreign key)
+    INVALID = "invalid"  # a value the column cannot hold
+    FULL = "full"  # the database or its disk is full
+    UNAVAILABLE = "unavailable"  # unreachable, or no answer (locked, busy) within the timeout
+
+
+# MySQL/MariaDB codes: a value the column cannot take (answered 422), a full table or disk.
+_MYSQL_INVALID = frozenset({1264, 1292, 1366, 1367, 1406, 1690, 3140, 3141, 3143, 3146, 4025})
+_MYSQL_FULL = frozenset({1021, 1114})
+_FULL_TEXT = ("database or disk is full", "no space left", "errcode: 28", "error 28 ", "disk full")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def classify_db_error(exc: BaseException) -> DbFailure | None:
+    """What `exc`, raised while serving a request, says about it; None when it is not a
+    database failure (then it is a bug, answered 500)."""
+    if isinstance(exc, IntegrityError):
+        return DbFailure.CONFLICT
+    if is_full(exc):
+        return DbFailure.FULL
+    if isinstance(exc, DataError):
+        return DbFailure.INVALID
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return DbFailure.INVALID  # a bound value the driver could not convert
+    code = _mysql_code(exc)
+    if isinstance(exc, OperationalError) and code in _MYSQL_INVALID:
+        return DbFailure.INVALID
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | SaTimeout):
+        return DbFailure.UNAVAILABLE
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _is_mysql_client(exc)):
+        return DbFailure.UNAVAILABLE
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return DbFailure.UNAVAILABLE
+    return None
+
+
+def is_full(exc: BaseException) -> bool:
+    """True when `exc` says the database or its disk is out of space (SQLITE_FULL, MySQL 1114
+    "table is full" or 1021 "disk full", ENOSPC)."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return True
+    if _mysql_code(exc) in _MYSQL_FULL:
+        return True
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    text = str(orig if orig is not None else exc).lower()
+    return isinstance(exc, DBAPIError | OSError) and any(t in text for t in _FULL_TEXT)
+
+
+_SQLITE_FULL = 13
+
+
+def _mysql_code(exc: BaseException) -> int | None:
+    args = getattr(getattr(exc, "orig", None), "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _is_mysql_client(exc: DBAPIError) -> bool:
+    """A client-side (2000-range) MySQL error: the connection, not the statement, failed."""
+    code = _mysql_code(exc)
+    return code is not None and 2000 <= code < 3000

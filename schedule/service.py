@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,7 @@ class ScheduleService:
     def _new_task(self, request: TaskRequest, role: Role | None, prefix: str = "") -> NewTask:
         spec = self._spec(request.task_type, prefix)
         self._check_by_hand(spec, role, f"{prefix}task_type")
+        self._check_size(request.parameters, f"{prefix}parameters")
         parsed = self._validate_params(spec, request.parameters, prefix)
         if request.callback_url is not None:
             self._check_callback_url(request.callback_url, prefix)
@@ -175,6 +177,23 @@ class ScheduleService:
             f"maintenance task type (it deletes data), for {allowed} only",
             {"field": where, "role": role, "task_type": spec.task_type},
         )
+
+    def _check_size(self, value: Any, field: str) -> None:
+        """Refuse a stored JSON value larger than `SYNCD_MAX_PARAMETERS_KB` (422 naming it):
+        every task list and live frame carries it, so a few huge ones made pages of hundreds
+        of megabytes."""
+        limit = self.settings.max_parameters_kb * 1024
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        if size > limit:
+            raise InvalidInput(
+                [
+                    FieldProblem(
+                        field,
+                        f"is {size:,} bytes as JSON; at most {limit:,} "
+                        f"(SYNCD_MAX_PARAMETERS_KB={self.settings.max_parameters_kb})",
+                    )
+                ]
+            )
 
     def _check_callback_url(self, url: str, prefix: str) -> None:
         """Only http(s) URLs on the allowed hosts, and only with a signing secret set."""
@@ -218,7 +237,8 @@ class ScheduleService:
             raise InvalidInput(
                 [
                     FieldProblem(
-                        f"{prefix}parameters" + "".join(f".{p}" for p in err["loc"]), err["msg"]
+                        f"{prefix}parameters" + "".join(f".{p}" for p in err["loc"]),
+                        err["msg"].removeprefix("Value error, "),
                     )
                     for err in exc.errors()
                 ]
@@ -291,6 +311,7 @@ class ScheduleService:
         """Change parameters, priority, run_after or max_attempts of a pending task."""
         task = await self.store.require(key)
         if "parameters" in changes:
+            self._check_size(changes["parameters"], "parameters")
             self._validate_params(self._spec(task.task_type), changes["parameters"], "")
         updated = await self.store.update_pending(task.id, changes)
         if self.engine is not None:
@@ -360,26 +381,39 @@ class ScheduleService:
         self, action: str, ids: Sequence[str], *, role: Role | None = None
     ) -> list[BatchResult]:
         """Cancel or retry many; each id succeeds or fails on its own, except that a retry a
-        role may not make refuses the whole batch (`Forbidden`) before anything is retried."""
+        role may not make refuses the whole batch (`Forbidden`) before anything is retried.
+
+        Each task is acted on once however often it is named (by id or by reference): one
+        result per distinct key, in the order given; a key naming a task already handled
+        repeats that task's result (a retry naming one id 1,000 times makes one new task).
+        """
+        keys = list(dict.fromkeys(ids))
         if action == "retry" and self._may_refuse(role):
-            for key in ids:
+            for key in keys:
                 try:
                     self._check_retry(await self.store.require(key), role, key)
                 except NotFound:
                     continue  # reported in its place below
         results: list[BatchResult] = []
-        for key in ids:
+        done: dict[str, BatchResult] = {}  # task id -> the result of acting on it
+        for key in keys:
+            found = await self.store.get(key)
+            if found is not None and found.id in done:
+                results.append(dataclasses.replace(done[found.id], id=key))
+                continue
+            target = found.id if found is not None else key
             try:
                 task = await (
-                    self.cancel(key) if action == "cancel" else self.retry(key, role=role)
+                    self.cancel(target) if action == "cancel" else self.retry(target, role=role)
                 )
             except (NotFound, InvalidState) as exc:
-                results.append(BatchResult(id=key, ok=False, error=str(exc)))
+                result = BatchResult(id=key, ok=False, error=str(exc))
             else:
                 new_id = task.id if action == "retry" else None
-                results.append(
-                    BatchResult(id=key, ok=True, status=task.status.value, task_id=new_id)
-                )
+                result = BatchResult(id=key, ok=True, status=task.status.value, task_id=new_id)
+            if found is not None:
+                done[found.id] = result
+            results.append(result)
         return results
 
     # ---- issue 6: external workers (seed 003) ---------------------------------------------
@@ -401,6 +435,10 @@ class ScheduleService:
 
     async def report_external(self, key: str, report: ExternalReport) -> TaskRecord:
         """Apply an external worker's report; a final status ends the task."""
+        if report.has_temp:
+            self._check_size(report.temp, "temp")
+        if report.has_output:
+            self._check_size(report.output, "output")
         task, outcome = await self.store.report_external(
             key, report, self.settings.external_lease_s
         )

@@ -28,6 +28,12 @@ come at least as often as the automatic ones would.
 Errors come back as SQLAlchemy's exception classes (`DBAPIError.instance`), so callers handle
 them exactly as they handle errors of the async engine. The writer is one per engine, created on
 first use and closed by `engine.dispose()`.
+
+Bounded waits: a transaction given a time limit is abandoned when it has not committed in time.
+Its wait for the write lock (SQLite's busy timeout) is set to what is left of that time when it
+starts, and an abandoned transaction still in the queue is dropped without touching the
+database, so a lock held by another process costs each caller about its timeout, not the sum of
+the busy timeouts of everything queued before it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,15 +61,23 @@ CHECKPOINT_IDLE_S = 1.0
 Work = Callable[[sqlite3.Connection], R]
 
 
-class Abandoned(Exception):
-    """The caller stopped waiting (cancelled or timed out) before the commit: rolled back."""
+class Abandoned(TimeoutError):
+    """The caller stopped waiting (cancelled or timed out) before the commit: rolled back, or
+    never begun. A TimeoutError: a caller that sees it had run out of time."""
 
 
 @dataclass
 class _Ticket:
-    """One submitted transaction; `abandoned` is read by the writer thread before COMMIT."""
+    """One submitted transaction; `abandoned` is read by the writer thread before BEGIN and
+    before COMMIT; `deadline` (time.monotonic) bounds its wait for the write lock."""
 
     abandoned: bool = False
+    deadline: float | None = None
+
+
+#: The busy timeout is set in steps of this (ms), so that it changes only when the time left
+#: does by that much (a PRAGMA per transaction would cost the hot path).
+BUSY_STEP_MS = 100
 
 
 class SqliteWriter:
@@ -78,28 +93,34 @@ class SqliteWriter:
         self._last: asyncio.Future[Any] | None = None
         self._closed = False
         self._commits = 0  # since the last checkpoint request (writer thread only)
+        self._busy_ms = int(busy_timeout_s * 1000)  # the connection's current busy timeout
         self._checkpoint_due = threading.Event()
         self._checkpointer: threading.Thread | None = None
 
-    async def transaction(self, work: Work[R]) -> R:
+    async def transaction(self, work: Work[R], limit_s: float | None = None) -> R:
         """Run `work` in one write transaction on the writer thread and return its result.
 
         A caller that is cancelled while waiting leaves the transaction to run, but it is
-        rolled back instead of committed if the writer has not reached COMMIT yet.
+        rolled back instead of committed if the writer has not reached COMMIT yet (and not
+        started at all if it has not reached BEGIN). With `limit_s`, the caller stops waiting
+        after that many seconds (TimeoutError), as if cancelled, and the wait for the write lock
+        is bounded by the time left.
         """
-        async with self.lock:  # held only to submit: see the module docstring
-            if self._closed:
-                closed = sqlite3.OperationalError("the database writer is closed")
-                raise DBAPIError.instance(None, None, closed, sqlite3.Error)
-            ticket = _Ticket()
-            future = asyncio.wrap_future(self._executor.submit(self._run, work, ticket))
-            self._last = future
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            ticket.abandoned = True
-            future.add_done_callback(_consume)  # its `Abandoned` (or result) is nobody's now
-            raise
+        deadline = None if limit_s is None else time.monotonic() + limit_s
+        async with asyncio.timeout(limit_s):
+            async with self.lock:  # held only to submit: see the module docstring
+                if self._closed:
+                    closed = sqlite3.OperationalError("the database writer is closed")
+                    raise DBAPIError.instance(None, None, closed, sqlite3.Error)
+                ticket = _Ticket(deadline=deadline)
+                future = asyncio.wrap_future(self._executor.submit(self._run, work, ticket))
+                self._last = future
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                ticket.abandoned = True
+                future.add_done_callback(_consume)  # its `Abandoned` (or result) is nobody's now
+                raise
 
     async def drain(self) -> None:
         """Wait until every transaction submitted so far has ended (call with `lock` held)."""
@@ -123,8 +144,11 @@ class SqliteWriter:
         return self._conn
 
     def _run(self, work: Work[R], ticket: _Ticket) -> R:
+        if ticket.abandoned:
+            raise Abandoned("the caller stopped waiting before the transaction began")
         try:
             conn = self._connection()
+            self._set_busy_timeout(conn, ticket.deadline)
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
@@ -144,6 +168,18 @@ class SqliteWriter:
                 raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
             raise
         return result
+
+    def _set_busy_timeout(self, conn: sqlite3.Connection, deadline: float | None) -> None:
+        """Wait for the write lock at most until `deadline` (the configured timeout without)."""
+        wanted = int(self.busy_timeout_s * 1000)
+        if deadline is not None:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                raise Abandoned("the caller's time ran out before the transaction began")
+            wanted = min(wanted, max(BUSY_STEP_MS, left_ms // BUSY_STEP_MS * BUSY_STEP_MS))
+        if wanted != self._busy_ms:
+            conn.execute(f"PRAGMA busy_timeout={wanted}")
+            self._busy_ms = wanted
 
     def _checkpoint_loop(self) -> None:
         """The checkpointer thread: a passive checkpoint when asked, or once the writer has

@@ -14,9 +14,11 @@ import builtins
 import contextlib
 import functools
 import json
+import os
 import secrets
 import sqlite3
 import string
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -42,10 +44,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from schedule.database import READONLY
+from schedule import jsontext
+from schedule.database import BUSY_MS_OPTION, READONLY, is_full
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import (
     FINISHED,
@@ -84,6 +87,10 @@ REFERENCE_ALPHABET = string.ascii_uppercase + string.digits
 FINISHED_VALUES = [s.value for s in FINISHED]
 HOUR_FORMAT = "%Y-%m-%d %H:00:00"
 CLAIM_ORDER = (T.c.priority.desc(), T.c.run_after.asc(), T.c.created_at.asc())
+#: How long a readiness check waits for the write lock (at most SYNCD_DB_TIMEOUT_S).
+PROBE_S = 2.0
+#: Below this much free space where the SQLite file lives, the disk counts as full.
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def utcnow() -> datetime:
@@ -132,6 +139,8 @@ class TaskStore:
         self.engine = engine
         self.clock = clock
         self.timeout = timeout
+        # Why the last write failed for want of space, until a write succeeds (readiness).
+        self._full: str | None = None
 
     def _now(self) -> datetime:
         return naive(self.clock())
@@ -146,8 +155,25 @@ class TaskStore:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction, bounded by `timeout`: a server that went silent (no RST, a
         hung network) cannot hold an API request or an engine loop longer than that."""
-        async with asyncio.timeout(self.timeout), self.engine.begin() as conn:
-            yield conn
+        try:
+            async with asyncio.timeout(self.timeout), self.engine.begin() as conn:
+                yield conn
+        except DBAPIError as exc:
+            if is_full(exc):
+                self._full = _first_line(exc)
+            raise
+        self._full = None
+
+    async def write_check(self) -> str | None:
+        """Why a write cannot be made now, or None: the server is not read-only and the last
+        write did not fail for want of space."""
+        async with self._read() as conn:
+            read_only = (await conn.execute(text("SELECT @@read_only"))).scalar()
+        if read_only:
+            return "the server is read-only (read_only=ON)"
+        if self._full is not None:
+            return f"the last write failed: {self._full}"
+        return None
 
     # ---- creation -------------------------------------------------------------------------
 
@@ -575,7 +601,7 @@ class TaskStore:
                         "task_id": task_id,
                         "attempt": attempt,
                         "position": e.position,
-                        "record": e.record,
+                        "record": jsontext.finite(e.record),
                         "reason": e.reason,
                         "created_at": now,
                     }
@@ -909,12 +935,20 @@ class SqliteStore(TaskStore):
     queue: SQLite has one writer anyway, and a waiter woken by the lock starts at once, where one
     left to SQLite's busy handler sleeps in steps of milliseconds. Other processes still meet
     the busy timeout.
+
+    With `timeout`, every transaction, both ways, ends within about that many seconds counted
+    from the call (TimeoutError), waiting for the writer's queue and for another process's
+    write lock included: the lock wait (busy timeout) is set to the time left.
     """
 
     def __init__(
-        self, engine: AsyncEngine, clock: Clock = utcnow, busy_timeout_s: float = 5.0
+        self,
+        engine: AsyncEngine,
+        clock: Clock = utcnow,
+        busy_timeout_s: float = 5.0,
+        timeout: float | None = None,
     ) -> None:
-        super().__init__(engine, clock)
+        super().__init__(engine, clock, timeout)
         self._busy_timeout_s = busy_timeout_s
 
     @property
@@ -924,10 +958,42 @@ class SqliteStore(TaskStore):
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         writer = self._writer
-        async with writer.lock:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        async with asyncio.timeout(self.timeout), writer.lock:
             await writer.drain()
-            async with super()._write() as conn:
-                yield conn
+            async with self.engine.connect() as conn:
+                busy = _busy_ms(deadline, self._busy_timeout_s)
+                conn = await conn.execution_options(**{BUSY_MS_OPTION: busy})
+                async with conn.begin():
+                    yield conn
+
+    async def write_check(self) -> str | None:
+        """Why a write cannot be made now, or None: on the writer's own connection, the write
+        lock is taken within `PROBE_S` and a new page can be allocated (a table is created and
+        rolled back at once), and the disk where the file lives has room."""
+        writer = self._writer
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE syncd_write_probe (x)")  # needs a page of its own
+            raise _ProbeDone  # rolled back: nothing is left behind
+
+        probe_s = min(PROBE_S, self.timeout or PROBE_S)
+        try:
+            await writer.transaction(work, limit_s=probe_s)
+        except _ProbeDone:
+            pass
+        except TimeoutError:
+            return f"no write lock within {probe_s:g} s: another process holds the database"
+        except DBAPIError as exc:
+            if is_full(exc):
+                return f"the database is full: {_first_line(exc)}"
+            if "locked" in str(exc.orig):
+                return f"no write lock within {probe_s:g} s: another process holds the database"
+            return f"cannot write: {_first_line(exc)}"
+        room = await asyncio.to_thread(_free_bytes, writer.path)
+        if room < MIN_FREE_BYTES:
+            return f"the disk is full: {room:,} bytes free where the database is"
+        return None
 
     # ---- hot paths in plain SQL ------------------------------------------------------------
     #
@@ -972,7 +1038,7 @@ class SqliteStore(TaskStore):
                 execute_rows(conn, _sqlite_new_insert, fresh)
             return taken, inserted
 
-        taken, inserted = await self._writer.transaction(work)
+        taken, inserted = await self._writer.transaction(work, self.timeout)
         out: list[tuple[TaskRecord, bool]] = []
         first: dict[str, TaskRecord] = {}
         for item, (record, _), created in zip(items, built, inserted, strict=True):
@@ -993,7 +1059,9 @@ class SqliteStore(TaskStore):
         if limit <= 0 or (types is not None and not types):
             return []
         return _claimed(
-            await self._writer.transaction(self._claim_work(node_id, limit, lease_s, types))
+            await self._writer.transaction(
+                self._claim_work(node_id, limit, lease_s, types), self.timeout
+            )
         )
 
     async def finish(self, node_id: str, outcomes: Sequence[Outcome]) -> set[str]:
@@ -1003,7 +1071,7 @@ class SqliteStore(TaskStore):
         """
         if not outcomes:
             return set()
-        return await self._writer.transaction(self._finish_work(node_id, outcomes))
+        return await self._writer.transaction(self._finish_work(node_id, outcomes), self.timeout)
 
     async def finish_and_claim(
         self,
@@ -1023,7 +1091,7 @@ class SqliteStore(TaskStore):
                 claim(conn) if claim is not None else [],
             )
 
-        written, rows = await self._writer.transaction(work)
+        written, rows = await self._writer.transaction(work, self.timeout)
         return written, _claimed(rows)
 
     def _claim_work(
@@ -1203,13 +1271,14 @@ def _sqlite_time(value: datetime) -> str:
 
 
 def _sqlite_json(value: Any) -> str:
-    """A JSON column value as SQLAlchemy's `JSON` type writes it (None as the text `null`);
-    the two values nearly every task has (no result yet, no parameters) without the encoder."""
+    """A JSON column value as SQLAlchemy's `JSON` type writes it (None as the text `null`, a
+    non-finite float as `null` too: see `schedule.jsontext`); the two values nearly every task
+    has (no result yet, no parameters) without the encoder."""
     if value is None:
         return "null"
     if value == {} and type(value) is dict:
         return "{}"
-    return json.dumps(value)
+    return jsontext.dumps(value)
 
 
 def _sqlite_json_load(text: str) -> Any:
@@ -1462,12 +1531,35 @@ def make_store(
 ) -> TaskStore:
     """The store implementation for the engine's dialect.
 
-    `timeout` bounds every MySQL transaction (`SYNCD_DB_TIMEOUT_S`); SQLite needs no bound of
-    its own, its busy timeout already limits lock waits and a local file cannot go silent.
+    `timeout` bounds every transaction (`SYNCD_DB_TIMEOUT_S`): on MySQL a server that went
+    silent, on SQLite the wait for the writer's queue and for another process's write lock.
     """
     if engine.dialect.name == "sqlite":
-        return SqliteStore(engine, clock, busy_timeout_s=timeout or 5.0)
+        return SqliteStore(engine, clock, busy_timeout_s=timeout or 5.0, timeout=timeout)
     return MySqlStore(engine, clock, timeout)
+
+
+def _busy_ms(deadline: float | None, default_s: float) -> int:
+    """The SQLite busy timeout for a transaction that must end by `deadline`."""
+    if deadline is None:
+        return int(default_s * 1000)
+    return max(1, min(int(default_s * 1000), int((deadline - time.monotonic()) * 1000)))
+
+
+def _free_bytes(path: str) -> int:
+    """Free space for unprivileged writers on the file system holding `path`."""
+    stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return stats.f_bavail * stats.f_frsize
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text_ = str(orig).strip()
+    return text_.splitlines()[0] if text_ else type(orig).__name__
+
+
+class _ProbeDone(Exception):
+    """Ends the readiness probe's transaction (rolled back) once the write has been tried."""
 
 
 class _ReadConnection:
@@ -1563,7 +1655,7 @@ def _finish_values(outcome: Outcome) -> tuple[Any, ...]:
     retry_at = naive(outcome.retry_at) if outcome.retry_at else None
     return (
         status.value,
-        outcome.result,
+        jsontext.finite(outcome.result),
         outcome.error,
         percent,
         message,

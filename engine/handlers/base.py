@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
+
+from engine.validation import NoBoolNumbers
 
 if TYPE_CHECKING:
     from engine.context import TaskContext
@@ -15,8 +17,9 @@ JsonObject = dict[str, Any]
 RunFunction = Callable[["TaskContext"], Awaitable[JsonObject | None]]
 
 
-class Parameters(BaseModel):
-    """Base of a handler's parameter model: unknown parameters are refused."""
+class Parameters(NoBoolNumbers):
+    """Base of a handler's parameter model: unknown parameters are refused, and a boolean is
+    not a number."""
 
     model_config = ConfigDict(extra="forbid")
 

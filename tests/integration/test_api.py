@@ -169,7 +169,7 @@ async def test_errors_and_statistics(client: Client, events: Events, gates: Gate
 async def test_health_and_readiness(client: Client) -> None:
     assert (await get(client, "/healthz"))["status"] == "ok"
     ready = await get(client, "/readyz")
-    assert ready["checks"] == {"database": "ok", "engine": "ok"}
+    assert ready["checks"] == {"database": "ok", "writes": "ok", "engine": "ok"}
 
 
 @pytest.mark.parametrize(

@@ -207,6 +207,28 @@ def test_redact_query_tokens_and_nothing_else() -> None:
     assert redact("/x?a=1&token=t%20x&b=2") == "/x?a=1&token=[REDACTED]&b=2"
     assert redact("/api/sync/tasks?page=2") == "/api/sync/tasks?page=2"
     assert redact("/x?mytoken=keep") == "/x?mytoken=keep"
+    assert redact("/x?token_type=bearer&tokens=2") == "/x?token_type=bearer&tokens=2"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "tok%65n=SECRET",  # aiohttp decodes the name: this IS the token
+        "%74%6F%6B%65%6E=SECRET",
+        "tok%2565n=SECRET",  # escaped twice
+        "TOKEN=SECRET",
+        "Token=SECRET",
+        "token[]=SECRET",
+        "to+ken=SECRET",
+        "a=1;token=SECRET",
+        "token=SECRET&token=SECRET2&tok%65n=SECRET3",
+    ],
+)
+def test_redact_query_tokens_however_the_name_is_spelt(query: str) -> None:
+    line = f'127.0.0.1 [x] "GET /api/ws?{query} HTTP/1.1" 101 0 0.001'
+    cleaned = redact(line)
+    assert "SECRET" not in cleaned
+    assert cleaned.count("[REDACTED]") == query.count("SECRET")
 
 
 async def test_access_log_of_the_websocket_url_has_no_token() -> None:

@@ -26,6 +26,7 @@ REQUIRED: list[tuple[str, str, str]] = [
     ("Service", "RestartSec", "2"),
     ("Service", "WatchdogSec", "30"),
     ("Service", "TimeoutStopSec", "40"),
+    ("Service", "LimitNOFILE", "65536"),
     ("Service", "KillSignal", "SIGTERM"),
     ("Service", "NoNewPrivileges", "yes"),
     ("Service", "ProtectSystem", "strict"),
@@ -67,6 +68,11 @@ SETTINGS = [
     "KEEP_MONTHLY",
     "KEEP_YEARLY",
     "MAX_UPLOAD_MB",
+    "MAX_PARAMETERS_KB",
+    "HTTP_HEADER_TIMEOUT_S",
+    "HTTP_BODY_TIMEOUT_S",
+    "HTTP_IDLE_TIMEOUT_S",
+    "HTTP_MAX_CONNECTIONS",
     "API_TOKENS",
     "CALLBACK_SECRET",
     "CALLBACK_ALLOWED_HOSTS",
@@ -144,6 +150,14 @@ def test_nothing_extra_is_writable(unit: Unit) -> None:
 def test_stop_timeout_exceeds_the_shutdown_grace(unit: Unit, env_example: dict[str, str]) -> None:
     (timeout,) = unit["Service"]["TimeoutStopSec"]
     assert seconds(timeout) > float(env_example["SYNCD_SHUTDOWN_GRACE_S"])
+
+
+def test_open_file_limit_fits_the_connection_cap(unit: Unit, env_example: dict[str, str]) -> None:
+    from controllers.server import HttpLimits
+
+    (limit,) = unit["Service"]["LimitNOFILE"]
+    cap = int(env_example["SYNCD_HTTP_MAX_CONNECTIONS"])
+    assert int(limit) >= HttpLimits(1, 1, 1, cap).open_files
 
 
 def test_env_example_lists_every_setting(env_example: dict[str, str]) -> None:
