@@ -223,11 +223,13 @@ def test_three_daemons_exactly_once_then_a_kill_then_an_outage(
     # The victim must hold running tasks when it is killed; at any one instant it may be
     # between claims, so wait for a moment when it does.
     wait_until(
-        lambda: db.rows(
-            "SELECT COUNT(*) FROM sync_tasks WHERE status='running' AND lease_owner=%s",
-            victim.node_id,
-        )[0][0]
-        > 0,
+        lambda: (
+            db.rows(
+                "SELECT COUNT(*) FROM sync_tasks WHERE status='running' AND lease_owner=%s",
+                victim.node_id,
+            )[0][0]
+            > 0
+        ),
         30,
         "the victim to be running tasks",
     )
