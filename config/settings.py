@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     keep_yearly: int = Field(10, ge=0)
 
     max_upload_mb: int = Field(200, ge=1)
+    xlsx_max_unpacked_mb: int = Field(1024, ge=1)
+    xlsx_max_part_mb: int = Field(64, ge=1)
+    xlsx_max_ratio: float = Field(100.0, ge=1)
+    xlsx_max_members: int = Field(10_000, ge=1)
     api_tokens: Annotated[dict[str, Role], NoDecode, BeforeValidator(_parse_tokens)] = Field(
         default_factory=dict
     )

@@ -30,6 +30,7 @@ from engine.sources.exceptions import SourceError
 from engine.sources.http import MASK, SECRET_NAME, HttpPager, HttpSourceConfig
 from engine.sources.sheets import batched, iter_rows
 from engine.sources.streaming import ThreadedIterator
+from engine.sources.workbook import UnpackLimits
 
 Kind = Literal["sql", "http", "file"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")]
@@ -344,10 +345,17 @@ def _typed(column: Any, mark: Any) -> Any:
     return mark
 
 
-def file_batches(config: FileConnection, size: int) -> Iterator[list[SourceRow]]:
-    """Rows of an .xlsx or CSV file keyed by header text (blocking: a worker thread)."""
+def file_batches(
+    config: FileConnection, size: int, limits: UnpackLimits | None = None
+) -> Iterator[list[SourceRow]]:
+    """Rows of an .xlsx or CSV file keyed by header text (blocking: a worker thread); an
+    .xlsx is held to `limits` (the defaults when None)."""
     rows = iter_rows(
-        Path(config.path), sheet=config.sheet, delimiter=config.delimiter, encoding=config.encoding
+        Path(config.path),
+        sheet=config.sheet,
+        delimiter=config.delimiter,
+        encoding=config.encoding,
+        limits=limits or UnpackLimits(),
     )
     try:
         first = next(rows, None)
@@ -373,8 +381,10 @@ async def read_batches(
     watermark: str | None,
     mark: Any,
     session: aiohttp.ClientSession | None = None,
+    limits: UnpackLimits | None = None,
 ) -> AsyncIterator[list[SourceRow]]:
-    """Batches of source rows, whatever the kind."""
+    """Batches of source rows, whatever the kind (`limits`: how far an .xlsx file may
+    unpack)."""
     if isinstance(connection, HttpSourceConfig):
         assert session is not None
         async for page in HttpPager(connection, session).pages():
@@ -389,7 +399,7 @@ async def read_batches(
         file_config = connection
 
         def factory() -> Iterator[list[SourceRow]]:
-            return file_batches(file_config, size)
+            return file_batches(file_config, size, limits)
 
     async with ThreadedIterator(factory) as batches:
         async for batch in batches:

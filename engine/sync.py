@@ -34,6 +34,7 @@ from engine.exceptions import PermanentError, RetryableError
 from engine.handlers.base import JsonObject, Parameters
 from engine.sources.exceptions import SourceError, SourceUnavailableError
 from engine.sources.http import HttpSourceConfig
+from engine.sources.workbook import UnpackLimits
 from schedule.datasources import DataSourceRecord, DataSourceStore, TargetError, TargetWriter
 from schedule.datasources import Watermark as StoredMark
 
@@ -266,7 +267,8 @@ async def _copy(
     wm = source.watermark_column if incremental else None
     filter_here = incremental and not isinstance(connection, SqlConnection)
     new_mark, pending = mark, None
-    async for batch in read_batches(connection, size, wm, mark, session):
+    limits = UnpackLimits.from_settings(ctx.settings)
+    async for batch in read_batches(connection, size, wm, mark, session, limits):
         if filter_here:
             batch = [r for r in batch if above(r.get(wm or ""), mark)]
         if wm is not None and batch:
