@@ -41,7 +41,7 @@ def run(main: Coroutine[Any, Any, None], exit_wait_s: float = EXIT_WAIT_S) -> No
         loop.run_until_complete(main)
     finally:
         try:
-            _cancel_remaining(loop)
+            _cancel_remaining(loop, exit_wait_s)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
@@ -75,15 +75,23 @@ def _joined_at_exit() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t is not current and not t.daemon]
 
 
-def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
-    """What `asyncio.run` does with the tasks still pending when its coroutine returns."""
+def _cancel_remaining(loop: asyncio.AbstractEventLoop, wait_s: float) -> None:
+    """What `asyncio.run` does with the tasks still pending when its coroutine returns, except
+    that a task ignoring its cancellation is waited for `wait_s` only."""
     tasks = asyncio.all_tasks(loop)
     if not tasks:
         return
     for task in tasks:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    for task in tasks:
+    _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=wait_s))
+    if pending:
+        log.warning(
+            "exiting with %d task(s) that ignored their cancellation: %s",
+            len(pending),
+            ", ".join(sorted(t.get_name() for t in pending)),
+            extra={"action": "exit_stuck_tasks"},
+        )
+    for task in tasks - pending:
         if not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler(
                 {

@@ -154,3 +154,37 @@ def test_the_daemon_loop_exits_normally_when_no_thread_is_blocked() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["main done", "not reached"]
     assert "blocked" not in done.stderr
+
+
+STUBBORN = """
+import asyncio, logging, sys
+from controllers import process
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+
+async def stubborn() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # a bug: the cancellation is swallowed
+            continue
+
+async def main() -> None:
+    asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+
+process.run(main(), exit_wait_s=0.3)
+print("exited", flush=True)
+"""
+
+
+def test_the_daemon_loop_does_not_wait_for_a_task_that_ignores_its_cancellation() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(STUBBORN)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["exited"]
+    assert "exiting with 1 task(s) that ignored their cancellation: stubborn" in done.stderr
