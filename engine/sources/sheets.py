@@ -225,10 +225,10 @@ class _SheetParser(WorkSheetParser):
     strings more cheaply.
 
     `parse` walks the sheet with `stream_elements`: a row is dropped from the tree once read
-    (openpyxl's kept an empty element per row, and everything it did not know whole), a row or
-    anything else longer than `MAX_ELEMENT_BYTES` of XML is refused, and so is a row of more
-    than `MAX_COLUMNS` cells. Only rows are read: the sheet's other parts (column widths,
-    merged cells, print settings) do not change values.
+    (openpyxl's kept an empty element per row, and everything it did not know whole), a sheet
+    running more than `MAX_ELEMENT_BYTES` of XML without completing a row is refused, and so is
+    a row of more than `MAX_COLUMNS` cells. Only rows are read: the sheet's other parts (column
+    widths, merged cells, print settings) do not change values.
 
     openpyxl reads every inline-string cell (`<c t="inlineStr"><is><t>text</t></is></c>`, the
     form openpyxl itself and many exporters write) through its generic rich-text object model,
