@@ -9,6 +9,9 @@
   before the import and one after). Target: at most 1.3x.
 * memory: the daemon's peak RSS (`VmHWM` of /proc/PID/status) over a `--rss-rows`-row stock
   import (skip with `--rss-rows 0`). Target: under 300 MB.
+* responsiveness: `/healthz` latency (median, 99th percentile, worst) probed without pause
+  during that import, against the same probes of the idle daemon just before. Target: the
+  worst under 100 ms.
 
     python -m bench.imports                                  # 100,000 / 100,000 / 1,000,000
     python -m bench.imports --records 2000 --rows 2000 --rss-rows 5000   # a smoke run
@@ -23,6 +26,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -232,13 +236,52 @@ def bench_xlsx(daemon: Daemon, folder: Path, rows: int) -> None:
     print(f"ratio import / bare read:   {ours / bare:8.2f}x  (target <= 1.3x)")
 
 
+class HealthProbe:
+    """`GET /healthz` again and again on a thread of its own, keeping each latency."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.url = daemon.url + "/healthz"
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=60) as resp:
+                resp.read()
+            self.latencies.append(time.perf_counter() - started)
+
+    def summary(self) -> str:
+        """`p50 / p99 / max` in milliseconds, and how many probes."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return "no probes"
+        p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+        return (
+            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
+            f" ({len(ordered):,} probes)"
+        )
+
+
 def bench_rss(daemon: Daemon, folder: Path, rows: int) -> None:
     assert daemon.proc is not None
     path = folder / "big.xlsx"
     write_stock(path, rows)
     before = peak_rss_mb(daemon.proc.pid)
+    with HealthProbe(daemon) as idle:
+        time.sleep(2)
     started = time.perf_counter()
-    task = finished(daemon, upload(daemon, path)["id"])
+    with HealthProbe(daemon) as busy:
+        task = finished(daemon, upload(daemon, path)["id"])
     elapsed = time.perf_counter() - started
     peak = peak_rss_mb(daemon.proc.pid)
     print(f"{rows:,}-row import:     {elapsed:8.1f} s  ({task['result']['inserted']:,} rows)")
@@ -246,6 +289,8 @@ def bench_rss(daemon: Daemon, folder: Path, rows: int) -> None:
         f"daemon peak RSS (VmHWM):    {peak:8.1f} MB (before the import: {before:.1f} MB;"
         " target < 300 MB)"
     )
+    print(f"/healthz, idle:             {idle.summary()}")
+    print(f"/healthz, during import:    {busy.summary()} (target: max < 100 ms)")
 
 
 def main() -> None:

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(60.0, gt=0, le=3600)
     http_idle_timeout_s: float = Field(75.0, gt=0, le=86400)
     http_max_connections: int = Field(1024, ge=1, le=1_000_000)
+    xlsx_max_unpacked_mb: int = Field(1024, ge=1)
+    xlsx_max_part_mb: int = Field(64, ge=1)
+    xlsx_max_ratio: float = Field(100.0, ge=1)
+    xlsx_max_members: int = Field(10_000, ge=1)
     api_tokens: Annotated[dict[str, Role], NoDecode, BeforeValidator(_parse_tokens)] = Field(
         default_factory=dict
     )

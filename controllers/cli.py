@@ -27,6 +27,7 @@ log = logging.getLogger("syncd")
 STATUS_INTERVAL_S = 5.0  # how often `systemctl status` gets fresh running/queued counts
 GC_YOUNG_THRESHOLD = 10_000  # container allocations between young collections (default 700)
 SWITCH_INTERVAL_S = 0.0002  # how long a thread may hold the GIL while another waits (5 ms)
+HTTP_DRAIN_S = 3.0  # how long requests in flight at SIGTERM get before they are cut (aiohttp: 60)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,6 +181,7 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
     from config.logging import configure_logging
+    from controllers import process
     from controllers.auth import check_exposure
     from controllers.server import HttpLimits, fit_open_file_limit
     from schedule.database import ensure_sqlite_dir
@@ -189,7 +191,9 @@ def serve(settings: Settings) -> int:
     limits = fit_open_file_limit(HttpLimits.from_settings(settings))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
     ensure_sqlite_dir(settings.database_url)
-    asyncio.run(_serve(settings, limits))
+    process.run(
+        _serve(settings, limits)
+    )  # asyncio.run, without waiting for blocked threads at exit
     return 0
 
 
@@ -215,6 +219,7 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
         access_log_format=ACCESS_LOG_FORMAT,
         handle_signals=False,
         **runner_options(limits),
+        shutdown_timeout=HTTP_DRAIN_S,
     )
     await runner.setup()  # checks the schema and starts the engine, or raises
     background: list[asyncio.Task[None]] = []

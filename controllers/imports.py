@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.auth import caller_role
@@ -17,8 +17,14 @@ from controllers.keys import IMPORT_FILES, SERVICE, SETTINGS
 from controllers.models import TaskOut, task_json
 from controllers.openapi import doc
 from controllers.roles import OPERATORS, READERS
-from engine.sources.exceptions import ACCEPTED_UPLOAD_FORMATS, UnsupportedFormatError
+from engine.sources.exceptions import (
+    ACCEPTED_UPLOAD_FORMATS,
+    SheetError,
+    UnpackLimitError,
+    UnsupportedFormatError,
+)
 from engine.sources.sheets import XLSX_MAGIC, sniff_upload
+from engine.sources.workbook import UnpackLimits, check_file
 from engine.targets import TARGETS, get_target
 from engine.uploads import PARSED, ImportFiles
 from schedule.models import TaskStatus
@@ -80,24 +86,32 @@ class Seed002Status(BaseModel):
     roles=OPERATORS,
     responses={
         202: "the stock_import task",
-        413: "larger than SYNCD_MAX_UPLOAD_MB",
+        400: "a malformed multipart body, or one cut short (no closing boundary)",
+        413: "larger than SYNCD_MAX_UPLOAD_MB, or unpacking beyond SYNCD_XLSX_MAX_UNPACKED_MB"
+        " or SYNCD_XLSX_MAX_PART_MB (the message names the part)",
         415: "not an .xlsx workbook (the message lists the accepted formats)",
-        422: "no `file` field",
+        422: "no `file` field; a workbook that is not a readable zip, compressed beyond"
+        " SYNCD_XLSX_MAX_RATIO or with more members than SYNCD_XLSX_MAX_MEMBERS",
     },
     tags=["imports"],
     response=TaskOut,
 )
 async def upload_stock(request: web.Request) -> web.Response:
-    """Stream the workbook to the state directory, then enqueue `stock_import`."""
+    """Stream the workbook to the state directory, check how far it unpacks, then enqueue
+    `stock_import`."""
     files = request.app[IMPORT_FILES]
-    limit = request.app[SETTINGS].max_upload_mb * 1024 * 1024
+    settings = request.app[SETTINGS]
+    limit = settings.max_upload_mb * 1024 * 1024
     if request.content_length is not None and request.content_length > limit + CHUNK:
         raise _too_large(limit)
-    part = await _file_part(request)
+    reader, part = await _file_part(request)
     filename = part.filename or ""
     name = ImportFiles.new_name("xlsx")
-    await _store_part(part, files.path(name), filename, limit, files)
+    path = files.path(name)
+    await _store_part(part, path, filename, limit, files)
     try:
+        await _read_to_the_end(reader)
+        await _check_workbook(path, filename, UnpackLimits.from_settings(settings))
         task, _ = await request.app[SERVICE].create(
             TaskRequest(task_type="stock_import", parameters={"file": name, "filename": filename}),
             role=caller_role(request),
@@ -108,8 +122,8 @@ async def upload_stock(request: web.Request) -> web.Response:
     return json_response(task_json(task), status=202)
 
 
-async def _file_part(request: web.Request) -> BodyPartReader:
-    """The multipart part named `file` (other fields are skipped)."""
+async def _file_part(request: web.Request) -> tuple[MultipartReader, BodyPartReader]:
+    """The multipart reader and its part named `file` (other fields are skipped)."""
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as exc:
@@ -127,8 +141,36 @@ async def _file_part(request: web.Request) -> BodyPartReader:
         if part is None:
             raise validation_error([{"field": "file", "message": "no `file` part in the upload"}])
         if isinstance(part, BodyPartReader) and part.name == "file":
-            return part
+            return reader, part
         await part.release()
+
+
+async def _read_to_the_end(reader: MultipartReader) -> None:
+    """Skip the parts after `file` up to the closing boundary; a body that stops before it
+    (cut short on the way: the file may be too) is a 400."""
+    try:
+        while (part := await reader.next()) is not None:
+            await part.release()
+    except (ValueError, AssertionError) as exc:
+        raise ApiError(
+            400,
+            "invalid_multipart",
+            f"the multipart body ends before its closing boundary (cut short?): {exc}",
+        ) from None
+
+
+async def _check_workbook(path: Path, filename: str, limits: UnpackLimits) -> None:
+    """How far the stored workbook unpacks, from its zip directory: 413 past a size limit,
+    422 for a bomb-like ratio, too many members or a file that is not a readable zip."""
+    try:
+        await asyncio.to_thread(check_file, path, limits, filename or "the upload")
+    except UnpackLimitError as exc:
+        details = [{"field": "file", "message": problem} for problem in exc.problems]
+        if exc.too_large:
+            raise ApiError(413, "too_large", str(exc), details) from None
+        raise validation_error(details) from None
+    except SheetError as exc:
+        raise validation_error([{"field": "file", "message": str(exc)}]) from None
 
 
 async def _store_part(
@@ -137,7 +179,7 @@ async def _store_part(
     """Write the part to `path` in chunks, checking its type first and its size throughout."""
     head = b""
     while len(head) < len(XLSX_MAGIC):
-        chunk = await part.read_chunk(CHUNK)
+        chunk = await _read_chunk(part)
         if not chunk:
             break
         head += chunk
@@ -150,7 +192,7 @@ async def _store_part(
     written, buffer, ok = 0, bytearray(head), False
     try:
         while True:
-            chunk = await part.read_chunk(CHUNK)
+            chunk = await _read_chunk(part)
             buffer += chunk
             if written + len(buffer) > limit:
                 raise _too_large(limit)
@@ -165,6 +207,17 @@ async def _store_part(
         await asyncio.to_thread(stream.close)
         if not ok:
             await files.remove(path.name)
+
+
+async def _read_chunk(part: BodyPartReader) -> bytes:
+    """The next chunk of the part; the client going away mid-upload is its fault (400), not
+    the database's (aiohttp reports it as a connection error)."""
+    try:
+        return await part.read_chunk(CHUNK)
+    except ConnectionError as exc:
+        raise ApiError(
+            400, "invalid_multipart", f"the upload stopped before its end ({exc})"
+        ) from None
 
 
 def _too_large(limit: int) -> ApiError:

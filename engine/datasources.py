@@ -410,11 +410,17 @@ def file_batches(
     config: FileConnection, size: int, policy: SourcePolicy
 ) -> Iterator[list[SourceRow]]:
     """Rows of an .xlsx or CSV file under the source directories, keyed by header text
-    (blocking: a worker thread)."""
+    (blocking: a worker thread); an .xlsx is held to `policy.unpack`."""
     real = confine(config.path, policy.source_dirs, policy.own_sqlite_file)
     if not real.is_file():
         raise SourceError(f"{config.path}: no such file")
-    rows = iter_rows(real, sheet=config.sheet, delimiter=config.delimiter, encoding=config.encoding)
+    rows = iter_rows(
+        real,
+        sheet=config.sheet,
+        delimiter=config.delimiter,
+        encoding=config.encoding,
+        limits=policy.unpack,
+    )
     try:
         first = next(rows, None)
         if first is None:

@@ -37,6 +37,10 @@ DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
 #: Returned by a loop step that had nothing to do and so did not touch the database: it
 #: proves nothing about the database being reachable again.
 SKIPPED: Any = object()
+STOP_WAIT_S = 5.0
+"""How long stopping waits, after the grace, for cancelled attempts to end and then for the
+outcomes to be written (each), whatever `cancel_grace_s` is: SIGTERM must end the daemon
+within `shutdown_grace_s` plus a few seconds."""
 
 Listener = Callable[["EngineEvent"], None]
 W = TypeVar("W")
@@ -153,16 +157,40 @@ class SyncEngine:
                 run.job.cancel()
         leftovers = [r.job for r in self._running.values() if r.job is not None]
         if leftovers:
-            await asyncio.wait(leftovers, timeout=max(5.0, self.settings.cancel_grace_s))
+            await asyncio.wait(leftovers, timeout=STOP_WAIT_S)
+        await self._give_back_stuck()
         # Outcomes of attempts that ended are written by the finish loop: let it write them.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(5.0, self.settings.cancel_grace_s)):
+            async with asyncio.timeout(STOP_WAIT_S):
                 await self._settled.wait()
         with contextlib.suppress(*DB_ERRORS):
             await self._flush_once()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _give_back_stuck(self) -> None:
+        """Release the tasks whose attempt did not end when cancelled (a handler that ignores
+        its cancellation): the daemon stops without them, and whatever they write later is
+        fenced off."""
+        stuck = [r for r in self._running.values() if r.executing and r.job and not r.job.done()]
+        if not stuck:
+            return
+        log.warning(
+            "%d task(s) did not stop when cancelled; giving them back",
+            len(stuck),
+            extra={"action": "release_stuck"},
+        )
+        attempts = {r.task.id: r.task.attempt for r in stuck}
+        try:
+            async with asyncio.timeout(STOP_WAIT_S):
+                released = await self.store.release(self.node_id, attempts)
+        except DB_ERRORS as exc:  # their leases expire and they are rescued
+            log.error("could not give stuck tasks back: %s", exc, extra={"action": "release"})
+            return
+        for run in stuck:
+            if run.task.id in released:
+                self._emit(EngineEvent("released", run.task))
 
     # ---- requests from the service ----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from engine.sources.egress import EgressPolicy
 from engine.sources.exceptions import SourceError
 from engine.sources.files import confine
 from engine.sources.sql import SqlTimeouts, is_sqlite, same_database, statement_problem, url_problem
+from engine.sources.workbook import UnpackLimits
 from schedule.datasources import DOMAIN_TARGETS, sync_targets
 
 
@@ -32,6 +33,8 @@ class SourcePolicy:
     own_database: URL
     timeouts: SqlTimeouts
     """Defaults of SQL sources' `connect_timeout_s` and `read_timeout_s`."""
+    unpack: UnpackLimits
+    """How far an .xlsx file source may unpack (the `SYNCD_XLSX_*` settings)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourcePolicy:
@@ -42,6 +45,7 @@ class SourcePolicy:
             egress=EgressPolicy.parse(settings.egress_allowed_hosts),
             own_database=make_url(settings.database_url),
             timeouts=SqlTimeouts(settings.source_connect_timeout_s, settings.source_read_timeout_s),
+            unpack=UnpackLimits.from_settings(settings),
         )
 
     @property

@@ -20,7 +20,7 @@ from schedule.database import alembic_config, create_engine, sync_url
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
 
-pytest_plugins = ["tests.mariadb"]
+pytest_plugins = ["tests.mariadb", "tests.zips"]
 
 FAST = {
     "poll_interval_s": 0.05,

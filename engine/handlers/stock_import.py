@@ -7,7 +7,8 @@ bounded memory while the event loop stays free. Each batch is one transaction: i
 go to `stock_log` and its unmapped, not ignored partnumbers to `qt_vendor_partnumber_seen`.
 Invalid rows become record errors with their sheet row number. A missing required column, a
 damaged or empty workbook fail the task with a message saying so (and how many rows earlier
-batches committed, which stay).
+batches committed, which stay); so does a workbook past the `SYNCD_XLSX_*` limits, before
+anything is parsed (`engine.sources.workbook`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.sources.dimension import declared_rows
 from engine.sources.exceptions import RowError, SourceError
 from engine.sources.sheets import STOCK_COLUMNS, batched_records, parse_stock_row
 from engine.sources.streaming import ThreadedIterator
+from engine.sources.workbook import UnpackLimits, check_file
 from engine.uploads import ImportFiles
 from schedule.imports import ImportStore, StockEntry
 
@@ -41,9 +43,9 @@ class StockImportParams(Parameters):
     batch_size: int = Field(5000, ge=1, le=50_000)
 
 
-def parse_batches(path: Path, size: int) -> Iterator[Batch]:
+def parse_batches(path: Path, size: int, limits: UnpackLimits) -> Iterator[Batch]:
     """Each batch of the sheet as (valid entries, invalid rows); runs in the worker thread."""
-    for records in batched_records(path, STOCK_COLUMNS, size):
+    for records in batched_records(path, STOCK_COLUMNS, size, limits=limits):
         entries: list[StockEntry] = []
         problems: list[RowProblem] = []
         for number, record in records:
@@ -74,6 +76,11 @@ async def run(ctx: TaskContext) -> JsonObject:
     name = params.filename or params.file
     if not await asyncio.to_thread(path.is_file):
         raise PermanentError(f"{name}: the uploaded file is no longer stored; upload it again")
+    limits = UnpackLimits.from_settings(ctx.settings)
+    try:  # checked at upload too; a workbook bomb fails here before anything is parsed
+        await asyncio.to_thread(check_file, path, limits, name)
+    except SourceError as exc:
+        raise PermanentError(str(exc)) from None
     declared = await asyncio.to_thread(declared_rows, path)
     total = declared - 1 if declared is not None else None  # less the header row
     ctx.report(processed=0, total=total, progress=0, message=f"reading {name}")
@@ -81,7 +88,9 @@ async def run(ctx: TaskContext) -> JsonObject:
     globs = await store.ignore_globs()
     read = written = failed = unmapped = 0
     try:
-        async with ThreadedIterator(lambda: parse_batches(path, params.batch_size)) as batches:
+        async with ThreadedIterator(
+            lambda: parse_batches(path, params.batch_size, limits), name="stock-sheet"
+        ) as batches:
             async for entries, problems in batches:
                 for number, reason, record in problems:
                     await ctx.record_error(reason, _json_record(record), number)

@@ -15,6 +15,10 @@ _FIRST_SHEET = re.compile(rb"<(?:\w+:)?sheet\b[^>]*?\br:id=\"([^\"]+)\"")
 _REL = re.compile(rb"<Relationship\b[^>]*>")
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\s+ref=\"(?:[A-Z]+\d+:)?[A-Z]+(\d+)\"")
 HEAD_BYTES = 8192
+PART_HEAD_BYTES = 256 * 1024
+"""At most this much of workbook.xml and its relations is read (the first sheet and its
+relation come early); a workbook past its limits is refused elsewhere, but this hint never
+loads a part whole."""
 
 
 def declared_rows(path: Path) -> int | None:
@@ -37,12 +41,12 @@ def declared_rows(path: Path) -> int | None:
 
 
 def _first_sheet_part(archive: zipfile.ZipFile) -> str | None:
-    workbook = archive.read("xl/workbook.xml")
+    workbook = _head(archive, "xl/workbook.xml")
     first = _FIRST_SHEET.search(workbook)
     if first is None:
         return None
     rel_id = first.group(1)
-    for rel in _REL.findall(archive.read("xl/_rels/workbook.xml.rels")):
+    for rel in _REL.findall(_head(archive, "xl/_rels/workbook.xml.rels")):
         if re.search(rb'\bId="' + re.escape(rel_id) + rb'"', rel):
             target = re.search(rb'\bTarget="([^"]+)"', rel)
             if target is None:
@@ -50,3 +54,8 @@ def _first_sheet_part(archive: zipfile.ZipFile) -> str | None:
             name = target.group(1).decode()
             return name.lstrip("/") if name.startswith("/") else f"xl/{name}"
     return None
+
+
+def _head(archive: zipfile.ZipFile, name: str) -> bytes:
+    with archive.open(name) as stream:
+        return stream.read(PART_HEAD_BYTES)

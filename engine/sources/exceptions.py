@@ -1,7 +1,8 @@
 """Errors of the data sources: reading spreadsheets, CSV files and JSON APIs.
 
 Handlers turn a `SourceError` into a failed task (its message is the task's error) and a
-`RowError` into a per-record error; the API maps `UnsupportedFormatError` to 415.
+`RowError` into a per-record error; the API maps `UnsupportedFormatError` to 415 and
+`UnpackLimitError` to 413 (a size limit) or 422.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ class SheetError(SourceError):
     """The spreadsheet or CSV file could not be read."""
 
     code = "sheet_error"
+
+
+class UnpackLimitError(SheetError):
+    """The workbook would unpack beyond a configured limit (a zip bomb, or too big a file)."""
+
+    code = "unpack_limit"
+
+    def __init__(self, label: str, problems: Sequence[str], *, too_large: bool = False) -> None:
+        self.problems = list(problems)
+        self.too_large = too_large
+        super().__init__(f"{label}: refused before reading: {'; '.join(self.problems)}")
 
 
 class MissingColumnsError(SheetError):

@@ -2,11 +2,11 @@
 
 Everything here is plain synchronous code meant to run in a worker thread (the handlers call it
 through `asyncio.to_thread`), never on the event loop. The readers hold one row at a time, so a
-million-row sheet is read with bounded memory: openpyxl in read-only mode parses the sheet's XML
-as a stream (only the shared-strings table is held whole). One cost to know: a sheet without a
-`<dimension>` element (Excel always writes one; openpyxl's write-only mode does not) is parsed
-once more when opened, as openpyxl looks for it, briefly holding an empty element per row
-(a 1,000,000-row sheet peaked at about 120 MB RSS in all).
+sheet of any length is read with bounded memory: an .xlsx is checked against `UnpackLimits`
+from its zip directory before anything is parsed, opened through openpyxl in read-only mode
+with its whole-loaded parts bounded, and its sheet's XML is parsed as a stream that keeps
+nothing once a row is read (see `engine.sources.workbook`; only the shared-strings table is held
+whole).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar
 
-from openpyxl import Workbook, load_workbook
+from openpyxl import Workbook
 from openpyxl.utils.cell import coordinate_to_tuple
 from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
-from openpyxl.worksheet._reader import INLINE_STRING, WorkSheetParser
+from openpyxl.worksheet._reader import DATA_TAG, INLINE_STRING, ROW_TAG, WorkSheetParser
 from openpyxl.xml.constants import SHEET_MAIN_NS
 
 from engine.sources.exceptions import (
@@ -37,6 +37,13 @@ from engine.sources.exceptions import (
     RowError,
     SheetError,
     UnsupportedFormatError,
+)
+from engine.sources.workbook import (
+    MAX_COLUMNS,
+    UnpackLimits,
+    check_package,
+    load,
+    stream_elements,
 )
 
 logger = logging.getLogger(__name__)
@@ -155,13 +162,19 @@ def is_blank(row: Row) -> bool:
     return True
 
 
-def iter_xlsx_rows(path: Path, sheet: str | None = None) -> RowReader:
+DEFAULT_LIMITS = UnpackLimits()
+
+
+def iter_xlsx_rows(
+    path: Path, sheet: str | None = None, limits: UnpackLimits = DEFAULT_LIMITS
+) -> RowReader:
     """Yield `(sheet row number, values)` for each non-blank row of an .xlsx sheet, header first.
 
     Row numbers are 1-based and are the ones Excel shows, blank rows included in the count. The
     sheet is `sheet` by name, else the first worksheet. Formulas give their cached values. Rows
     may differ in length (trailing empty cells are not padded). Raises `SheetError` for a
-    damaged file, a file that is not an .xlsx or an unknown sheet name.
+    damaged file, a file that is not an .xlsx or an unknown sheet name, and its subclass
+    `UnpackLimitError` (before anything is parsed) for a file past `limits`.
     """
     try:
         # A file object, not the path: openpyxl refuses paths whose suffix is not .xlsx, and
@@ -172,7 +185,8 @@ def iter_xlsx_rows(path: Path, sheet: str | None = None) -> RowReader:
     except OSError as exc:
         raise SheetError(f"{path.name}: cannot be opened ({_describe(exc)})") from exc
     try:
-        workbook = load_workbook(stream, read_only=True, data_only=True)
+        check_package(stream, limits, path.name)
+        workbook = load(stream, limits, path.name)
     except _READ_ERRORS as exc:
         stream.close()
         raise SheetError(f"{path.name}: not a readable .xlsx workbook ({_describe(exc)})") from exc
@@ -182,25 +196,22 @@ def iter_xlsx_rows(path: Path, sheet: str | None = None) -> RowReader:
     try:
         try:
             worksheet = _pick_sheet(workbook, sheet, path)
-            # The <dimension> tag some writers emit is wrong; without this openpyxl trusts it
-            # and stops early (or pads every row to a bogus width).
-            worksheet.reset_dimensions()
-            rows = sheet_values(worksheet)  # worksheet.values, streamed and cheaper
+            rows = numbered_rows(worksheet, f"{path.name}, sheet {worksheet.title!r}")
         except _READ_ERRORS as exc:
             raise SheetError(f"{path.name}: damaged workbook ({_describe(exc)})") from exc
         number = 0
         while True:
             try:
-                values = next(rows, None)
+                row = next(rows, None)
             except _READ_ERRORS as exc:
                 raise SheetError(
                     f"{path.name}: damaged sheet after row {number} ({_describe(exc)})"
                 ) from exc
-            if values is None:
+            if row is None:
                 return
-            number += 1
+            number, values = row
             if not is_blank(values):
-                yield number, tuple(values)
+                yield number, values
     finally:
         workbook.close()
         stream.close()
@@ -210,7 +221,14 @@ _INLINE_TEXT = f"{{{SHEET_MAIN_NS}}}t"
 
 
 class _SheetParser(WorkSheetParser):
-    """openpyxl's streaming sheet parser with a cheaper reading of plain inline strings.
+    """openpyxl's sheet parser, streaming rows with bounded memory and reading plain inline
+    strings more cheaply.
+
+    `parse` walks the sheet with `stream_elements`: a row is dropped from the tree once read
+    (openpyxl's kept an empty element per row, and everything it did not know whole), a sheet
+    running more than `MAX_ELEMENT_BYTES` of XML without completing a row is refused, and so is
+    a row of more than `MAX_COLUMNS` cells. Only rows are read: the sheet's other parts (column
+    widths, merged cells, print settings) do not change values.
 
     openpyxl reads every inline-string cell (`<c t="inlineStr"><is><t>text</t></is></c>`, the
     form openpyxl itself and many exporters write) through its generic rich-text object model,
@@ -219,6 +237,22 @@ class _SheetParser(WorkSheetParser):
     openpyxl's `Text.content` gives; every other cell (rich text runs, phonetic runs, shared
     strings, numbers, dates, formulas) goes through openpyxl's own `parse_cell` unchanged.
     """
+
+    label = "the sheet"
+
+    def parse(self) -> Generator[tuple[int, list[dict[str, Any]]], None, None]:
+        """`(row number, cells)` of each row, as openpyxl's `parse` yields them."""
+        source: Any = self.source
+        element: Any
+        for element in stream_elements(source, (DATA_TAG, ROW_TAG), self.label):
+            if len(element) > MAX_COLUMNS:
+                raise SheetError(
+                    f"{self.label}: the row after row {self.row_counter} has"
+                    f" {len(element):,} cells, more than Excel's {MAX_COLUMNS:,} columns"
+                )
+            row: tuple[int, list[dict[str, Any]]] = self.parse_row(element)
+            self.row_dimensions.clear()  # openpyxl keeps every row's height and style here
+            yield row
 
     def parse_cell(self, element: Any) -> dict[str, Any]:
         """The cell as openpyxl's `parse_cell` returns it."""
@@ -241,17 +275,16 @@ class _SheetParser(WorkSheetParser):
         return {"row": row, "column": column, "value": text, "data_type": "s", "style_id": style_id}
 
 
-def sheet_values(worksheet: ReadOnlyWorksheet) -> Iterator[Row]:
-    """The rows of a read-only worksheet whose dimensions were reset, as value tuples.
+def numbered_rows(worksheet: ReadOnlyWorksheet, label: str = "the sheet") -> Iterator[NumberedRow]:
+    """`(row number, values)` of each row a read-only worksheet holds, parsed with
+    `_SheetParser` (`label` names the sheet in its errors).
 
-    The same rows, in the same places, as openpyxl's `worksheet.values` (its
-    `_cells_by_row(values_only=True)` without a declared width: a missing row reads as `()`, a
-    row as wide as its last cell, a row number that goes backwards skipped), parsed with
-    `_SheetParser`. The tests compare both on workbooks of every cell kind.
+    The rows of `sheet_values` without the empty ones it puts in the gaps, so a row number
+    that jumps far ahead costs nothing.
     """
     sheet: Any = worksheet
     workbook: Any = worksheet.parent
-    counter = 1
+    expected = 1
     with sheet._get_source() as source:
         parser = _SheetParser(
             source,
@@ -261,13 +294,28 @@ def sheet_values(worksheet: ReadOnlyWorksheet) -> Iterator[Row]:
             date_formats=workbook._date_formats,
             timedelta_formats=workbook._timedelta_formats,
         )
+        parser.label = label
         for number, cells in parser.parse():
-            while counter < number:
-                counter += 1
-                yield ()
-            if counter <= number:
-                counter += 1
-                yield _row_values(cells)
+            if number >= expected:  # a row number going backwards is skipped
+                expected = number + 1
+                yield number, _row_values(cells)
+
+
+def sheet_values(worksheet: ReadOnlyWorksheet) -> Iterator[Row]:
+    """The rows of a read-only worksheet whose dimensions were reset, as value tuples.
+
+    The same rows, in the same places, as openpyxl's `worksheet.values` (its
+    `_cells_by_row(values_only=True)` without a declared width: a missing row reads as `()`, a
+    row as wide as its last cell, a row number that goes backwards skipped). The tests compare
+    both on workbooks of every cell kind.
+    """
+    counter = 1
+    for number, values in numbered_rows(worksheet):
+        while counter < number:
+            counter += 1
+            yield ()
+        counter += 1
+        yield values
 
 
 def _row_values(cells: list[dict[str, Any]]) -> Row:
@@ -380,10 +428,11 @@ def iter_rows(
     sheet: str | None = None,
     delimiter: str | None = None,
     encoding: str = "utf-8-sig",
+    limits: UnpackLimits = DEFAULT_LIMITS,
 ) -> RowReader:
     """The non-blank rows of an .xlsx or CSV file (chosen by content), header first."""
     if detect_format(path) == "xlsx":
-        return iter_xlsx_rows(path, sheet)
+        return iter_xlsx_rows(path, sheet, limits)
     return iter_csv_rows(path, delimiter, encoding)
 
 
@@ -394,6 +443,7 @@ def iter_records(
     sheet: str | None = None,
     delimiter: str | None = None,
     encoding: str = "utf-8-sig",
+    limits: UnpackLimits = DEFAULT_LIMITS,
 ) -> RecordReader:
     """Yield `(row number, {column name: value})` for each data row of an .xlsx or CSV file.
 
@@ -402,7 +452,7 @@ def iter_records(
     None. Raises (from the first `next()`, as it is a generator) `SheetError` when there is no
     header row and `MissingColumnsError` when a required column is missing.
     """
-    rows = iter_rows(path, sheet=sheet, delimiter=delimiter, encoding=encoding)
+    rows = iter_rows(path, sheet=sheet, delimiter=delimiter, encoding=encoding, limits=limits)
     try:
         first = next(rows, None)
         if first is None:
@@ -446,6 +496,7 @@ def batched_records(
     sheet: str | None = None,
     delimiter: str | None = None,
     encoding: str = "utf-8-sig",
+    limits: UnpackLimits = DEFAULT_LIMITS,
 ) -> Generator[list[Record], None, None]:
     """`iter_records` in lists of `size` records, so a handler can hop to its thread per batch.
 
@@ -453,7 +504,9 @@ def batched_records(
     `await asyncio.to_thread(next, batches, None)` until None, and
     `await asyncio.to_thread(batches.close)` when stopping early (closes the file).
     """
-    records = iter_records(path, columns, sheet=sheet, delimiter=delimiter, encoding=encoding)
+    records = iter_records(
+        path, columns, sheet=sheet, delimiter=delimiter, encoding=encoding, limits=limits
+    )
     try:
         yield from batched(records, size)
     finally:

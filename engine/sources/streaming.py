@@ -5,18 +5,32 @@ event loop, and the writing side (our database) should overlap with the reading 
 producer thread runs at most `prefetch` items ahead of the consumer, so memory stays bounded
 however long the source is; stopping early (cancel, failure) tells the thread to stop and
 closes the iterator (its files and connections) in the thread that opened it.
+
+A read can block for good: a database that accepts a connection and never answers, a network
+file system that hangs. Python cannot interrupt a thread blocked in a system call, so such a
+thread is never waited for when it matters: a cancelled consumer (a forced cancel, a shutdown,
+a lost lease) leaves at once, and an ending consumer waits at most `STOP_WAIT_S`. The thread
+is a daemon thread of its own, not one of the event loop's executor, so it never holds up the
+process's exit either; it stops by itself (closing its iterator) once its read returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _POLL_S = 0.1
+STOP_WAIT_S = 5.0
+"""How long an ending consumer waits for the thread to stop (it notices the stop within
+`_POLL_S` of finishing its current item) before leaving it behind."""
+_numbers = itertools.count(1)
 
 
 class ThreadedIterator(Generic[T]):
@@ -27,7 +41,9 @@ class ThreadedIterator(Generic[T]):
     consumer at the point where it occurred, after the items produced before it.
     """
 
-    def __init__(self, factory: Callable[[], Iterator[T]], prefetch: int = 2) -> None:
+    def __init__(
+        self, factory: Callable[[], Iterator[T]], prefetch: int = 2, name: str = "reader"
+    ) -> None:
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         self._factory = factory
@@ -35,11 +51,15 @@ class ThreadedIterator(Generic[T]):
         self._stop = threading.Event()
         self._queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"syncd-{name}-{next(_numbers)}", daemon=True
+        )
 
     async def __aenter__(self) -> AsyncIterator[T]:
         self._loop = asyncio.get_running_loop()
-        self._thread = asyncio.ensure_future(asyncio.to_thread(self._produce))
+        self._stopped = self._loop.create_future()
+        self._thread.start()
         return self._items()
 
     async def __aexit__(
@@ -49,9 +69,30 @@ class ThreadedIterator(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        if self._thread is not None:
-            # The thread notices the stop within _POLL_S of finishing its current item.
-            await asyncio.shield(self._thread)
+        assert self._stopped is not None
+        if self._stopped.done():
+            return
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self._left_behind("the consumer was cancelled")
+            return
+        try:
+            async with asyncio.timeout(STOP_WAIT_S):
+                await asyncio.shield(self._stopped)
+        except TimeoutError:
+            self._left_behind(f"it did not stop within {STOP_WAIT_S:g} s")
+
+    @property
+    def thread_alive(self) -> bool:
+        """True while the worker thread runs (it may outlive the `async with` block)."""
+        return self._thread.is_alive()
+
+    def _left_behind(self, why: str) -> None:
+        log.warning(
+            "left reader thread %s running: %s; it ends when its current read returns",
+            self._thread.name,
+            why,
+            extra={"action": "reader_left_behind", "reader": self._thread.name},
+        )
 
     async def _items(self) -> AsyncIterator[T]:
         while True:
@@ -65,12 +106,22 @@ class ThreadedIterator(Generic[T]):
             else:
                 return
 
-    def _send(self, kind: str, value: object) -> None:
+    def _call(self, callback: Callable[..., object], *args: object) -> None:
+        """Run `callback(*args)` on the event loop, if it still runs."""
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+            self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self._stop.set()
+
+    def _send(self, kind: str, value: object) -> None:
+        self._call(self._queue.put_nowait, (kind, value))
+
+    def _run(self) -> None:
+        try:
+            self._produce()
+        finally:
+            self._call(_resolve, self._stopped)
 
     def _produce(self) -> None:
         try:
@@ -91,3 +142,8 @@ class ThreadedIterator(Generic[T]):
             self._send("error", exc)
         else:
             self._send("end", None)
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)

@@ -35,6 +35,11 @@ def test_bench_imports_smoke(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
-    for line in ("rate import / raw:", "ratio import / bare read:", "daemon peak RSS (VmHWM):"):
+    for line in (
+        "rate import / raw:",
+        "ratio import / bare read:",
+        "daemon peak RSS (VmHWM):",
+        "/healthz, during import:    p50",
+    ):
         assert line in out, out
     assert "500-row import" in out

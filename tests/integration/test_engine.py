@@ -11,6 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
+from engine import engine as engine_module
 from engine.context import TaskContext
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
@@ -206,6 +207,45 @@ async def test_shutdown_gives_running_tasks_back(
     task = await store.require(task_id)
     assert task.status is TaskStatus.PENDING and task.attempt == 0
     assert [a.outcome for a in await store.attempts(task_id)] == ["released"]
+
+
+async def test_shutdown_gives_back_a_task_that_ignores_its_cancellation(
+    store: TaskStore,
+    sqlite_url: str,
+    tmp_path: Path,
+    db: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "STOP_WAIT_S", 0.5)
+    # A cancel grace far longer than the test: stopping must not wait for it.
+    quick = make_settings(sqlite_url, tmp_path, shutdown_grace_s=0.1, cancel_grace_s=600)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(ctx: TaskContext) -> JsonObject:
+        started.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:  # a handler bug: the cancellation is swallowed
+                continue
+        return {"stubborn": True}
+
+    registry = default_registry()
+    registry.register(HandlerSpec(task_type="stubborn", run=stubborn))
+    engine = SyncEngine(store, registry, quick, db)
+    events = Events(engine)
+    service = ScheduleService(store, registry, quick, engine)
+    await engine.start()
+    task_id = await create(service, "stubborn")
+    async with asyncio.timeout(10):
+        await started.wait()
+    async with asyncio.timeout(10):
+        await engine.stop()
+    assert "released" in events.kinds(task_id)
+    task = await store.require(task_id)
+    assert task.status is TaskStatus.PENDING and task.attempt == 0 and task.lease_owner is None
+    assert [a.outcome for a in await store.attempts(task_id)] == ["released"]
+    release.set()  # let the handler's coroutine end before the test's loop closes
 
 
 def _later() -> datetime:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -332,10 +333,20 @@ async def test_stock_import_fails_clearly(
     assert message in done["error"]
 
 
-async def test_corrupt_xlsx_fails_task(client: Client) -> None:
+async def test_corrupt_xlsx_is_refused_or_fails_its_task(client: Client) -> None:
+    # No zip directory to check: refused at once.
     resp = await client.post(
         "/api/imports/stock", data=multipart(b"PK\x03\x04 broken zip", "s.xlsx")
     )
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["details"][0]["field"] == "file"
+    assert "s.xlsx: not a readable .xlsx workbook (no zip directory)" in error["message"]
+    # A sound zip that holds no workbook: accepted, its task fails saying so.
+    content = io.BytesIO()
+    with zipfile.ZipFile(content, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    resp = await client.post("/api/imports/stock", data=multipart(content.getvalue(), "s.xlsx"))
     assert resp.status == 202
     done = await wait_task(client, (await resp.json())["id"])
     assert done["status"] == "failed"

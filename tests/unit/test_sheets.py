@@ -189,9 +189,9 @@ def test_workbook_of_blank_rows_has_no_header_row(tmp_path: Path) -> None:
 def test_corrupt_zip_is_a_sheet_error(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.xlsx"
     path.write_bytes(b"PK\x03\x04 this is not really a zip archive")
-    with pytest.raises(SheetError, match=r"corrupt.xlsx: not a readable .xlsx workbook") as caught:
+    # The zip directory is looked for first (see engine.sources.workbook.check_package).
+    with pytest.raises(SheetError, match=r"corrupt.xlsx: not a readable .xlsx workbook \(no zip"):
         list(iter_records(path, STOCK_COLUMNS))
-    assert isinstance(caught.value.__cause__, zipfile.BadZipFile)
 
 
 def test_truncated_xlsx_is_a_sheet_error(tmp_path: Path) -> None:
