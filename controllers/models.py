@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -39,6 +41,18 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
+#: How a time the API takes begins: a date and the `T` (or a space) before the time of day.
+_ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _iso_text(value: Any) -> Any:
+    """Only ISO 8601 text is a time: pydantic would also read a number (or a numeric string,
+    as every query value is) as seconds since 1970, which the document does not offer."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_TIME.match(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date and time, such as 2024-01-31T12:00:00Z")
+
+
 def _in_range(value: datetime) -> datetime:
     try:
         utc_value = value.astimezone(UTC)
@@ -49,7 +63,7 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
-ApiTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+ApiTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
 
 
 class Strict(NoBoolNumbers):
