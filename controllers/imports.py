@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.auth import caller_role
@@ -119,16 +120,14 @@ async def _file_part(request: web.Request) -> BodyPartReader:
             f"send multipart/form-data with the workbook in a `file` field ({exc});"
             f" {ACCEPTED_UPLOAD_FORMATS}",
         ) from None
-    while True:
-        try:
-            part = await reader.next()
-        except (ValueError, AssertionError) as exc:
-            raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
-        if part is None:
-            raise validation_error([{"field": "file", "message": "no `file` part in the upload"}])
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            return part
-        await part.release()
+    try:
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                return part
+            await part.release()  # reads the skipped part up to its boundary
+    except (ValueError, AssertionError, BadHttpMessage) as exc:
+        raise _malformed(exc) from None
+    raise validation_error([{"field": "file", "message": "no `file` part in the upload"}])
 
 
 async def _store_part(
@@ -165,6 +164,13 @@ async def _store_part(
         await asyncio.to_thread(stream.close)
         if not ok:
             await files.remove(path.name)
+
+
+def _malformed(exc: Exception) -> ApiError:
+    """A 400 for a multipart body aiohttp cannot split into parts (a part's headers that are not
+    HTTP headers arrive as `BadHttpMessage`, which is neither a ValueError nor a 4xx by itself)."""
+    reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
+    return ApiError(400, "invalid_multipart", f"malformed multipart body: {reason}")
 
 
 def _too_large(limit: int) -> ApiError:
