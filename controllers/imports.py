@@ -75,10 +75,18 @@ class Seed002Status(BaseModel):
 # ---- stock workbook upload ------------------------------------------------------------------
 
 
+class StockUpload(BaseModel):
+    """The parts of a stock upload (multipart/form-data); parts with other names are skipped."""
+
+    file: bytes = Field(description="the .xlsx workbook")
+
+
 @routes.post("/api/imports/stock")
 @doc(
     "Upload a stock .xlsx (multipart/form-data, field `file`) and start its import",
     roles=OPERATORS,
+    body=StockUpload,
+    body_content_type="multipart/form-data",
     responses={
         202: "the stock_import task",
         413: "larger than SYNCD_MAX_UPLOAD_MB",

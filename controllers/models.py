@@ -97,13 +97,27 @@ class BatchCreateBody(Strict):
     tasks: list[CreateTaskBody] = Field(min_length=1, max_length=1000)
 
 
-class UpdateTaskBody(Strict):
-    """PUT /api/sync/tasks/{id}: `config` is accepted as an alias of `parameters` (seed 004)."""
+def _left_out(schema: dict[str, Any]) -> None:
+    """The document of a field that may be left out but not sent as null: its type without the
+    `null` branch, and no `default: null` (`None` only marks a field that was not sent)."""
+    schema.pop("default", None)
+    branches = [b for b in schema.pop("anyOf", []) if b != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
 
-    parameters: dict[str, Any] | None = None
-    priority: Priority | None = None
-    run_after: ApiTime | None = None
-    max_attempts: MaxAttempts | None = None
+
+class UpdateTaskBody(Strict):
+    """PUT /api/sync/tasks/{id}: `config` is accepted as an alias of `parameters` (seed 004).
+
+    A field left out keeps its value; none may be null, and the document says so.
+    """
+
+    parameters: dict[str, Any] | None = Field(None, json_schema_extra=_left_out)
+    priority: Priority | None = Field(None, json_schema_extra=_left_out)
+    run_after: ApiTime | None = Field(None, json_schema_extra=_left_out)
+    max_attempts: MaxAttempts | None = Field(None, json_schema_extra=_left_out)
 
     @field_validator("*", mode="before")
     @classmethod
