@@ -77,6 +77,18 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     assert samples[("syncd_database_errors_total", ())] == 0
 
 
+async def test_a_retry_counts_as_a_created_task(aiohttp_client: Any, settings: Settings) -> None:
+    client: Client = await aiohttp_client(create_app(settings))
+    events = Events(client.app[BUS])
+    body = {"task_type": "noop", "parameters": {"fail_permanently": True}, "max_attempts": 1}
+    failed = await (await client.post("/api/sync/tasks", json=body)).json()
+    await events.ended(failed["id"])
+    resp = await client.post(f"/api/sync/tasks/{failed['id']}/retry")
+    assert resp.status == 201
+    samples = await scrape(client)
+    assert samples[("syncd_tasks_created_total", (("task_type", "noop"),))] == 2
+
+
 def test_each_app_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
     first.scheduler_fire("job", ok=True)

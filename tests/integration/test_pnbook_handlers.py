@@ -21,7 +21,7 @@ from schedule.service import ScheduleService
 from schedule.store import TaskStore
 from schedule.stores import open_stores
 from tests.conftest import make_settings
-from tests.helpers import Events
+from tests.helpers import Clock, Events
 from tests.integration.pnbooks import load, mapping, seen
 
 
@@ -147,6 +147,27 @@ async def test_task_retention_deletes_old_finished_tasks_in_batches(
                 select(func.count()).where(table.c.task_id.not_in(list(left)))
             )
             assert orphans.scalar_one() == 0
+
+
+async def test_task_retention_reads_the_clock_of_its_context(
+    ddb: AsyncEngine, dialect_settings: Settings
+) -> None:
+    """The cutoff comes from the daemon's clock (here 100 days ahead), not the wall clock."""
+    clock = Clock(datetime.now(UTC) + timedelta(days=100))
+    stores = open_stores(ddb, clock)
+    finished_now = await make_finished(stores.tasks, TaskStatus.COMPLETED)
+    bus = EventBus()
+    pool = SyncEngine(stores, default_registry(), dialect_settings, clock=clock, bus=bus)
+    service = ScheduleService(stores.tasks, pool.registry, dialect_settings, pool, bus)
+    await pool.start()
+    try:
+        done = await run_task(service, "task_retention")
+    finally:
+        await pool.stop()
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.result is not None and done.result["deleted"] == 1
+    assert done.result["cutoff"] == (clock() - timedelta(days=30)).isoformat()
+    assert await stores.tasks.get(finished_now) is None
 
 
 def noop_later() -> NewTask:
