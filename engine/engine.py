@@ -567,7 +567,8 @@ class SyncEngine:
         self._db_failures = 0
 
     def _emit(self, kind: EventKind, task: TaskRecord, outcome: Outcome | None = None) -> None:
-        self.bus.publish(TaskEvent(kind, task, outcome))
+        if self.bus.wants(kind):  # two per task: no event built when nobody listens
+            self.bus.publish(TaskEvent(kind, task, outcome))
 
     def _extra(self, task: TaskRecord, **more: Any) -> dict[str, Any]:
         return {

@@ -157,9 +157,17 @@ class EventBus:
                 rest = list(self._handlers.get(each, ()))
                 if call in rest:
                     rest.remove(call)
-                self._handlers[each] = tuple(rest)
+                if rest:
+                    self._handlers[each] = tuple(rest)
+                else:
+                    self._handlers.pop(each, None)
 
         return unsubscribe
+
+    def wants(self, kind: EventKind) -> bool:
+        """Whether anyone subscribed to `kind`: a publisher on a hot path may skip building
+        an event nobody reads."""
+        return kind in self._handlers
 
     def publish(self, event: Event) -> None:
         """Hand `event` to its kind's handlers, in subscription order; a handler that raises

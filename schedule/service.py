@@ -88,7 +88,8 @@ class ScheduleService:
         self.bus = bus if bus is not None else EventBus()
 
     def _publish(self, kind: EventKind, task: TaskRecord, outcome: Outcome | None = None) -> None:
-        self.bus.publish(TaskEvent(kind, task, outcome))
+        if self.bus.wants(kind):  # once per created task: no event built when nobody listens
+            self.bus.publish(TaskEvent(kind, task, outcome))
 
     # ---- create -------------------------------------------------------------------------
 

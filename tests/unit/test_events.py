@@ -108,3 +108,4 @@ def test_unsubscribe_stops_delivery_even_during_one() -> None:
     bus.publish(TaskEvent(EventKind.LOST, task()))
     assert seen == ["first", "second", "first"]
     assert bus.subscribers(EventKind.LOST) == 1
+    assert bus.wants(EventKind.LOST) and not bus.wants(EventKind.RESCUED)
