@@ -34,6 +34,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
@@ -43,4 +44,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.queue_throughput
 
 clean:
-	rm -rf $(VENV) var build .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) var build .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

@@ -37,7 +37,7 @@ from typing import Any
 
 from openpyxl import Workbook, load_workbook
 
-from tests.acceptance.daemon import Daemon, wait_until
+from bench.daemon import Daemon, wait_until
 
 SHEET_PART = "xl/worksheets/sheet1.xml"
 HEADER = ["Артикул", "Производитель", "Наименование", "Количество", "Цена", "Склад"]

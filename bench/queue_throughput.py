@@ -13,7 +13,7 @@ Run `python -m bench.queue_throughput` (or `make bench`). Three parts, each opti
   an idle period afterwards (no busy polling: next to nothing).
 * mariadb: 1 and then 3 `syncd serve` daemons on one MariaDB database, N `noop` tasks created
   through the batch API, tasks/s for each and the ratio, and a check that every task ran once.
-  `--mariadb auto` starts a private server (tests/mariadb.py); `--mariadb URL` uses a database
+  `--mariadb auto` starts a private server (bench/mariadb.py); `--mariadb URL` uses a database
   the benchmark may empty.
 
 Not run by the test suite (tests/integration/test_bench_smoke.py runs it with tiny counts so it
@@ -25,19 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,31 +42,18 @@ import aiohttp
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 
+from bench.daemon import Daemon
 from config.settings import Settings
 from controllers.cli import tune_interpreter
-from engine.engine import EngineEvent, SyncEngine
+from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from schedule.database import alembic_config, create_engine, sync_url
+from schedule.events import EventBus, EventKind, TaskEvent
 from schedule.records import TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import make_store
+from schedule.stores import open_stores
 
 BATCH = 500
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def syncd_bin() -> str:
-    """The `syncd` console script of the running interpreter's environment."""
-    candidate = Path(sys.executable).parent / "syncd"
-    return str(candidate) if candidate.exists() else "syncd"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def migrate(url: str) -> None:
@@ -90,21 +73,21 @@ def migrate(url: str) -> None:
 
 async def _syncd_run(settings: Settings, count: int) -> float:
     db = await asyncio.to_thread(create_engine, settings)
-    store = make_store(db)
-    engine = SyncEngine(store, default_registry(), settings, db)
-    service = ScheduleService(store, engine.registry, settings, engine)
+    stores = open_stores(db)
+    bus = EventBus()
+    pool = SyncEngine(stores, default_registry(), settings, bus=bus)
+    service = ScheduleService(stores.tasks, pool.registry, settings, pool, bus)
     done = asyncio.Event()
     finished = 0
 
-    def on_event(event: EngineEvent) -> None:
+    def on_finished(event: TaskEvent) -> None:
         nonlocal finished
-        if event.kind == "finished":
-            finished += 1
-            if finished >= count:
-                done.set()
+        finished += 1
+        if finished >= count:
+            done.set()
 
-    engine.listeners.append(on_event)
-    await engine.start()
+    bus.subscribe(TaskEvent, [EventKind.FINISHED], on_finished)
+    await pool.start()
     try:
         started = time.perf_counter()
         for offset in range(0, count, BATCH):
@@ -113,7 +96,7 @@ async def _syncd_run(settings: Settings, count: int) -> float:
         await done.wait()
         elapsed = time.perf_counter() - started
     finally:
-        await engine.stop()
+        await pool.stop()
         await db.dispose()
     return elapsed
 
@@ -201,87 +184,30 @@ def bench_huey(count: int, workers: int, workdir: Path) -> float:
 # ---- daemons as subprocesses ---------------------------------------------------------------
 
 
-@dataclass
-class Daemon:
-    """A `syncd serve` subprocess."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    node_id: str
-
-    @property
-    def base(self) -> str:
-        """Its API root."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def daemon_env(url: str, node_id: str, port: int, state_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment of one daemon; everything else at its defaults."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
-        SYNCD_DATABASE_URL=url,
-        SYNCD_NODE_ID=node_id,
-        SYNCD_PORT=str(port),
-        SYNCD_STATE_DIR=str(state_dir),
-        SYNCD_LOG_LEVEL="WARNING",
-        **extra,
-    )
-    return env
-
-
 @contextmanager
 def daemons(url: str, count: int, workdir: Path, **extra: str) -> Iterator[list[Daemon]]:
-    """Start `count` daemons on one database; SIGTERM them on the way out."""
+    """Start `count` daemons (everything at its defaults) on one database; SIGTERM them on
+    the way out."""
     started: list[Daemon] = []
     try:
         for index in range(count):
-            port = free_port()
             node = f"bench-{index + 1}"
-            log = (workdir / f"{node}.log").open("ab")
-            process = subprocess.Popen(
-                [syncd_bin(), "serve"],
-                env=daemon_env(url, node, port, workdir, **extra),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-            )
-            log.close()
-            started.append(Daemon(process, port, node))
-        asyncio.run(_wait_ready(started))
+            env = {
+                "SYNCD_DATABASE_URL": url,
+                "SYNCD_NODE_ID": node,
+                "SYNCD_STATE_DIR": str(workdir),
+                "SYNCD_LOG_LEVEL": "WARNING",
+                **extra,
+            }
+            started.append(Daemon(env, workdir / f"{node}.log", cwd=workdir).launch())
+        for daemon in started:
+            daemon.wait_ready(60)
         yield started
     finally:
         for daemon in started:
-            if daemon.process.poll() is None:
-                daemon.process.terminate()
+            daemon.begin_stop()
         for daemon in started:
-            try:
-                daemon.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.process.kill()
-                daemon.process.wait()
-
-
-async def _wait_ready(started: Sequence[Daemon], limit_s: float = 60.0) -> None:
-    async with aiohttp.ClientSession() as session, asyncio.timeout(limit_s):
-        for daemon in started:
-            while True:
-                if daemon.process.poll() is not None:
-                    raise SystemExit(
-                        f"daemon {daemon.node_id} exited with {daemon.process.returncode}"
-                    )
-                try:
-                    async with session.get(daemon.base + "/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+            daemon.stop()
 
 
 # ---- latency ---------------------------------------------------------------------------
@@ -298,12 +224,12 @@ async def _latencies(daemon: Daemon, samples: int) -> list[float]:
             await asyncio.sleep(random.uniform(0.02, 0.05))  # let the daemon go idle again
             submitted = datetime.now(UTC)
             async with session.post(
-                daemon.base + "/api/sync/tasks", json={"task_type": "noop"}
+                daemon.url + "/api/sync/tasks", json={"task_type": "noop"}
             ) as resp:
                 resp.raise_for_status()
                 task_id = (await resp.json())["id"]
             while True:
-                async with session.get(f"{daemon.base}/api/sync/tasks/{task_id}") as resp:
+                async with session.get(f"{daemon.url}/api/sync/tasks/{task_id}") as resp:
                     task = await resp.json()
                 if task["status"] == "completed":
                     break
@@ -369,7 +295,7 @@ def bench_mariadb_once(url: str, nodes: int, count: int, concurrency: int, workd
     extra = {"SYNCD_CONCURRENCY": str(concurrency)}
     with daemons(url, nodes, workdir, **extra) as running:
         started = time.perf_counter()
-        asyncio.run(_submit_batches([d.base for d in running], count))
+        asyncio.run(_submit_batches([d.url for d in running], count))
         deadline = time.monotonic() + max(120.0, count / 10)
         engine = create_sync_engine(sync_url(url))
         try:
@@ -398,12 +324,11 @@ def bench_mariadb_once(url: str, nodes: int, count: int, concurrency: int, workd
 
 @contextmanager
 def mariadb_database(spec: str) -> Iterator[str]:
-    """`auto`: a private server from tests/mariadb.py; else the URL given (emptied first)."""
+    """`auto`: a private server (bench/mariadb.py); else the URL given (emptied first)."""
     if spec != "auto":
         yield spec
         return
-    sys.path.insert(0, str(ROOT))
-    from tests.mariadb import MariaDBServer
+    from bench.mariadb import MariaDBServer
 
     with MariaDBServer() as server:
         yield server.create_database("bench")

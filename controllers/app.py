@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 
 from aiohttp import web
 
@@ -27,17 +26,19 @@ from controllers.auth import auth_middleware
 from controllers.errors import error_middleware
 from controllers.keys import (
     BOOKS,
+    BUS,
     CALLBACKS,
     DATA_SOURCES,
     DB,
-    ENGINE,
     IMPORT_FILES,
     METRICS,
+    POOL,
     REGISTRY,
     SCHEDULER,
     SERVICE,
     SETTINGS,
     STORE,
+    STORES,
 )
 from controllers.models import task_json
 from engine.callbacks import CallbackSender
@@ -46,31 +47,38 @@ from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
 from engine.uploads import IMPORT_TYPES, ImportFiles
-from schedule.books import BookStore
 from schedule.database import check_database, create_engine
-from schedule.datasources import DataSourceStore
+from schedule.events import EventBus
 from schedule.imports import live_import_files
 from schedule.periodic import PeriodicScheduler
-from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
-from schedule.store import make_store, utcnow
+from schedule.store import Clock, utcnow
+from schedule.stores import open_stores
 
 
 def create_app(
     settings: Settings,
     registry: Registry | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Clock = utcnow,
 ) -> web.Application:
-    """Build the daemon's app; nothing connects until the app starts."""
+    """Build the daemon's app; nothing connects until the app starts.
+
+    Start-up, in order: the database and every store on it (one clock, one timeout), the worker
+    pool and the service, the callback sender, the upload directory, the periodic jobs, the
+    live feed; torn down in reverse. The event bus is made here, and each subscriber subscribes
+    as its part starts (the metrics at once).
+    """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=settings.max_upload_mb * 1024 * 1024,
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry or default_registry()
+    app[BUS] = EventBus()
     app[METRICS] = Metrics()
-    app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_engine(clock))
+    app[METRICS].subscribe(app[BUS])
+    app.cleanup_ctx.append(_database(clock))
+    app.cleanup_ctx.append(_pool(clock))
     app.cleanup_ctx.append(_callbacks(clock))
     app.cleanup_ctx.append(_imports)
     app.cleanup_ctx.append(_periodic(clock))
@@ -110,45 +118,55 @@ def routes_only() -> web.Application:
     return app
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    db = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
-    try:
-        await check_database(db, settings.database_url, settings.db_timeout_s)
-    except BaseException:
-        await db.dispose()
-        raise
-    app[DB] = db
-    yield
-    await db.dispose()
+Context = Callable[[web.Application], AsyncIterator[None]]
 
 
-def _engine(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
+def _database(clock: Clock) -> Context:
+    """The database, checked, and every store on it."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        store = make_store(app[DB], clock, timeout=settings.db_timeout_s)
-        engine = SyncEngine(store, app[REGISTRY], settings, app[DB], clock)
-        app[STORE] = store
-        app[ENGINE] = engine
-        app[SERVICE] = ScheduleService(store, app[REGISTRY], settings, engine)
-        _observe(app[METRICS], engine, app[SERVICE])
-        await engine.start()
+        db = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
+        try:
+            await check_database(db, settings.database_url, settings.db_timeout_s)
+        except BaseException:
+            await db.dispose()
+            raise
+        app[DB] = db
+        stores = open_stores(db, clock, timeout=settings.db_timeout_s)
+        app[STORES] = stores
+        app[STORE] = stores.tasks
+        app[BOOKS] = stores.books
+        app[DATA_SOURCES] = stores.data_sources
         yield
-        await engine.stop()
+        await db.dispose()
 
     return ctx
 
 
-def _periodic(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The book store and the periodic jobs; stopped before the engine."""
+def _pool(clock: Clock) -> Context:
+    """The worker pool (`SyncEngine`) and the service that tells it what changed."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        app[BOOKS] = BookStore(app[DB], clock)
+        pool = SyncEngine(app[STORES], app[REGISTRY], settings, clock=clock, bus=app[BUS])
+        app[POOL] = pool
+        app[SERVICE] = ScheduleService(app[STORE], app[REGISTRY], settings, pool, app[BUS])
+        app[METRICS].watch_engine_db_errors(lambda: pool.db_errors)
+        await pool.start()
+        yield
+        await pool.stop()
+
+    return ctx
+
+
+def _periodic(clock: Clock) -> Context:
+    """The periodic jobs; stopped before the worker pool."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
         scheduler = PeriodicScheduler(
-            app[SERVICE], ScheduleStore(app[DB], clock), settings, clock=clock
+            app[SERVICE], app[STORES].schedules, app[SETTINGS], clock=clock
         )
-        scheduler.on_fire.append(app[METRICS].scheduler_fire)
         app[SCHEDULER] = scheduler
         await scheduler.start()
         yield
@@ -157,24 +175,17 @@ def _periodic(clock: Callable[[], datetime]) -> Callable[[web.Application], Asyn
     return ctx
 
 
-def _observe(metrics: Metrics, engine: SyncEngine, service: ScheduleService) -> None:
-    """Feed the metrics from the engine's events and the service's creations."""
-    engine.listeners.append(metrics.observe)
-    service.on_created.append(metrics.task_created)
-    metrics.watch_engine_db_errors(lambda: engine.db_errors)
-
-
-def _callbacks(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
+def _callbacks(clock: Clock) -> Context:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         sender = CallbackSender(
             app[STORE],
             app[SETTINGS],
             task_json,
-            observe=app[METRICS].callback_attempt,
+            bus=app[BUS],
             poll_s=max(1.0, app[SETTINGS].poll_interval_s * 10),
             clock=clock,
         )
-        app[ENGINE].listeners.append(sender.on_event)
+        sender.subscribe(app[BUS])
         app[CALLBACKS] = sender
         await sender.start()
         yield
@@ -187,9 +198,8 @@ async def _imports(app: web.Application) -> AsyncIterator[None]:
     """The upload directory: files of ended import tasks are removed, now and as they end."""
     files = ImportFiles(app[SETTINGS].state_dir)
     app[IMPORT_FILES] = files
-    app[DATA_SOURCES] = DataSourceStore(app[DB])
     db = app[DB]
     await files.sweep(lambda: live_import_files(db, IMPORT_TYPES))
-    app[ENGINE].listeners.append(files.on_event)
+    files.subscribe(app[BUS])
     yield
     await files.drain()

@@ -202,7 +202,7 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
 
     from config.logging import ACCESS_LOG_FORMAT
     from controllers.app import create_app
-    from controllers.keys import ENGINE
+    from controllers.keys import POOL
     from controllers.server import (
         GuardedSite,
         accept_error_handler,
@@ -230,7 +230,7 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if not app[ENGINE].running:
+        if not app[POOL].running:
             raise RuntimeError("the engine is not running after start-up")
         tune_interpreter()
         notifier.ready()  # migrated (checked in setup), listening, engine running
@@ -240,7 +240,7 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
         for task in background:
             task.cancel()
         notifier.send(
-            STOPPING=1, STATUS=f"stopping: draining {app[ENGINE].stats().running_tasks} task(s)"
+            STOPPING=1, STATUS=f"stopping: draining {app[POOL].stats().running_tasks} task(s)"
         )
     finally:
         for task in background:
@@ -277,17 +277,17 @@ def tune_interpreter() -> None:
 
 def _start_notifications(notifier: Notifier, app: web.Application) -> list[asyncio.Task[None]]:
     """The STATUS= loop and, under a systemd watchdog, the WATCHDOG=1 loop."""
-    from controllers.keys import ENGINE, SETTINGS, STORE
+    from controllers.keys import POOL, SETTINGS, STORE
     from controllers.systemd import status_loop, watchdog_interval, watchdog_loop
 
     if not notifier.enabled:
         return []
-    engine, store, settings = app[ENGINE], app[STORE], app[SETTINGS]
+    pool, store, settings = app[POOL], app[STORE], app[SETTINGS]
 
     async def describe() -> str:
         async with asyncio.timeout(settings.db_timeout_s):
             queued = await store.queue_length()
-        stats = engine.stats()
+        stats = pool.stats()
         database = "ok" if stats.database_ok else "unavailable"
         return f"running={stats.running_tasks} queued={queued} database={database}"
 
@@ -295,7 +295,7 @@ def _start_notifications(notifier: Notifier, app: web.Application) -> list[async
     interval = watchdog_interval(os.environ)
     if interval is not None:
         # Healthy: the event loop runs this at all, and the engine's dispatcher is alive.
-        tasks.append(asyncio.create_task(watchdog_loop(notifier, interval, lambda: engine.running)))
+        tasks.append(asyncio.create_task(watchdog_loop(notifier, interval, lambda: pool.running)))
     return tasks
 
 

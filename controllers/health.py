@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from controllers.errors import UNAVAILABLE
-from controllers.keys import ENGINE, SETTINGS, STORE
+from controllers.keys import POOL, SETTINGS, STORE
 from controllers.openapi import doc
 from controllers.roles import PUBLIC
 
@@ -34,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers (it was migrated at start-up), a write can be made now
     (no other process holds the write lock, the database and its disk have room) and the
     engine runs. The write check takes the lock only to release it at once."""
-    engine, store = request.app[ENGINE], request.app[STORE]
+    pool, store = request.app[POOL], request.app[STORE]
     database = writes = "ok"
     try:
         async with asyncio.timeout(request.app[SETTINGS].db_timeout_s):
@@ -46,7 +46,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {
         "database": database,
         "writes": writes,
-        "engine": "ok" if engine.running else "stopped",
+        "engine": "ok" if pool.running else "stopped",
     }
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(

@@ -1,4 +1,7 @@
-"""Typed application keys: what the app composes at start-up."""
+"""Typed application keys: what the app composes at start-up.
+
+`DB` is SQLAlchemy's engine (the database); `POOL` is syncd's `SyncEngine` (the worker pool).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +18,22 @@ from engine.metrics import Metrics
 from engine.uploads import ImportFiles
 from schedule.books import BookStore
 from schedule.datasources import DataSourceStore
+from schedule.events import EventBus
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
+from schedule.stores import Stores
 
 if TYPE_CHECKING:
     from controllers.live import LiveHub
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
+BUS = web.AppKey("bus", EventBus)
 DB = web.AppKey("db", AsyncEngine)
+STORES = web.AppKey("stores", Stores)
 STORE = web.AppKey("store", TaskStore)
-ENGINE = web.AppKey("engine", SyncEngine)
+POOL = web.AppKey("pool", SyncEngine)
 SERVICE = web.AppKey("service", ScheduleService)
 LIVE: web.AppKey[LiveHub] = web.AppKey("live")
 BOOKS = web.AppKey("books", BookStore)

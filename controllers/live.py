@@ -1,11 +1,13 @@
 """The live feed: WebSocket `/api/ws` pushing task changes to dashboards.
 
-Sources: the engine's listeners (`started`, `finished`, `released`, `lost`, `rescued`), the
-service's listeners (`created`, `updated`, `cancelled`, `cancel_requested`) and the engine's
-in-memory progress, read once per tick. Everything that happened during a tick goes out as ONE
-frame per client, and a task's progress appears at most once per frame, so a thousand busy
-tasks cost a browser four frames a second, not thousands of messages. A client that cannot keep
-up has its backlog replaced by a `resync` frame (it then reloads what it shows).
+Sources: the task events of the bus (`schedule.events.TASK_KINDS`: `created`, `updated`,
+`cancel_requested`, `cancelled` from the service; `started`, `finished`, `released`, `lost`,
+`rescued` from the engine, `started` and `finished` of external workers too) and the worker
+pool's in-memory progress, read once per tick. Everything that happened during a tick goes
+out as ONE frame per client, and a task's progress appears at most once per frame, so a
+thousand busy tasks cost a browser four frames a second, not thousands of messages. A client
+that cannot keep up has its backlog replaced by a `resync` frame (it then reloads what it
+shows).
 
 Frames (JSON text):
 - `{"type": "hello", "node_id", "tick_ms"}` once, on connect;
@@ -29,13 +31,13 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from controllers.errors import UNAVAILABLE, ApiError
-from controllers.keys import ENGINE, LIVE, SERVICE
+from controllers.keys import BUS, LIVE, POOL, SERVICE
 from controllers.models import LiveQuery, task_json
 from controllers.openapi import doc
 from controllers.roles import READERS
-from engine.engine import EngineEvent, SyncEngine, reraise_if_cancelling
+from engine.engine import SyncEngine, reraise_if_cancelling
 from schedule import jsontext
-from schedule.records import TaskRecord
+from schedule.events import TASK_KINDS, EventBus, TaskEvent
 from schedule.service import ScheduleService
 
 log = logging.getLogger(__name__)
@@ -78,9 +80,9 @@ class Client:
 class LiveHub:
     """Collects task changes and broadcasts one coalesced frame per tick."""
 
-    def __init__(self, service: ScheduleService, engine: SyncEngine, tick_s: float = TICK_S):
+    def __init__(self, service: ScheduleService, pool: SyncEngine, tick_s: float = TICK_S):
         self.service = service
-        self.engine = engine
+        self.pool = pool
         self.tick_s = tick_s
         self.clients: set[Client] = set()
         self.tick_ms = int(tick_s * 1000)
@@ -91,19 +93,16 @@ class LiveHub:
 
     # ---- sources ------------------------------------------------------------------------
 
-    def on_engine(self, event: EngineEvent) -> None:
-        """Engine listener: a task started, finished, was released, lost or rescued."""
-        self._note(event.kind, event.task)
+    def subscribe(self, bus: EventBus) -> None:
+        """Note every task event of the bus."""
+        bus.subscribe(TaskEvent, TASK_KINDS, self.on_task)
 
-    def on_service(self, kind: str, task: TaskRecord) -> None:
-        """Service listener: a task was created, updated or cancelled on request."""
-        self._note(kind, task)
-
-    def _note(self, kind: str, task: TaskRecord) -> None:
+    def on_task(self, event: TaskEvent) -> None:
+        """A task changed: note the kind for the next frame (only while clients listen)."""
         if self.clients:
-            kinds = self._lifecycle.setdefault(task.id, [])
-            if kind not in kinds:
-                kinds.append(kind)
+            kinds = self._lifecycle.setdefault(event.task.id, [])
+            if event.kind.value not in kinds:
+                kinds.append(event.kind.value)
 
     # ---- clients ------------------------------------------------------------------------
 
@@ -175,7 +174,7 @@ class LiveHub:
     def _progress_events(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         seen: dict[str, tuple[int, int]] = {}
-        for live in self.engine.live_progress():
+        for live in self.pool.live_progress():
             mark = (live.attempt, live.version)
             seen[live.task_id] = mark
             if self._sent.get(live.task_id) == mark:
@@ -200,10 +199,9 @@ def _resync(reason: str) -> str:
 
 
 async def live_context(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the hub, wired to the engine and the service, ticking in the background."""
-    hub = LiveHub(app[SERVICE], app[ENGINE])
-    app[ENGINE].listeners.append(hub.on_engine)
-    app[SERVICE].listeners.append(hub.on_service)
+    """cleanup_ctx: the hub, subscribed to the bus, ticking in the background."""
+    hub = LiveHub(app[SERVICE], app[POOL])
+    hub.subscribe(app[BUS])
     app[LIVE] = hub
     ticker = asyncio.create_task(hub.run(), name="syncd-live")
     yield
@@ -235,7 +233,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "websocket_required", "GET /api/ws needs a websocket upgrade")
     await ws.prepare(request)
     hub = request.app[LIVE]
-    hello = {"type": "hello", "node_id": request.app[ENGINE].node_id, "tick_ms": hub.tick_ms}
+    hello = {"type": "hello", "node_id": request.app[POOL].node_id, "tick_ms": hub.tick_ms}
     client = hub.attach(ws, json.dumps(hello))
     try:
         async for message in ws:  # clients only listen; anything they send is ignored

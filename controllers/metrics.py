@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from controllers.errors import UNAVAILABLE
-from controllers.keys import ENGINE, METRICS, SETTINGS, STORE
+from controllers.keys import METRICS, POOL, SETTINGS, STORE
 from controllers.openapi import doc
 from controllers.roles import PUBLIC
 from engine.metrics import CONTENT_TYPE
@@ -32,5 +32,5 @@ async def metrics(request: web.Request) -> web.Response:
             depth = await app[STORE].queue_length()
     except UNAVAILABLE:
         depth = None
-    app[METRICS].refresh(depth, app[ENGINE].stats().running_by_type)
+    app[METRICS].refresh(depth, app[POOL].stats().running_by_type)
     return web.Response(body=app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

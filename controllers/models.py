@@ -286,7 +286,7 @@ def throughput_json(hours: list[HourCount]) -> dict[str, Any]:
     }
 
 
-# ---- issue 3: schedules, partnumber books, seed-000 task shape ---------------------------------
+# ---- schedules, partnumber books, seed-000 task shape -----------------------------------------
 
 
 class BookItemsQuery(PageQuery):
@@ -364,7 +364,7 @@ def seed000_task_json(task: TaskRecord) -> dict[str, Any]:
     }
 
 
-# ---- issue 6: external workers (seed 003) -------------------------------------------------
+# ---- external workers (seed 003) ---------------------------------------------------------
 
 ServiceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 #: seed 003's numeric statuses, accepted as aliases: 20 started, 30 finished, -10 error.
@@ -416,7 +416,7 @@ class CronTaskReport(Strict):
         )
 
 
-# ---- issue 6: response models (the OpenAPI document; tests keep them equal to *_json) --------
+# ---- response models (the OpenAPI document; tests keep them equal to *_json) ----------------
 
 
 class Out(BaseModel):

@@ -9,7 +9,7 @@ from aiohttp import web
 from controllers.auth import caller_role
 from controllers.errors import parse_body, parse_query, validation_error
 from controllers.jsonio import json_response
-from controllers.keys import ENGINE, SERVICE
+from controllers.keys import POOL, SERVICE
 from controllers.models import (
     BatchCreateBody,
     CreateTaskBody,
@@ -113,7 +113,7 @@ async def statistics(request: web.Request) -> web.Response:
     query = parse_query(request, StatsQuery)
     since = query.since or datetime.now(UTC) - timedelta(days=7)
     stats = await request.app[SERVICE].statistics(since)
-    engine = request.app[ENGINE].stats()
+    node = request.app[POOL].stats()
     return json_response(
         {
             "database": {
@@ -126,13 +126,13 @@ async def statistics(request: web.Request) -> web.Response:
                 "running_by_node": stats.running_by_node,
             },
             "engine": {
-                "node_id": engine.node_id,
-                "running_tasks": engine.running_tasks,
+                "node_id": node.node_id,
+                "running_tasks": node.running_tasks,
                 "queue_length": stats.queue_length,
-                "max_concurrent": engine.max_concurrent,
-                "uptime_s": engine.uptime_s,
-                "database_ok": engine.database_ok,
-                "running_by_type": engine.running_by_type,
+                "max_concurrent": node.max_concurrent,
+                "uptime_s": node.uptime_s,
+                "database_ok": node.database_ok,
+                "running_by_type": node.running_by_type,
             },
         }
     )

@@ -6,7 +6,8 @@ each from a background asyncio task, and records the result; a failure is retrie
 tenacity's exponential backoff with jitter up to `callback_max_attempts`. So a delivery survives
 a restart, a receiver that hangs or answers 500 costs only its own retries (never the task's
 result or a worker slot), and a task that ended anywhere (engine, cancel, rescue, external worker)
-is delivered. The engine's "finished" events only wake the sender early; it also polls.
+is delivered. The bus's `finished` events only wake the sender early; it also polls. Each
+delivery attempt is published on the bus (`callback_attempted`: delivered, retry or failed).
 
 Callbacks go out under the egress policy of HTTP sources (`engine.sources.egress`): the hosts of
 `SYNCD_CALLBACK_ALLOWED_HOSTS` (their only destinations) count as listed there, and so do those of
@@ -33,14 +34,14 @@ import aiohttp
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from config.settings import Settings, normalize_host
-from engine.engine import DB_ERRORS, EngineEvent, reraise_if_cancelling
+from engine.engine import DB_ERRORS, reraise_if_cancelling
 from engine.sources.egress import EgressPolicy, client_session, refusal_of
+from schedule.events import CallbackEvent, EventBus, EventKind, TaskEvent
 from schedule.records import CallbackDelivery, TaskRecord
 from schedule.store import TaskStore, utcnow
 
 log = logging.getLogger(__name__)
 Render = Callable[[TaskRecord], dict[str, Any]]
-Observer = Callable[[str], None]
 SIGNATURE_HEADER = "X-Syncd-Signature"
 BATCH = 20
 MAX_IN_FLIGHT = 16
@@ -66,14 +67,14 @@ class CallbackSender:
         store: TaskStore,
         settings: Settings,
         render: Render,
-        observe: Observer | None = None,
+        bus: EventBus | None = None,
         poll_s: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
         self.settings = settings
         self.render = render
-        self.observe = observe
+        self.bus = bus if bus is not None else EventBus()
         self.poll_s = poll_s
         self.clock = clock
         self._wake = asyncio.Event()
@@ -97,9 +98,13 @@ class CallbackSender:
         if self._session is not None:
             await self._session.close()
 
-    def on_event(self, event: EngineEvent) -> None:
-        """Engine listener: a task with a callback finished, send it now."""
-        if event.kind == "finished" and event.task.callback_url:
+    def subscribe(self, bus: EventBus) -> None:
+        """Send a finished task's callback at once instead of at the next poll."""
+        bus.subscribe(TaskEvent, [EventKind.FINISHED], self.on_finished)
+
+    def on_finished(self, event: TaskEvent) -> None:
+        """A task ended: when it has a callback, send it now."""
+        if event.task.callback_url:
             self._wake.set()
 
     def wake(self) -> None:
@@ -190,8 +195,7 @@ class CallbackSender:
             reraise_if_cancelling()
             log.warning("cannot record a callback result: %s", exc, extra=extra)
             return
-        if self.observe is not None:
-            self.observe(result)
+        self.bus.publish(CallbackEvent(EventKind.CALLBACK_ATTEMPTED, task, result))
         if retry_at is not None:
             delay = max(0.0, (retry_at - self.clock()).total_seconds())
             asyncio.get_running_loop().call_later(delay, self._wake.set)

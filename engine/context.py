@@ -1,4 +1,5 @@
-"""What a handler sees of the engine: parameters, progress reporting, record errors, checkpoints."""
+"""What a handler sees of the engine: parameters, the clock and the stores, progress reporting,
+record errors, checkpoints."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from config.settings import Settings
 from engine.exceptions import LeaseLost, TaskCancelled
 from engine.handlers.base import Parameters
 from schedule.records import ProgressUpdate, RecordError, TaskRecord
+from schedule.store import Clock
+from schedule.stores import Stores
 
 ErrorSink = Callable[[Sequence[RecordError]], Awaitable[bool]]
 ERROR_BATCH = 200
@@ -56,11 +57,16 @@ class CancelState:
 
 @dataclass(slots=True)
 class TaskContext:
-    """Handed to a handler's run function; the handler's only way to talk to the engine."""
+    """Handed to a handler's run function; the handler's only way to talk to the engine.
+
+    `stores` are the daemon's stores, built once at start-up with the configured timeout and
+    clock, and `clock` is that clock: a handler builds no store and reads no wall clock itself.
+    """
 
     task: TaskRecord
     params: Parameters
-    db: AsyncEngine
+    stores: Stores
+    clock: Clock
     settings: Settings
     live: LiveProgress
     cancel: CancelState

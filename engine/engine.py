@@ -5,7 +5,9 @@ submit wakes it at once; otherwise it polls every `poll_interval_s`). Each claim
 asyncio task under `AttemptRunner`. Background loops extend leases (and pick up cancel requests
 made on other nodes), flush live progress at a bounded rate, write finished attempts in groups,
 and rescue tasks whose lease expired on any node. The engine talks to the database only through
-`TaskStore`.
+`TaskStore`, and tells the rest of the daemon what happened through the event bus
+(`schedule.events`: started, finished, released, lost, rescued; progress saved; database down
+and up again).
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.context import CancelState, LiveProgress, TaskContext
 from engine.handlers.base import HandlerSpec, Registry
 from engine.retry import RetryPolicy
 from engine.worker import AttemptRunner
+from schedule.events import EventBus, EventKind, NodeEvent, ProgressEvent, TaskEvent
 from schedule.records import Outcome, RecordError, TaskRecord
-from schedule.store import TaskStore, utcnow
+from schedule.store import utcnow
+from schedule.stores import Stores
 
 log = logging.getLogger(__name__)
 DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
@@ -42,17 +45,7 @@ STOP_WAIT_S = 5.0
 outcomes to be written (each), whatever `cancel_grace_s` is: SIGTERM must end the daemon
 within `shutdown_grace_s` plus a few seconds."""
 
-Listener = Callable[["EngineEvent"], None]
 W = TypeVar("W")
-
-
-class EngineEvent(NamedTuple):
-    """A change worth telling observers about (metrics, websockets, callbacks); a named tuple
-    for the same reason as `schedule.records.Outcome`."""
-
-    kind: str  # started | finished | released | lost | rescued
-    task: TaskRecord
-    outcome: Outcome | None = None
 
 
 @dataclass(slots=True)
@@ -81,22 +74,28 @@ class EngineStats:
 
 
 class SyncEngine:
-    """Claims and runs tasks on this node."""
+    """Claims and runs tasks on this node: its worker pool.
+
+    `stores` are the daemon's stores (the engine writes through `stores.tasks` and hands all of
+    them to the handlers); `clock` is the one the stores use; events go to `bus`.
+    """
 
     def __init__(
         self,
-        store: TaskStore,
+        stores: Stores,
         registry: Registry,
         settings: Settings,
-        db: AsyncEngine,
+        *,
         clock: Callable[[], datetime] = utcnow,
+        bus: EventBus | None = None,
     ) -> None:
-        self.store = store
+        self.stores = stores
+        self.store = stores.tasks
         self.registry = registry
         self.settings = settings
-        self.db = db
+        self.clock = clock
+        self.bus = bus if bus is not None else EventBus()
         self.node_id = settings.node_id
-        self.listeners: list[Listener] = []
         self._attempts = AttemptRunner(
             RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), clock
         )
@@ -190,7 +189,7 @@ class SyncEngine:
             return
         for run in stuck:
             if run.task.id in released:
-                self._emit(EngineEvent("released", run.task))
+                self._emit(EventKind.RELEASED, run.task)
 
     # ---- requests from the service ----------------------------------------------------------
 
@@ -219,10 +218,6 @@ class SyncEngine:
         """Live progress of every attempt executing here (read by the dashboard's feed; the
         `version` of each changes whenever its handler reports)."""
         return [r.live for r in self._running.values() if r.executing]
-
-    def publish(self, kind: str, task: TaskRecord, outcome: Outcome | None = None) -> None:
-        """Tell the listeners about a change made outside the pool (external workers)."""
-        self._emit(EngineEvent(kind, task, outcome))
 
     def stats(self) -> EngineStats:
         """This node's counters."""
@@ -326,7 +321,7 @@ class SyncEngine:
         run.job = asyncio.create_task(self._execute(run), name=f"syncd-task-{task.reference}")
         if task.cancel_requested:
             self.request_cancel(task.id, "cancel requested before start")
-        self._emit(EngineEvent("started", task))
+        self._emit(EventKind.STARTED, task)
 
     async def _execute(self, run: Running) -> None:
         ctx = self._context(run)
@@ -342,7 +337,7 @@ class SyncEngine:
                 run.force_timer.cancel()
             if outcome is not None:
                 # Written with the outcomes of other attempts by the finish loop, which also
-                # logs, tells the listeners and frees the entry in `_running`.
+                # logs, publishes and frees the entry in `_running`.
                 self._finish_queue.append((run, outcome))
                 self._unsettled += 1
                 self._settled.clear()
@@ -364,10 +359,10 @@ class SyncEngine:
         if run.cancel.shutdown:
             released = await self._until_written(lambda: self._release(run))
             if released:
-                self._emit(EngineEvent("released", task))
+                self._emit(EventKind.RELEASED, task)
             return
         log.warning("lease lost; result not written", extra=self._extra(task, action="fenced"))
-        self._emit(EngineEvent("lost", task))
+        self._emit(EventKind.LOST, task)
 
     def _settled_one(self, run: Running, outcome: Outcome, written: bool) -> None:
         """Log and publish an outcome the finish loop has written (or found fenced off)."""
@@ -381,13 +376,13 @@ class SyncEngine:
                 extra=self._extra(task, action=outcome.outcome, error=outcome.error),
             )
         if written:
-            self._emit(EngineEvent("finished", task, outcome))
+            self._emit(EventKind.FINISHED, task, outcome)
         else:
             log.warning(
                 "lease lost before the result was written; another node owns the task now",
                 extra=self._extra(task, action="fenced"),
             )
-            self._emit(EngineEvent("lost", task, outcome))
+            self._emit(EventKind.LOST, task, outcome)
 
     async def _release(self, run: Running) -> bool:
         released = await self.store.release(self.node_id, {run.task.id: run.task.attempt})
@@ -414,7 +409,8 @@ class SyncEngine:
         return TaskContext(
             task=task,
             params=run.spec.validate(task.parameters),
-            db=self.db,
+            stores=self.stores,
+            clock=self.clock,
             settings=self.settings,
             live=run.live,
             cancel=run.cancel,
@@ -532,6 +528,8 @@ class SyncEngine:
             for live in dirty:
                 live.dirty = True
             raise
+        saved = tuple(live.task_id for live in dirty)
+        self.bus.publish(ProgressEvent(EventKind.PROGRESS_SAVED, saved))
 
     async def _rescue_once(self) -> Any:
         if time.monotonic() < self._rescue_not_before:
@@ -541,7 +539,7 @@ class SyncEngine:
                 "rescued a task whose lease expired",
                 extra=self._extra(task, action="rescue", lease_owner=task.lease_owner),
             )
-            self._emit(EngineEvent("rescued", task))
+            self._emit(EventKind.RESCUED, task)
         self.wake()
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -551,7 +549,9 @@ class SyncEngine:
         self.db_errors += 1
         if self.database_ok:
             log.error("database unavailable: %s", exc, extra={"action": "db_down"})
-        self.database_ok = False
+            self.database_ok = False
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+            self.bus.publish(NodeEvent(EventKind.DATABASE_DOWN, self.node_id, detail))
 
     def _db_up(self) -> None:
         if not self.database_ok:
@@ -562,15 +562,13 @@ class SyncEngine:
             # the leases of nodes that really died are taken over.
             self._rescue_not_before = time.monotonic() + self.settings.lease_s
             self._wake.set()  # the dispatcher may be in a long backoff: claim now
-        self.database_ok = True
+            self.database_ok = True
+            self.bus.publish(NodeEvent(EventKind.DATABASE_UP, self.node_id))
         self._db_failures = 0
 
-    def _emit(self, event: EngineEvent) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("engine listener failed")
+    def _emit(self, kind: EventKind, task: TaskRecord, outcome: Outcome | None = None) -> None:
+        if self.bus.wants(kind):  # two per task: no event built when nobody listens
+            self.bus.publish(TaskEvent(kind, task, outcome))
 
     def _extra(self, task: TaskRecord, **more: Any) -> dict[str, Any]:
         return {

@@ -1,9 +1,9 @@
 """Prometheus metrics of one daemon, in a registry of its own (never the global one).
 
-`Metrics` is fed by observers: the engine's listeners (`observe`: finished, retried, rescued),
-the service's `on_created`, the callback sender, and the scheduler through `scheduler_fire`.
-Gauges that describe the database (queue depth) are refreshed on scrape (`refresh`), so they are
-exact when read and cost nothing between scrapes. `render` gives the text exposition format.
+`Metrics` is fed by the event bus (`subscribe`): tasks created, finished (retried among them) and
+rescued, periodic job fires and callback delivery attempts. Gauges that describe the database
+(queue depth) are refreshed on scrape (`refresh`), so they are exact when read and cost nothing
+between scrapes. `render` gives the text exposition format.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from engine.engine import EngineEvent
+from schedule.events import CallbackEvent, EventBus, EventKind, FireEvent, TaskEvent
 from schedule.records import TaskRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -117,19 +117,30 @@ class Metrics:
             )
         )
 
-    # ---- observers -------------------------------------------------------------------------
+    # ---- subscribers -----------------------------------------------------------------------
+
+    def subscribe(self, bus: EventBus) -> None:
+        """Count what the bus reports from now on."""
+        bus.subscribe(TaskEvent, [EventKind.CREATED], self.on_created)
+        bus.subscribe(TaskEvent, [EventKind.FINISHED, EventKind.RESCUED], self.observe)
+        bus.subscribe(FireEvent, [EventKind.SCHEDULE_FIRED], self.on_fire)
+        bus.subscribe(CallbackEvent, [EventKind.CALLBACK_ATTEMPTED], self.on_callback)
+
+    def on_created(self, event: TaskEvent) -> None:
+        """A task was created."""
+        self.task_created(event.task)
 
     def task_created(self, task: TaskRecord) -> None:
-        """The service created a task."""
+        """Count a created task."""
         self.created.labels(task.task_type).inc()
 
-    def observe(self, event: EngineEvent) -> None:
-        """An engine listener: count outcomes, retries, rescues and durations."""
+    def observe(self, event: TaskEvent) -> None:
+        """Count outcomes, retries, rescues and durations."""
         task = event.task
-        if event.kind == "rescued":
+        if event.kind is EventKind.RESCUED:
             self.rescues.labels(task.task_type).inc()
             return
-        if event.kind != "finished" or event.outcome is None:
+        if event.outcome is None:
             return
         outcome = event.outcome.outcome
         if task.started_at is not None:
@@ -139,6 +150,14 @@ class Metrics:
             self.retries.labels(task.task_type).inc()
         else:
             self.finished.labels(task.task_type, outcome).inc()
+
+    def on_fire(self, event: FireEvent) -> None:
+        """A periodic job ran."""
+        self.scheduler_fire(event.job_id, event.ok)
+
+    def on_callback(self, event: CallbackEvent) -> None:
+        """A callback delivery attempt ended."""
+        self.callback_attempt(event.result)
 
     def scheduler_fire(self, job_id: str, ok: bool) -> None:
         """For the scheduler: a periodic job ran (`ok`: it succeeded)."""

@@ -37,7 +37,7 @@ from engine.sources.egress import client_session
 from engine.sources.exceptions import SourceError, SourceUnavailableError
 from engine.sources.http import HttpSourceConfig
 from engine.sources.sql import SqlUnavailableError
-from schedule.datasources import DataSourceRecord, DataSourceStore, TargetError, TargetWriter
+from schedule.datasources import DataSourceRecord, TargetError, TargetWriter
 from schedule.datasources import Watermark as StoredMark
 
 TRUE = frozenset({"1", "true", "yes", "y", "t", "on"})
@@ -198,12 +198,12 @@ async def run_sync(ctx: TaskContext, *, incremental: bool) -> JsonObject:
     except SourceError as exc:
         raise PermanentError(f"data source {source.id!r}: {exc}") from None
     size = params.batch_size or source.batch_size
-    stores = DataSourceStore(ctx.db)
-    mark = await stores.watermark(source.id, interface) if incremental else None
+    sources = ctx.stores.data_sources
+    mark = await sources.watermark(source.id, interface) if incremental else None
     counts = Counts()
     track = source.delete_missing and not incremental
-    writer = TargetWriter(
-        ctx.db, source.target_table, source.key_columns, targets=policy.targets, track_keys=track
+    writer = sources.target_writer(
+        source.target_table, source.key_columns, targets=policy.targets, track_keys=track
     )
     label = f"{source.id}{f'/{interface}' if interface else ''}"
     ctx.report(progress=0, message=f"syncing {label} into {source.target_table}")
@@ -238,7 +238,7 @@ async def _source(ctx: TaskContext, incremental: bool) -> DataSourceRecord:
     source_id = ctx.task.data_source_id
     if not source_id:
         raise PermanentError("the task has no data_source_id")
-    source = await DataSourceStore(ctx.db).get(source_id)
+    source = await ctx.stores.data_sources.get(source_id)
     if source is None:
         raise PermanentError(f"no data source {source_id!r}")
     if incremental and not source.watermark_column:

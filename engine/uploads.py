@@ -1,8 +1,8 @@
 """Files an import task works from: uploaded workbooks and record payloads.
 
 They live under `<state_dir>/uploads` with random names, from the request that created the task
-until the task ends (completed, failed or cancelled; not while a retry is pending). The engine
-listener `ImportFiles.on_event` removes them then; `sweep` at start-up removes the files of
+until the task ends (completed, failed or cancelled; not while a retry is pending). The bus
+subscriber `ImportFiles.on_finished` removes them then; `sweep` at start-up removes the files of
 tasks that ended while the daemon was down, and files no task refers to (a crash between the
 upload and the task's creation). The files are node-local: on a cluster sharing one MariaDB,
 give the nodes a shared state directory, or run imports on one node.
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from engine.engine import EngineEvent
+from schedule.events import EventBus, EventKind, TaskEvent
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,13 @@ class ImportFiles:
         PARSED.drop(name)
         await asyncio.to_thread(path.unlink, True)
 
-    def on_event(self, event: EngineEvent) -> None:
-        """Engine listener: an import task ended for good, remove its file."""
-        if event.kind != "finished" or event.task.task_type not in IMPORT_TYPES:
+    def subscribe(self, bus: EventBus) -> None:
+        """Remove the files of import tasks as they end."""
+        bus.subscribe(TaskEvent, [EventKind.FINISHED], self.on_finished)
+
+    def on_finished(self, event: TaskEvent) -> None:
+        """An import task ended for good: remove its file."""
+        if event.task.task_type not in IMPORT_TYPES:
             return
         if event.outcome is not None and not event.outcome.status.finished:
             return  # a retry is pending: it needs the file

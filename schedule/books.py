@@ -39,10 +39,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.handlers.gfs import BookStamp, GfsDecision
-from engine.handlers.pnbook_rules import LIKE_ESCAPE, glob_to_like, next_version
 from schedule.database import READONLY
 from schedule.exceptions import LockBusy, NotFound, SnapshotError
+from schedule.gfs import BookStamp, GfsDecision
 from schedule.models import (
     lot_partnumbers,
     qt_lot_bundle_items,
@@ -52,6 +51,7 @@ from schedule.models import (
     qt_vendor_partnumber_seen,
     sync_locks,
 )
+from schedule.pnbook_rules import LIKE_ESCAPE, glob_to_like, next_version
 from schedule.records import Page, naive, utc
 from schedule.store import Clock, utcnow
 
@@ -79,7 +79,7 @@ Progress = Callable[[str, int, int], None]
 """Called as a snapshot advances with a message, the items written so far and a percentage."""
 
 Decide = Callable[[Sequence[BookStamp]], GfsDecision]
-"""Retention policy: which of these books to keep (see `engine.handlers.gfs.select_books`)."""
+"""Retention policy: which of these books to keep (see `schedule.gfs.select_books`)."""
 
 
 @dataclass(frozen=True)

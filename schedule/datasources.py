@@ -165,6 +165,15 @@ class DataSourceStore:
         async with self.engine.connect() as conn:
             return await conn.scalar(query)
 
+    def target_writer(
+        self, table: str, keys: Sequence[str], *, targets: Collection[str], track_keys: bool
+    ) -> TargetWriter:
+        """A writer of one sync's target table on this store's database and clock (enter it
+        with `async with` to hold its connection for the sync)."""
+        return TargetWriter(
+            self.engine, table, keys, targets=targets, track_keys=track_keys, clock=self.clock
+        )
+
 
 @dataclass(frozen=True)
 class Watermark:

@@ -65,7 +65,7 @@ class SchemaError(ScheduleError):
     code = "unavailable"
 
 
-# ---- issue 3: partnumber books ----------------------------------------------------------------
+# ---- partnumber books -------------------------------------------------------------------------
 
 
 class SnapshotError(ScheduleError):

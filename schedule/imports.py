@@ -15,7 +15,6 @@ from sqlalchemy import Table, select, true, union_all
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.handlers.pnbook_rules import glob_matches
 from schedule.models import (
     TaskStatus,
     lot_partnumbers,
@@ -23,6 +22,7 @@ from schedule.models import (
     stock_log,
     sync_tasks,
 )
+from schedule.pnbook_rules import glob_matches
 from schedule.records import naive
 from schedule.sqlite_writer import writer_for
 from schedule.store import utcnow

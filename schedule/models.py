@@ -94,7 +94,7 @@ sync_tasks = Table(
 # indexes and keeps them whole): a row enters the claim index while pending, the lease index
 # while running, the finished index once finished. Each status change then writes two index
 # entries instead of rewriting every status-led index, which was most of the SQL time per task
-# (issue 2). Queries that must use them compare `status` with a literal (`status_is`): SQLite
+# (measured). Queries that must use them compare `status` with a literal (`status_is`): SQLite
 # matches a partial index only when the query implies its WHERE, and a bound parameter never
 # does.
 def status_is(status: TaskStatus) -> ColumnElement[bool]:
@@ -161,7 +161,7 @@ sync_task_errors = Table(
     Index("ix_sync_task_errors_task", "task_id", "id"),
 )
 
-# ---- issue 3: partnumber books (seed 000) and periodic schedules ---------------------------
+# ---- partnumber books (seed 000) and periodic schedules -----------------------------------
 #
 # Source and book tables carry the names and columns QuoteForge reads (DESIGN.md, Partnumber
 # books); do not rename them. Lot names and partnumbers are VARCHAR(255) so that the composite
@@ -266,7 +266,7 @@ sync_locks = Table(
     Column("locked_at", Timestamp),
 )
 
-# ---- issue 6: operations (external workers, completion callbacks) -----------------------------
+# ---- operations (external workers, completion callbacks) -------------------------------------
 # Extra columns of `sync_tasks`. `service`/`service_group` are copied from the parameters of an
 # `external` task at create time so that `GET /api/crontask` filters on indexed columns, not JSON.
 # `temp` is the intermediate state an external worker reports. `callback_*` is the delivery state
@@ -299,7 +299,7 @@ Index(
     sqlite_where=text("callback_status IS NOT NULL"),
 )
 
-# ---- issue 4: imports and data-source syncs ---------------------------------------------------
+# ---- imports and data-source syncs -----------------------------------------------------------
 # `stock_log`: the valid rows of each stock file import (seed 000), one row per sheet row, kept
 # with the task and the sheet row number they came from. `tools`: the target of seed 002's record
 # import, upserted by `tool_id`. `sync_data_sources`: where `full_sync`/`incremental_sync` read

@@ -9,19 +9,23 @@ The newest fire is the catch-up baseline: at start-up, if the newest scheduled t
 baseline has passed while the daemon was down, it is fired once, however many periods were
 missed (coalesced). A paused job never fires; resuming moves its baseline to now, so the fires
 skipped while paused are not caught up.
+
+Each fire is published on the service's event bus (`schedule_fired`, with whether it enqueued).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from config.settings import Role, Settings
+from schedule.events import EventKind, FireEvent
 from schedule.exceptions import NotFound
 from schedule.records import TaskRecord, TaskRequest
 from schedule.schedules import ScheduleRow, ScheduleStore
@@ -127,7 +131,6 @@ class PeriodicScheduler:
         self.jobs = {j.id: j for j in (jobs if jobs is not None else default_jobs(settings))}
         self.triggers = {j.id: j.trigger(self.tz) for j in self.jobs.values()}
         self.clock = clock
-        self.on_fire: list[Callable[[str, bool], None]] = []  # (job id, enqueued ok): metrics
         self._scheduler: AsyncIOScheduler | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -139,7 +142,7 @@ class PeriodicScheduler:
         scheduler = AsyncIOScheduler(timezone=self.tz)
         for job_id, trigger in self.triggers.items():
             scheduler.add_job(
-                self._on_fire,
+                self.on_fire,
                 trigger,
                 args=[job_id],
                 id=job_id,
@@ -156,6 +159,10 @@ class PeriodicScheduler:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+    def cron_jobs(self) -> list[Any]:
+        """The APScheduler jobs while started (none once stopped)."""
+        return [] if self._scheduler is None else list(self._scheduler.get_jobs())
 
     async def catch_up(self) -> list[TaskRecord]:
         """Fire once each job whose newest scheduled time passed since its last fire."""
@@ -176,8 +183,9 @@ class PeriodicScheduler:
     def _baseline(row: ScheduleRow) -> datetime:
         return row.last_fire_at or row.created_at
 
-    async def _on_fire(self, job_id: str) -> None:
-        """APScheduler's callback: enqueue for the fire time that just passed."""
+    async def on_fire(self, job_id: str) -> None:
+        """APScheduler's callback: enqueue for the fire time that just passed (a failure is
+        logged and published, never raised)."""
         try:
             row = await self.store.require(job_id)
             due = latest_fire(self.triggers[job_id], self._baseline(row), self.clock())
@@ -188,8 +196,7 @@ class PeriodicScheduler:
             self._announce(job_id, ok=False)
 
     def _announce(self, job_id: str, ok: bool) -> None:
-        for observer in self.on_fire:
-            observer(job_id, ok)
+        self.service.bus.publish(FireEvent(EventKind.SCHEDULE_FIRED, job_id, ok))
 
     # ---- actions ----------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class TaskRecord:
     started_at: datetime | None
     updated_at: datetime
     finished_at: datetime | None
-    # issue 6: external workers and completion callbacks
+    # external workers and completion callbacks
     service: str | None = None
     service_group: str | None = None
     temp: Any = None

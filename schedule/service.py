@@ -1,11 +1,11 @@
-"""ScheduleService: task CRUD and state transitions; tells the engine what changed."""
+"""ScheduleService: task CRUD and state transitions; tells the worker pool what changed."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from config.settings import Role, Settings, normalize_host
-from engine.handlers.base import HandlerSpec, Parameters, Registry, UnknownTaskType
+from schedule.events import EventBus, EventKind, TaskEvent
 from schedule.exceptions import FieldProblem, Forbidden, InvalidInput, InvalidState, NotFound
 from schedule.models import TaskStatus
 from schedule.records import (
@@ -32,10 +32,9 @@ from schedule.records import (
     TaskRequest,
 )
 from schedule.store import TaskStore
+from schedule.tasktypes import TaskType, TaskTypes, UnknownTaskType
 
 log = logging.getLogger(__name__)
-
-ServiceListener = Callable[[str, TaskRecord], None]
 
 #: The roles that may enqueue a maintenance task type (`HandlerSpec.maintenance`) by hand.
 MAINTAINERS: frozenset[Role] = frozenset({"admin"})
@@ -50,16 +49,17 @@ class LiveView(Protocol):
     total_rows: int | None
 
 
-class EngineLink(Protocol):
-    """What the service needs from the engine of this node."""
+class WorkerPool(Protocol):
+    """What the service needs from the worker pool of this node (the engine's `SyncEngine`)."""
 
-    def wake(self) -> None: ...
+    def wake(self) -> None:
+        """Something was enqueued or changed: claim now."""
 
-    def request_cancel(self, task_id: str, reason: str = ...) -> bool: ...
+    def request_cancel(self, task_id: str, reason: str = ...) -> bool:
+        """Ask a task running here to stop."""
 
-    def live(self, task_id: str) -> LiveView | None: ...
-
-    def publish(self, kind: str, task: TaskRecord, outcome: Outcome | None = None) -> None: ...
+    def live(self, task_id: str) -> LiveView | None:
+        """The in-memory progress of a task running here."""
 
 
 class ScheduleService:
@@ -73,27 +73,23 @@ class ScheduleService:
     def __init__(
         self,
         store: TaskStore,
-        registry: Registry,
+        registry: TaskTypes,
         settings: Settings,
-        engine: EngineLink | None = None,
+        pool: WorkerPool | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
-        self.engine = engine
-        # Called with each task actually created (metrics); a failing observer is logged only.
-        self.on_created: list[Callable[[TaskRecord], None]] = []
+        self.pool = pool
+        # Every change made here is published: `created`, `updated`, `cancel_requested`,
+        # `cancelled` (and `finished` for a task that ends here), `started` for an external
+        # claim.
+        self.bus = bus if bus is not None else EventBus()
 
-        # Observers of changes made on request (the dashboard's live feed): called with
-        # `created`, `updated`, `cancelled` or `cancel_requested` and the task as written.
-        self.listeners: list[ServiceListener] = []
-
-    def _notify(self, kind: str, task: TaskRecord) -> None:
-        for listener in self.listeners:
-            try:
-                listener(kind, task)
-            except Exception:
-                log.exception("service listener failed", extra={"task_id": task.id})
+    def _publish(self, kind: EventKind, task: TaskRecord, outcome: Outcome | None = None) -> None:
+        if self.bus.wants(kind):  # once per created task: no event built when nobody listens
+            self.bus.publish(TaskEvent(kind, task, outcome))
 
     # ---- create -------------------------------------------------------------------------
 
@@ -114,8 +110,8 @@ class ScheduleService:
             for i, r in enumerate(requests)
         ]
         pairs = await self.store.create_many(items)
-        if any(created for _, created in pairs) and self.engine is not None:
-            self.engine.wake()
+        if any(created for _, created in pairs) and self.pool is not None:
+            self.pool.wake()
         logged = log.isEnabledFor(logging.INFO)  # once per batch, not an extra dict per task
         for task, created in pairs:
             if created:
@@ -124,16 +120,8 @@ class ScheduleService:
                         "task created",
                         extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
                     )
-                self._notify("created", task)
-                self._notify_created(task)
+                self._publish(EventKind.CREATED, task)
         return pairs
-
-    def _notify_created(self, task: TaskRecord) -> None:
-        for observer in self.on_created:
-            try:
-                observer(task)
-            except Exception:
-                log.exception("task-created observer failed", extra={"task_id": task.id})
 
     @staticmethod
     def _prefix(index: int, count: int) -> str:
@@ -167,7 +155,7 @@ class ScheduleService:
         )
 
     @staticmethod
-    def _check_by_hand(spec: HandlerSpec, role: Role | None, where: str) -> None:
+    def _check_by_hand(spec: TaskType, role: Role | None, where: str) -> None:
         """Refuse a maintenance type asked for by a role outside `MAINTAINERS`."""
         if not spec.maintenance or role is None or role in MAINTAINERS:
             return
@@ -216,7 +204,7 @@ class ScheduleService:
         if problem is not None:
             raise InvalidInput([FieldProblem(field, problem)])
 
-    def _spec(self, task_type: str, prefix: str = "") -> HandlerSpec:
+    def _spec(self, task_type: str, prefix: str = "") -> TaskType:
         try:
             return self.registry.get(task_type)
         except UnknownTaskType:
@@ -230,7 +218,7 @@ class ScheduleService:
             ) from None
 
     @staticmethod
-    def _validate_params(spec: HandlerSpec, parameters: dict[str, Any], prefix: str) -> Parameters:
+    def _validate_params(spec: TaskType, parameters: dict[str, Any], prefix: str) -> Any:
         try:
             return spec.validate(parameters)
         except ValidationError as exc:
@@ -292,9 +280,9 @@ class ScheduleService:
         return [self._merge_live(t) for t in await self.store.get_many(ids)]
 
     def _merge_live(self, task: TaskRecord) -> TaskRecord:
-        if task.status is not TaskStatus.RUNNING or self.engine is None:
+        if task.status is not TaskStatus.RUNNING or self.pool is None:
             return task
-        live = self.engine.live(task.id)
+        live = self.pool.live(task.id)
         if live is None:
             return task
         return dataclasses.replace(
@@ -314,22 +302,23 @@ class ScheduleService:
             self._check_size(changes["parameters"], "parameters")
             self._validate_params(self._spec(task.task_type), changes["parameters"], "")
         updated = await self.store.update_pending(task.id, changes)
-        if self.engine is not None:
-            self.engine.wake()
-        self._notify("updated", updated)
+        if self.pool is not None:
+            self.pool.wake()
+        self._publish(EventKind.UPDATED, updated)
         return updated
 
     async def cancel(self, key: str) -> TaskRecord:
         """Cancel: a pending task at once; a running one cooperatively (then by force)."""
         task = await self.store.cancel(key)
-        if task.status is TaskStatus.RUNNING and self.engine is not None:
-            self.engine.request_cancel(task.id)
-        elif task.status is TaskStatus.CANCELLED and self.engine is not None:
-            # It was pending and ended here, not in the pool: tell the observers (metrics,
-            # completion callbacks) as the engine does for the tasks it ends.
+        if task.status is TaskStatus.RUNNING and self.pool is not None:
+            self.pool.request_cancel(task.id)
+        elif task.status is TaskStatus.CANCELLED:
+            # It was pending and ended here, not in the pool: `finished`, as the engine says it
+            # of the tasks it ends (metrics, completion callbacks, uploads), then `cancelled`.
             outcome = Outcome(task.id, task.attempt, TaskStatus.CANCELLED, "cancelled")
-            self.engine.publish("finished", task, outcome)
-        self._notify("cancelled" if task.status.finished else "cancel_requested", task)
+            self._publish(EventKind.FINISHED, task, outcome)
+        kind = EventKind.CANCELLED if task.status.finished else EventKind.CANCEL_REQUESTED
+        self._publish(kind, task)
         return task
 
     async def retry(self, key: str, *, role: Role | None = None) -> TaskRecord:
@@ -359,9 +348,9 @@ class ScheduleService:
             raise InvalidState(
                 f"task {task.id} with the same dedupe_key is already {task.status.value}"
             )
-        if self.engine is not None:
-            self.engine.wake()
-        self._notify("created", task)
+        if self.pool is not None:
+            self.pool.wake()
+        self._publish(EventKind.CREATED, task)
         return task
 
     async def delete(self, key: str) -> None:
@@ -416,7 +405,7 @@ class ScheduleService:
             results.append(result)
         return results
 
-    # ---- issue 6: external workers (seed 003) ---------------------------------------------
+    # ---- external workers (seed 003) ------------------------------------------------------
 
     async def claim_external(self, service: str, group: str | None) -> TaskRecord | None:
         """Hand the first due task of `service` (and `group`) to an external worker."""
@@ -429,8 +418,7 @@ class ScheduleService:
                 "external task claimed",
                 extra={"task_id": task.id, "task_type": task.task_type, "action": "claim"},
             )
-            if self.engine is not None:
-                self.engine.publish("started", task)
+            self._publish(EventKind.STARTED, task)
         return task
 
     async def report_external(self, key: str, report: ExternalReport) -> TaskRecord:
@@ -448,6 +436,5 @@ class ScheduleService:
                 outcome.outcome,
                 extra={"task_id": task.id, "task_type": task.task_type, "action": "report"},
             )
-            if self.engine is not None:
-                self.engine.publish("finished", task, outcome)
+            self._publish(EventKind.FINISHED, task, outcome)
         return task

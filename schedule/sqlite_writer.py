@@ -4,7 +4,7 @@ aiosqlite runs every driver call on its connection's thread, and SQLAlchemy's ad
 such calls per statement (cursor, execute, fetch, close), each a hand-off between the event loop
 and that thread. A claim or a finish of a group of attempts is a transaction of two or three
 statements: about a dozen hand-offs, each waiting for the GIL on the far side, and that waiting
-was most of the engine's time per task (issue 2's profile). Here a whole transaction is one plain
+was most of the engine's time per task (profiled). Here a whole transaction is one plain
 function run on one thread that owns one `sqlite3` connection: one hand-off per transaction.
 
 Record imports run their batches here too (`ImportStore.upsert_prepared`): one hand-off per

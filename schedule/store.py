@@ -799,7 +799,7 @@ class TaskStore:
             )
         )
 
-    # ---- issue 6: external workers (seed 003) ---------------------------------------------
+    # ---- external workers (seed 003) ------------------------------------------------------
 
     async def claim_external(
         self, owner: str, service: str, group: str | None, lease_s: float
@@ -858,7 +858,7 @@ class TaskStore:
             raise InvalidState(f"task is {current.status.value}; the report was not applied")
         return current, outcome
 
-    # ---- issue 6: completion callbacks ----------------------------------------------------
+    # ---- completion callbacks -------------------------------------------------------------
 
     async def claim_callbacks(self, limit: int, claim_s: float) -> builtins.list[CallbackDelivery]:
         """Take up to `limit` finished tasks whose callback is due, for one delivery attempt
@@ -1167,7 +1167,7 @@ class SqliteStore(TaskStore):
         # `+status` keeps the (redundant under BEGIN IMMEDIATE) status guard out of the query
         # planner's index choice: with a plain `status = ?` SQLite walked every pending row
         # through a status index instead of looking the claimed ids up by primary key
-        # (measured: 26 ms per claim with 50k pending tasks, see the issue 6 notes).
+        # (measured: 26 ms per claim with 50k pending tasks).
         still_pending = text("+sync_tasks.status = :claim_pending").bindparams(
             claim_pending=TaskStatus.PENDING.value
         )

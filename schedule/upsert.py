@@ -126,7 +126,7 @@ def values_list(rows: int, columns: int) -> str:
 
     Many rows go into one SQLite statement instead of through `executemany`: the driver gives
     the GIL up and takes it back for every statement it steps, and the thread stepping then
-    waits for the others to hand it back. One step per statement (issues 2 and 4).
+    waits for the others to hand it back. One step per statement (the queue and the imports).
     """
     row = "(" + ", ".join("?" * columns) + ")"
     return "VALUES " + ", ".join([row] * rows)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test-suite needs, when they are missing:
-#   mariadb-server, mariadb-client  the suite starts its own private mariadbd (tests/mariadb.py)
+#   mariadb-server, mariadb-client  the suite starts its own private mariadbd (bench/mariadb.py)
 #   chromium                        the browser tests
 # A no-op when everything is present. It never starts a service: the suite runs its own server.
 # Runs as root in CI; as another user it uses `sudo -n` when that works, and fails otherwise.

@@ -1,4 +1,4 @@
-"""Shared fixtures: settings, a migrated SQLite database per test, store, service, engine."""
+"""Shared fixtures: settings, a migrated SQLite database per test, stores, bus, service, pool."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from schedule.database import alembic_config, create_engine, sync_url
+from schedule.events import EventBus
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import TaskStore
+from schedule.stores import Stores, open_stores
 
 pytest_plugins = ["tests.mariadb", "tests.zips"]
 
@@ -124,9 +126,21 @@ async def db(unstarted_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def store(db: AsyncEngine) -> TaskStore:
+def stores(db: AsyncEngine) -> Stores:
+    """Every store on the test database."""
+    return open_stores(db)
+
+
+@pytest.fixture
+def store(stores: Stores) -> TaskStore:
     """The task store for the test database's dialect."""
-    return make_store(db)
+    return stores.tasks
+
+
+@pytest.fixture
+def bus() -> EventBus:
+    """The event bus the pool and the service publish on."""
+    return EventBus()
 
 
 @pytest.fixture
@@ -136,22 +150,22 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-async def engine(
-    store: TaskStore, registry: Registry, settings: Settings, db: AsyncEngine
+async def pool(
+    stores: Stores, registry: Registry, settings: Settings, bus: EventBus
 ) -> AsyncIterator[SyncEngine]:
-    """A started engine, stopped after the test."""
-    eng = SyncEngine(store, registry, settings, db)
-    await eng.start()
-    yield eng
-    await eng.stop()
+    """A started worker pool (`SyncEngine`), stopped after the test."""
+    started = SyncEngine(stores, registry, settings, bus=bus)
+    await started.start()
+    yield started
+    await started.stop()
 
 
 @pytest.fixture
 def service(
-    store: TaskStore, registry: Registry, settings: Settings, engine: SyncEngine
+    store: TaskStore, registry: Registry, settings: Settings, pool: SyncEngine, bus: EventBus
 ) -> ScheduleService:
-    """The service wired to a running engine."""
-    return ScheduleService(store, registry, settings, engine)
+    """The service wired to a running pool."""
+    return ScheduleService(store, registry, settings, pool, bus)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, ValidationError
 
 from engine.validation import NoBoolNumbers
+from schedule.tasktypes import UnknownTaskType
 
 if TYPE_CHECKING:
     from engine.context import TaskContext
@@ -26,7 +27,7 @@ class Parameters(NoBoolNumbers):
 
 @dataclass(frozen=True)
 class HandlerSpec:
-    """One task type.
+    """One task type (the service reads it as `schedule.tasktypes.TaskType`).
 
     `params` validates `parameters` at create time (a 422 names the bad field) and is what the
     run function reads through `ctx.params`. `concurrency` caps how many tasks of this type a
@@ -56,12 +57,9 @@ class HandlerSpec:
         return self.params.model_validate(dict(parameters))
 
 
-class UnknownTaskType(KeyError):
-    """No handler is registered for this task type."""
-
-
 class Registry:
-    """The task types this daemon knows, by name."""
+    """The task types this daemon knows, by name (the service reads it as
+    `schedule.tasktypes.TaskTypes`)."""
 
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}

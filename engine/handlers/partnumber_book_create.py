@@ -12,7 +12,6 @@ from engine.context import TaskContext
 from engine.exceptions import PermanentError, RetryableError
 from engine.handlers.base import HandlerSpec, JsonObject, Parameters
 from engine.handlers.partnumber_book_retention import apply_retention, retention_json
-from schedule.books import BookStore
 from schedule.exceptions import LockBusy, SnapshotError
 
 
@@ -24,7 +23,7 @@ async def run(ctx: TaskContext) -> JsonObject:
         ctx.report(progress=percent, message=message, processed=items)
 
     try:
-        created = await BookStore(ctx.db).snapshot(
+        created = await ctx.stores.books.snapshot(
             ctx.settings.tz, ctx.task.id, holder=ctx.settings.node_id, progress=progress
         )
     except SnapshotError as exc:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from config.settings import Settings
 from engine.context import TaskContext
 from engine.exceptions import RetryableError
 from engine.handlers.base import HandlerSpec, JsonObject, Parameters
-from engine.handlers.gfs import BookStamp, GfsDecision, KeepPolicy, select_books
-from schedule.books import BookStore, RetentionResult
+from schedule.books import RetentionResult
 from schedule.exceptions import LockBusy
+from schedule.gfs import BookStamp, GfsDecision, KeepPolicy, select_books
 
 
 def policy_of(settings: Settings) -> KeepPolicy:
@@ -28,13 +28,13 @@ def policy_of(settings: Settings) -> KeepPolicy:
 async def apply_retention(ctx: TaskContext, now: datetime | None = None) -> RetentionResult:
     """Run GFS retention with the settings' policy and time zone; shared with the snapshot."""
     settings = ctx.settings
-    policy, tz, moment = policy_of(settings), settings.tz, now or datetime.now(UTC)
+    policy, tz, moment = policy_of(settings), settings.tz, now or ctx.clock()
 
     def decide(books: Sequence[BookStamp]) -> GfsDecision:
         return select_books(books, policy, tz, moment)
 
     try:
-        return await BookStore(ctx.db).retain(decide, holder=settings.node_id)
+        return await ctx.stores.books.retain(decide, holder=settings.node_id)
     except LockBusy as exc:
         raise RetryableError(str(exc)) from None
 

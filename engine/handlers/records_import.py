@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,9 +30,7 @@ from engine.handlers.base import HandlerSpec, JsonObject, Parameters
 from engine.sources.streaming import ThreadedIterator
 from engine.targets import TARGETS, ImportTarget, get_target
 from engine.uploads import FILE_NAME, PARSED, ImportFiles
-from schedule.imports import ImportStore
 from schedule.records import naive
-from schedule.store import utcnow
 from schedule.upsert import PreparedInsert
 
 Columns = dict[str, list[Any]]
@@ -197,7 +196,7 @@ async def run(ctx: TaskContext) -> JsonObject:
         records = await asyncio.to_thread(load_records, path)
     total = len(records)
     ctx.report(processed=0, total=total, message=f"importing {total} records into {target.name}")
-    store = ImportStore(ctx.db, busy_timeout_s=ctx.settings.db_timeout_s)
+    store = ctx.stores.imports
     imported = failed = 0
 
     def batches() -> Iterator[Validated]:
@@ -209,7 +208,7 @@ async def run(ctx: TaskContext) -> JsonObject:
             write: Write | None = None
             count = len(columns[target.keys[0]]) if columns else 0
             if count:
-                _stamp(columns, count, target, ctx.task.id)
+                _stamp(columns, count, target, ctx.task.id, ctx.clock())
                 if prepared is None:
                     prepared = store.prepare_upsert(target.table, target.keys, list(columns))
                 if prepared is not None:
@@ -243,8 +242,8 @@ async def run(ctx: TaskContext) -> JsonObject:
     return {"target": target.name, "total": total, "imported": imported, "failed": failed}
 
 
-def _stamp(columns: Columns, count: int, target: ImportTarget, task_id: str) -> None:
-    values = {"task_id": task_id, "updated_at": naive(utcnow())}
+def _stamp(columns: Columns, count: int, target: ImportTarget, task_id: str, now: datetime) -> None:
+    values = {"task_id": task_id, "updated_at": naive(now)}
     for column in target.stamp_columns:
         columns[column] = [values[column]] * count
 

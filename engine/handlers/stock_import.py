@@ -29,7 +29,7 @@ from engine.sources.sheets import STOCK_COLUMNS, batched_records, parse_stock_ro
 from engine.sources.streaming import ThreadedIterator
 from engine.sources.workbook import UnpackLimits, check_file
 from engine.uploads import ImportFiles
-from schedule.imports import ImportStore, StockEntry
+from schedule.imports import StockEntry
 
 RowProblem = tuple[int, str, dict[str, object]]
 Batch = tuple[list[StockEntry], list[RowProblem]]
@@ -84,7 +84,7 @@ async def run(ctx: TaskContext) -> JsonObject:
     declared = await asyncio.to_thread(declared_rows, path)
     total = declared - 1 if declared is not None else None  # less the header row
     ctx.report(processed=0, total=total, progress=0, message=f"reading {name}")
-    store = ImportStore(ctx.db)
+    store = ctx.stores.imports
     globs = await store.ignore_globs()
     read = written = failed = unmapped = 0
     try:

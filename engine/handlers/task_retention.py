@@ -7,13 +7,12 @@ short transaction so a large backlog never holds the database's write lock for l
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from pydantic import Field
 
 from engine.context import TaskContext
 from engine.handlers.base import HandlerSpec, JsonObject, Parameters
-from schedule.store import make_store
 
 
 class TaskRetentionParams(Parameters):
@@ -30,8 +29,8 @@ async def run(ctx: TaskContext) -> JsonObject:
     params = ctx.params
     assert isinstance(params, TaskRetentionParams)
     days = params.older_than_days or ctx.settings.task_retention_days
-    cutoff = datetime.now(UTC) - timedelta(days=days)
-    store = make_store(ctx.db)
+    cutoff = ctx.clock() - timedelta(days=days)
+    store = ctx.stores.tasks
     deleted = batches = 0
     ctx.report(progress=0, message=f"deleting tasks finished before {cutoff.isoformat()}")
     while True:

@@ -393,10 +393,10 @@ def stream_elements(source: IO[bytes], path: Sequence[str], label: str) -> Itera
         if not chunk:
             return
         if walker.container is not None and not walker.ends_only:
-            walker.ends_only = _report_ends_only(parser)
+            walker.ends_only = report_ends_only(parser)
 
 
-def _report_ends_only(parser: XMLPullParser[Element]) -> bool:
+def report_ends_only(parser: XMLPullParser[Element]) -> bool:
     """Stop `parser` reporting start events; False when it cannot be done.
 
     Inside the innermost container only end events are needed, and start events are half of

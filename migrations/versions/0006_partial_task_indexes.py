@@ -2,8 +2,8 @@
 
 The claim index keeps pending rows, the lease index running rows, the finished index finished
 rows; the data-source and callback indexes only rows that have one. A status change then writes
-two index entries instead of rewriting every status-led index (issue 2's throughput). MySQL has
-no partial indexes: there nothing changes.
+two index entries instead of rewriting every status-led index (most of the SQL time per task
+on the queue's hot path). MySQL has no partial indexes: there nothing changes.
 
 Revision ID: 0006
 Revises: 0005

@@ -1,6 +1,6 @@
 """Three real `syncd serve` daemons on one MariaDB: exactly once, a node killed, a DB outage.
 
-Issue 5's acceptance test. The daemons are the venv's console script, on free ports, with
+The cluster's acceptance test. The daemons are the venv's console script, on free ports, with
 distinct node ids and a 3 s lease so that rescue is quick. Every wait polls the API or the
 database inside a bounded deadline; the 10 s database outage is the one deliberate pause.
 """
@@ -8,16 +8,9 @@ database inside a bounded deadline; the 10 s database outage is the one delibera
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,82 +18,35 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.daemon import Daemon, wait_until
+from bench.mariadb import MariaDBServer
 from tests.conftest import migrate_url
-from tests.mariadb import MariaDBServer, free_port
 
 pytestmark = pytest.mark.acceptance
 
-SYNCD = str(Path(sys.executable).parent / "syncd")
 NODES = 3
 LEASE_S = 3
 
 
-@dataclass
-class Daemon:
-    """One `syncd serve` subprocess and where its log goes."""
-
-    node_id: str
-    port: int
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
 def start_daemon(url: str, node_id: str, tmp_path: Path) -> Daemon:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
-        SYNCD_DATABASE_URL=url,
-        SYNCD_NODE_ID=node_id,
-        SYNCD_PORT=str(port),
-        SYNCD_STATE_DIR=str(tmp_path / node_id),
-        SYNCD_LEASE_S=str(LEASE_S),
-        SYNCD_RESCUE_INTERVAL_S="1",
-        SYNCD_CONCURRENCY="16",
-        SYNCD_DB_TIMEOUT_S="2",
-        SYNCD_LOG_FORMAT="json",
-        SYNCD_LOG_LEVEL="INFO",
-    )
-    log_path = tmp_path / f"{node_id}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [SYNCD, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
-        )
-    return Daemon(node_id, port, log_path, process)
-
-
-def http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    """One JSON request; (status, decoded body)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def wait_until(check: Callable[[], bool], limit_s: float, what: str) -> None:
-    """Poll `check` every 50 ms until it holds; fail naming `what` after `limit_s`."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s:g} s waiting for {what}")
-        time.sleep(0.05)
+    env = {
+        "SYNCD_DATABASE_URL": url,
+        "SYNCD_NODE_ID": node_id,
+        "SYNCD_STATE_DIR": str(tmp_path / node_id),
+        "SYNCD_LEASE_S": str(LEASE_S),
+        "SYNCD_RESCUE_INTERVAL_S": "1",
+        "SYNCD_CONCURRENCY": "16",
+        "SYNCD_DB_TIMEOUT_S": "2",
+        "SYNCD_LOG_FORMAT": "json",
+        "SYNCD_LOG_LEVEL": "INFO",
+    }
+    return Daemon(env, tmp_path / f"{node_id}.log", cwd=tmp_path).launch()
 
 
 def ready(daemon: Daemon) -> bool:
-    assert daemon.alive(), daemon.log_path.read_text()[-3000:]
+    assert daemon.alive, daemon.log()[-3000:]
     try:
-        return http("GET", daemon.base + "/readyz", timeout=2)[0] == 200
+        return daemon.request("GET", "/readyz")[0] == 200
     except OSError:
         return False
 
@@ -154,9 +100,7 @@ def create(daemons: list[Daemon], count: int, parameters: dict[str, Any]) -> lis
     for index, offset in enumerate(range(0, count, 500)):
         size = min(500, count - offset)
         body = {"tasks": [{"task_type": "noop", "parameters": parameters}] * size}
-        status, reply = http(
-            "POST", daemons[index % len(daemons)].base + "/api/sync/tasks/batch", body
-        )
+        status, reply = daemons[index % len(daemons)].request("POST", "/api/sync/tasks/batch", body)
         assert status == 201, reply
         ids.extend(t["id"] for t in reply["tasks"])
     return ids
@@ -166,7 +110,7 @@ def executions(daemons: list[Daemon]) -> Counter[str]:
     """Per task id, how many attempts ran to their end on any daemon (from their JSON logs)."""
     seen: Counter[str] = Counter()
     for daemon in daemons:
-        for line in daemon.log_path.read_text().splitlines():
+        for line in daemon.log().splitlines():
             if not line.startswith("{"):
                 continue
             record = json.loads(line)
@@ -189,15 +133,10 @@ def cluster(
     finally:
         if not mariadb_server.running:
             mariadb_server.start()
+        for daemon in daemons:  # all stop at once, then each is waited for
+            daemon.begin_stop()
         for daemon in daemons:
-            if daemon.alive():
-                daemon.process.send_signal(signal.SIGTERM)
-        for daemon in daemons:
-            try:
-                daemon.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.process.kill()
-                daemon.process.wait()
+            daemon.stop()
 
 
 def test_three_daemons_exactly_once_then_a_kill_then_an_outage(
@@ -235,14 +174,13 @@ def test_three_daemons_exactly_once_then_a_kill_then_an_outage(
         30,
         "the victim to be running tasks",
     )
-    victim.process.kill()
-    victim.process.wait(timeout=10)
+    victim.kill()
     survivors = daemons[:2]
     wait_until(lambda: db.done(second) == 600, 90, "the second batch after the kill")
     assert db.statuses(second) == Counter({"completed": 600})
     lost = [a for rows in db.attempts(second).values() for a in rows if a[2] == "lost"]
     assert lost and all(node == victim.node_id for _, node, _ in lost)
-    assert all(d.alive() for d in survivors)
+    assert all(d.alive for d in survivors)
 
     # 3. The database stopped for 10 s and started again: no daemon exits, nothing is lost.
     third = create(survivors, 1500, {"sleep_s": 0.05})
@@ -250,14 +188,14 @@ def test_three_daemons_exactly_once_then_a_kill_then_an_outage(
     mariadb_server.stop()
     outage_end = time.monotonic() + 10
     for daemon in survivors:
-        assert http("GET", daemon.base + "/readyz")[0] == 503
-        status, reply = http("GET", daemon.base + "/api/sync/tasks")
+        assert daemon.request("GET", "/readyz")[0] == 503
+        status, reply = daemon.request("GET", "/api/sync/tasks")
         assert status == 503 and reply["error"]["code"] == "unavailable"
     time.sleep(max(0.0, outage_end - time.monotonic()))  # the outage itself
-    assert all(d.alive() for d in survivors), "a daemon exited during the outage"
+    assert all(d.alive for d in survivors), "a daemon exited during the outage"
     mariadb_server.start()
     wait_until(lambda: all(ready(d) for d in survivors), 60, "the daemons to be ready again")
     wait_until(lambda: db.done(third) == 1500, 90, "the third batch after the outage")
     assert db.statuses(third) == Counter({"completed": 1500})
     assert db.statuses(first + second) == Counter({"completed": 3600})
-    assert all(d.alive() for d in survivors)
+    assert all(d.alive for d in survivors)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.daemon import Daemon, wait_until
+from bench.daemon import Daemon, wait_until
 
 pytestmark = pytest.mark.acceptance
 

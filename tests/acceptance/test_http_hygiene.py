@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import resource
 import shutil
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -20,61 +16,41 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests.acceptance.daemon import free_port, wait_until
+from bench.daemon import Daemon, wait_until
 
 pytestmark = pytest.mark.acceptance
 
-SYNCD = str(Path(sys.executable).with_name("syncd"))
 TOKEN = "tok-Hygiene-5a1b2c3d4e5f"
 
 
 @contextmanager
 def serving(
     template: Path, workdir: Path, settings: dict[str, str], nofile: int | None = None
-) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+) -> Iterator[Daemon]:
     """`syncd serve` on a copy of the migrated template, optionally under an open-file limit
-    (soft and hard, so it cannot raise it); yields its URL, process and log file."""
+    (soft and hard, so it cannot raise it), ready once `/healthz` answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, workdir / "syncd.db")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
-        SYNCD_DATABASE_URL=f"sqlite:///{workdir / 'syncd.db'}",
-        SYNCD_STATE_DIR=str(workdir / "state"),
-        SYNCD_PORT=str(port),
-        SYNCD_NODE_ID="hygiene",
+    env = {
+        "SYNCD_DATABASE_URL": f"sqlite:///{workdir / 'syncd.db'}",
+        "SYNCD_STATE_DIR": str(workdir / "state"),
+        "SYNCD_NODE_ID": "hygiene",
         **settings,
-    )
-
-    def limit() -> None:
-        if nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    log_path = workdir / "daemon.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [SYNCD, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit
-        )
-    url = f"http://127.0.0.1:{port}"
+    }
+    daemon = Daemon(env, workdir / "daemon.log", nofile=nofile, ready_path="/healthz")
     try:
-        wait_until(lambda: healthy(url, process, log_path), 30, "the daemon to answer /healthz")
-        yield url, process, log_path
+        yield daemon.start()
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        daemon.stop()
 
 
-def healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"the daemon exited: {log_path.read_text(errors='replace')}")
-    host, port = url.removeprefix("http://").split(":")
+def healthy(daemon: Daemon) -> bool:
+    """`/healthz` answers 200 on a connection of its own (raw: nothing pooled or retried)."""
+    assert daemon.proc is not None
+    if daemon.proc.poll() is not None:
+        raise AssertionError(f"the daemon exited: {daemon.log()}")
     try:
-        with socket.create_connection((host, int(port)), timeout=2) as sock:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=2) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             return sock.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
@@ -90,14 +66,15 @@ def test_the_token_never_reaches_the_log_however_its_name_is_encoded(
         "SYNCD_LOG_FORMAT": log_format,
         "SYNCD_LOG_LEVEL": "INFO",
     }
-    with serving(sqlite_template, tmp_path, settings) as (url, _process, log_path):
+    with serving(sqlite_template, tmp_path, settings) as daemon:
+        url = daemon.url
         # aiohttp decodes query names, so `tok%65n` is accepted as the token: the websocket
         # opens. The other spellings are not accepted, but are secrets all the same.
         accepted = asyncio.run(open_live_feed(url, f"tok%65n={TOKEN}"))
         assert accepted == 101
         for query in (f"TOKEN={TOKEN}", f"token={TOKEN}&token={TOKEN}", f"%74oken={TOKEN}"):
             asyncio.run(open_live_feed(url, query))
-    log = log_path.read_text()
+    log = daemon.log()
     assert TOKEN not in log
     assert log.count("[REDACTED]") >= 5
     assert "/api/ws?tok%65n=[REDACTED]" in log
@@ -119,21 +96,21 @@ def test_under_a_low_open_file_limit_a_flood_of_idle_connections_cannot_keep_hea
     sqlite_template: Path, tmp_path: Path
 ) -> None:
     settings = {"SYNCD_LOG_FORMAT": "json"}
-    with serving(sqlite_template, tmp_path, settings, nofile=320) as (url, process, log_path):
-        host, port = url.removeprefix("http://").split(":")
+    with serving(sqlite_template, tmp_path, settings, nofile=320) as daemon:
+        log_path = daemon.log_path
         flood = []
         try:
             for _ in range(400):  # idle connections, more than 320 descriptors' worth
                 sock = socket.socket()
                 sock.setblocking(False)
                 with suppress(BlockingIOError):  # completes in the background
-                    sock.connect((host, int(port)))
+                    sock.connect(("127.0.0.1", daemon.port))
                 flood.append(sock)
             # The cap was fitted to the limit: new connections displace idle ones instead of
             # running the process out of descriptors, so /healthz answers during the flood.
             wait_until(lambda: '"displaced"' in log_path.read_text(), 30, "the cap to be reached")
             for _ in range(5):
-                assert healthy(url, process, log_path), log_path.read_text()[-2000:]
+                assert healthy(daemon), daemon.log()[-2000:]
         finally:
             for sock in flood:
                 sock.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.daemon import Daemon, wait_until
+from bench.daemon import Daemon, wait_until
 from tests.tarpit import Tarpit
 
 pytestmark = pytest.mark.acceptance

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.daemon import Daemon, wait_until
+from bench.daemon import Daemon, wait_until
 from tests.zips import deflated, skeleton, write_zip
 
 pytestmark = pytest.mark.acceptance

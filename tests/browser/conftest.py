@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon, running_daemon
+from bench.daemon import Daemon, running_daemon
+from tests.conftest import FAST
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,7 +54,7 @@ def browser() -> Iterator[Any]:
 def daemon(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A daemon without API tokens (everyone on loopback is an admin)."""
     with running_daemon(
-        sqlite_template, tmp_path_factory.mktemp("browser-daemon"), SYNCD_CONCURRENCY="3"
+        sqlite_template, tmp_path_factory.mktemp("browser-daemon"), FAST, SYNCD_CONCURRENCY="3"
     ) as d:
         yield d
 

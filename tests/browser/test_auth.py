@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.error import HTTPError
-from urllib.request import urlopen
 
 import pytest
 from playwright.sync_api import expect
 
+from bench.daemon import Daemon, running_daemon
 from tests.browser.conftest import screenshot
-from tests.daemon import Daemon, running_daemon
+from tests.conftest import FAST
 
 ADMIN, READER, WORKER = "admin-token-123", "read-token-456", "worker-token-789"
 LATER = "2099-01-01T00:00:00Z"
@@ -22,7 +21,7 @@ LATER = "2099-01-01T00:00:00Z"
 def daemon(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tokens = f"{ADMIN}:admin,{READER}:read,{WORKER}:worker"
     with running_daemon(
-        sqlite_template, tmp_path_factory.mktemp("auth-daemon"), SYNCD_API_TOKENS=tokens
+        sqlite_template, tmp_path_factory.mktemp("auth-daemon"), FAST, SYNCD_API_TOKENS=tokens
     ) as d:
         yield d
 
@@ -101,14 +100,7 @@ def test_worker_token_cannot_use_the_dashboard(daemon: Daemon, page: Any) -> Non
 
 
 def test_an_expired_token_sends_the_user_back_to_the_login_form(daemon: Daemon, page: Any) -> None:
-    try:
-        with urlopen(daemon.url + "/api/sync/tasks", timeout=5):
-            pass
-    except HTTPError as exc:
-        exc.close()
-        assert exc.code == 401
-    else:
-        pytest.skip("the /api auth middleware (issue 6) is not merged: task calls need no token")
+    assert daemon.request("GET", "/api/sync/tasks")[0] == 401
     sign_in(page, daemon, ADMIN)
     expect(page.locator("#whoami")).to_have_text("admin")
     expect(page.locator("main .loading")).to_have_count(0)  # the first list load is done
@@ -124,7 +116,7 @@ def test_a_401_during_the_session_shows_the_login_form_with_the_message(
     daemon: Daemon, page: Any
 ) -> None:
     """The page's side of an expired token, whatever the server: any 401 answer ends the
-    session. (The real server's 401 is covered above once issue 6's middleware is merged.)"""
+    session. (The real server's 401 is covered above.)"""
     sign_in(page, daemon, ADMIN)
     expect(page.locator("#whoami")).to_have_text("admin")
     expect(page.locator("main .loading")).to_have_count(0)  # the first list load is done

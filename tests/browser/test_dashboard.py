@@ -5,13 +5,12 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
-from urllib.error import HTTPError
 
 import pytest
 from playwright.sync_api import expect
 
+from bench.daemon import Daemon, wait_until
 from tests.browser.conftest import screenshot
-from tests.daemon import Daemon
 
 LATER = "2099-01-01T00:00:00Z"
 SLOW = {"sleep_s": 60, "steps": 600}
@@ -22,24 +21,19 @@ def create(daemon: Daemon, **body: Any) -> dict[str, Any]:
     return task
 
 
-def wait_status(daemon: Daemon, task_id: str, status: str, page: Any) -> dict[str, Any]:
-    """Poll the API until the task has `status` (bounded by the page's timeout)."""
-    for _ in range(200):
+def wait_status(daemon: Daemon, task_id: str, status: str) -> dict[str, Any]:
+    """The task once the API shows it with `status` (read again until then, bounded)."""
+
+    def reached() -> dict[str, Any] | None:
         task: dict[str, Any] = daemon.call("GET", f"/api/sync/tasks/{task_id}")
-        if task["status"] == status:
-            return task
-        page.wait_for_timeout(50)
-    raise AssertionError(f"task {task_id} never became {status}: {task['status']}")
+        return task if task["status"] == status else None
+
+    return wait_until(reached, 10, f"task {task_id} to become {status}")
 
 
 def endpoint_missing(daemon: Daemon, path: str) -> bool:
-    """True when the daemon answers 404 for a route (a feature of another issue not merged)."""
-    try:
-        daemon.call("GET", path)
-    except HTTPError as exc:
-        exc.close()
-        return exc.code == 404
-    return False
+    """True when the daemon answers 404 for a route (a daemon built without that feature)."""
+    return bool(daemon.request("GET", path)[0] == 404)
 
 
 def row(page: Any, task: dict[str, Any]) -> Any:
@@ -49,8 +43,8 @@ def row(page: Any, task: dict[str, Any]) -> Any:
 def test_tasks_list_filters_and_live_progress(daemon: Daemon, page: Any) -> None:
     running = create(daemon, parameters={"sleep_s": 6, "steps": 60})
     failed = create(daemon, parameters={"fail_permanently": True}, max_attempts=1)
-    wait_status(daemon, failed["id"], "failed", page)
-    wait_status(daemon, running["id"], "running", page)
+    wait_status(daemon, failed["id"], "failed")
+    wait_status(daemon, running["id"], "running")
 
     page.goto(daemon.url + "/#/tasks")
     expect(page.locator("#live-state")).to_have_text("live")
@@ -81,7 +75,7 @@ def test_tasks_list_filters_and_live_progress(daemon: Daemon, page: Any) -> None
 
 def test_cancel_a_running_task_then_retry_it(daemon: Daemon, page: Any) -> None:
     task = create(daemon, parameters=SLOW)
-    wait_status(daemon, task["id"], "running", page)
+    wait_status(daemon, task["id"], "running")
     page.goto(daemon.url + "/#/tasks")
     line = row(page, task)
     expect(line.locator(".badge")).to_have_text("running")
@@ -135,7 +129,7 @@ def test_batch_cancel(daemon: Daemon, page: Any) -> None:
 
 def test_task_page_with_attempts_and_paged_record_errors(daemon: Daemon, page: Any) -> None:
     task = create(daemon, parameters={"fail_times": 1}, max_attempts=2)
-    done = wait_status(daemon, task["id"], "completed", page)
+    done = wait_status(daemon, task["id"], "completed")
     add_record_errors(daemon, done, 25)
 
     page.goto(f"{daemon.url}/#/task/{task['id']}")
@@ -172,7 +166,7 @@ def add_record_errors(daemon: Daemon, task: dict[str, Any], count: int) -> None:
 
 def test_statistics_page_and_throughput_chart(daemon: Daemon, page: Any) -> None:
     done = create(daemon)
-    wait_status(daemon, done["id"], "completed", page)
+    wait_status(daemon, done["id"], "completed")
     page.goto(daemon.url + "/#/stats")
     expect(page.locator(".stat-value").first).not_to_have_text("")
     expect(page.locator("svg.chart g.bar")).to_have_count(24)
@@ -245,17 +239,12 @@ def test_upload_page(daemon: Daemon, page: Any, tmp_path: Any) -> None:
 
 
 def endpoint_missing_post(daemon: Daemon, path: str) -> bool:
-    try:
-        daemon.call("POST", path, {})
-    except HTTPError as exc:
-        exc.close()
-        return exc.code == 404
-    return False
+    return bool(daemon.request("POST", path, {})[0] == 404)
 
 
 def test_create_a_snapshot_from_the_page_and_watch_it_complete(daemon: Daemon, page: Any) -> None:
     if endpoint_missing(daemon, "/api/admin/pricing/partnumber-books"):
-        pytest.skip("partnumber-book endpoints (issue 3) are not merged into this build")
+        pytest.skip("this daemon has no partnumber-book endpoints")
     seed_partnumbers(daemon)
     page.goto(daemon.url + "/#/books")
     before = page.locator("tbody tr").count()
@@ -273,7 +262,7 @@ def test_create_a_snapshot_from_the_page_and_watch_it_complete(daemon: Daemon, p
 
 
 def seed_partnumbers(daemon: Daemon) -> None:
-    """Source rows for a snapshot (the tables of DESIGN.md, created by issue 3's migration)."""
+    """Source rows for a snapshot (the tables of DESIGN.md, created by the migrations)."""
     path = daemon.database_url.removeprefix("sqlite:///")
     with sqlite3.connect(path, timeout=10) as conn:
         conn.execute(
@@ -290,7 +279,7 @@ def seed_partnumbers(daemon: Daemon) -> None:
 
 def test_schedules_run_now_pause_resume(daemon: Daemon, page: Any) -> None:
     if endpoint_missing(daemon, "/api/schedules"):
-        pytest.skip("schedule endpoints (issue 3) are not merged into this build")
+        pytest.skip("this daemon has no schedule endpoints")
     page.goto(daemon.url + "/#/schedules")
     first = page.locator("tbody tr").first
     expect(first).to_be_visible()

@@ -37,11 +37,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
+from bench.daemon import Daemon, running_daemon, wait_until
 from config.settings import ROLES, Role
 from controllers.app import routes_only
 from controllers.openapi import build_spec
-from tests.acceptance.daemon import wait_until
-from tests.daemon import Daemon, running_daemon
 
 pytestmark = pytest.mark.fuzz
 Case = schemathesis.Case[Any]
@@ -117,26 +116,26 @@ def seeded(daemon: Daemon) -> Seeded:
         "POST",
         "/api/sync/tasks",
         {"task_type": "noop", "run_after": "2999-01-01T00:00:00Z"},
-        admin,
+        token=admin,
     )
     failed = daemon.call(
         "POST",
         "/api/sync/tasks",
         {"task_type": "noop", "parameters": {"fail_permanently": True}},
-        admin,
+        token=admin,
     )
     daemon.call(
         "POST",
         "/api/sync/tasks",
         {"task_type": "external", "parameters": {"service": "fuzz"}},
-        admin,
+        token=admin,
     )
     external = daemon.call("GET", "/api/crontask?service=fuzz", token=worker)
     imported = daemon.call(
         "POST",
         "/api/tools/import",
         {"data": [{"tool_id": "t1", "tool_name": "Tool"}, {"tool_id": ""}]},
-        admin,
+        token=admin,
     )
     for task in (pending, failed, external):
         out.add("id", task["id"], task["reference"])
@@ -160,7 +159,7 @@ def seeded(daemon: Daemon) -> Seeded:
             "target_table": "tools",
             "key_columns": ["tool_id"],
         },
-        admin,
+        token=admin,
     )
     out.add("id", source["id"])
     out.add(

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.keys import ENGINE
+from controllers.keys import BUS
 from engine.handlers import default_registry
 from tests.helpers import Events, Gates
 
@@ -35,7 +35,7 @@ async def client(aiohttp_client: AiohttpClient, settings: Settings, gates: Gates
 
 @pytest.fixture
 def events(client: Client) -> Events:
-    return Events(client.app[ENGINE])
+    return Events(client.app[BUS])
 
 
 async def post(client: Client, path: str, body: Any, status: int) -> Any:

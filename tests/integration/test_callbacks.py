@@ -16,12 +16,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.keys import CALLBACKS, ENGINE
+from controllers.keys import BUS
 from schedule.database import create_engine
+from schedule.events import CallbackEvent
 from schedule.records import NewTask
 from schedule.store import make_store
 from tests.conftest import make_settings
-from tests.helpers import poll_until
+from tests.helpers import Events
 
 Client = TestClient[Any, Any]
 SECRET = "callback-secret"
@@ -46,27 +47,17 @@ class Receiver:
 
 
 class Results:
-    """The sender's delivery results as they happen (wraps its observer)."""
+    """The sender's delivery results as the bus reports them."""
 
     def __init__(self, client: Client) -> None:
-        self.seen: list[str] = []
-        self.changed = asyncio.Event()
-        sender = client.app[CALLBACKS]
-        inner = sender.observe
+        self.events = Events(client.app[BUS])
 
-        def observe(result: str) -> None:
-            if inner is not None:
-                inner(result)
-            self.seen.append(result)
-            self.changed.set()
-
-        sender.observe = observe
+    @property
+    def seen(self) -> list[str]:
+        return [e.result for e in self.events.seen if isinstance(e, CallbackEvent)]
 
     async def until(self, *expected: str, within: float = 15) -> None:
-        async with asyncio.timeout(within):
-            while self.seen[: len(expected)] != list(expected):
-                await self.changed.wait()
-                self.changed.clear()
+        await self.events.until(lambda: self.seen[: len(expected)] == list(expected), within)
 
 
 @pytest.fixture
@@ -161,13 +152,8 @@ async def test_hanging_receiver_blocks_nothing(
     async with asyncio.timeout(10):
         await rec.arrived.wait()  # the receiver now holds the first POST open
     # Meanwhile other tasks run and finish normally.
-    done = asyncio.Event()
-    client.app[ENGINE].listeners.append(
-        lambda event: done.set() if event.kind == "finished" else None
-    )
     other = await (await client.post("/api/sync/tasks", json={"task_type": "noop"})).json()
-    async with asyncio.timeout(5):
-        await done.wait()
+    await results.events.ended(other["id"], within=5)
     shown_other = await (await client.get(f"/api/sync/tasks/{other['id']}")).json()
     assert shown_other["status"] == "completed"
     await results.until("retry", "retry", "failed")
@@ -239,17 +225,12 @@ async def test_pending_delivery_survives_a_restart(
         await store.cancel(task.id)
     finally:
         await db.dispose()
-    client: Client = await aiohttp_client(create_app(cb_settings))
-    # The sender may deliver while the app is still starting: wait on the receiver and then on
-    # the task's delivery state, not on an observer attached after start-up.
-    async with asyncio.timeout(15):
-        await rec.arrived.wait()
-
-    async def delivered() -> bool:
-        body = await (await client.get(f"/api/sync/tasks/{task.id}")).json()
-        return bool(body["callback_status"] == "delivered")
-
-    await poll_until(delivered, within=15, every=0.02)
+    app = create_app(cb_settings)
+    events = Events(app[BUS])  # subscribed before start-up: the sender may deliver during it
+    client: Client = await aiohttp_client(app)
+    await events.until(lambda: events.count("callback_attempted"), within=15)
+    body = await (await client.get(f"/api/sync/tasks/{task.id}")).json()
+    assert body["callback_status"] == "delivered"
     assert json.loads(rec.requests[0][1])["status"] == "cancelled"
 
 

@@ -1,8 +1,9 @@
-"""Several nodes on one database, and database faults survived (issue 5).
+"""Several nodes on one database, and database faults survived.
 
 Each "node" is a full `SyncEngine` with its own node id, connection pool and loops, as a
-separate daemon would have; they share only the database. The outage tests stop (or freeze)
-the suite's real MariaDB server and start it again.
+separate daemon would have; they share only the database (and, so that the test can wait on
+what any of them does, one event bus). The outage tests stop (or freeze) the suite's real
+MariaDB server and start it again.
 """
 
 from __future__ import annotations
@@ -19,20 +20,23 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.mariadb import MariaDBServer
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.keys import ENGINE
+from controllers.keys import BUS, POOL
 from engine.context import TaskContext
-from engine.engine import EngineEvent, SyncEngine
+from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
 from schedule.database import create_engine
+from schedule.events import EventBus
 from schedule.models import TaskStatus, sync_tasks
 from schedule.records import NewTask, Outcome, TaskRequest
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
+from schedule.stores import open_stores
 from tests.conftest import make_settings, migrate_url
-from tests.mariadb import MariaDBServer
+from tests.helpers import Events
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 WAIT_S = 30.0
@@ -88,7 +92,7 @@ def build_nodes(url: str, tmp_path: Path, count: int, **overrides: Any) -> list[
 class Running:
     """A started node."""
 
-    engine: SyncEngine
+    pool: SyncEngine
     service: ScheduleService
     store: TaskStore
 
@@ -98,11 +102,23 @@ def gates() -> Gates:
     return Gates()
 
 
-async def start(node: Node, registry: Registry) -> Running:
-    store = make_store(node.db, timeout=node.settings.db_timeout_s)
-    engine = SyncEngine(store, registry, node.settings, node.db)
-    await engine.start()
-    return Running(engine, ScheduleService(store, registry, node.settings, engine), store)
+@pytest.fixture
+def bus() -> EventBus:
+    """The bus every node of a test publishes on."""
+    return EventBus()
+
+
+@pytest.fixture
+def events(bus: EventBus) -> Events:
+    return Events(bus)
+
+
+async def start(node: Node, registry: Registry, bus: EventBus) -> Running:
+    stores = open_stores(node.db, timeout=node.settings.db_timeout_s)
+    pool = SyncEngine(stores, registry, node.settings, bus=bus)
+    await pool.start()
+    service = ScheduleService(stores.tasks, registry, node.settings, pool, bus)
+    return Running(pool, service, stores.tasks)
 
 
 @pytest.fixture
@@ -111,13 +127,6 @@ async def cluster_nodes(database_url: str, tmp_path: Path) -> AsyncIterator[list
     yield nodes
     for node in nodes:
         await node.db.dispose()
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], limit_s: float = WAIT_S) -> None:
-    """Poll `check` (a cheap query) until it holds, bounded by `limit_s`."""
-    async with asyncio.timeout(limit_s):
-        while not await check():  # noqa: ASYNC110 (the database has no event to await)
-            await asyncio.sleep(0.05)
 
 
 async def count_status(store: TaskStore, status: TaskStatus) -> int:
@@ -130,16 +139,17 @@ async def count_status(store: TaskStore, status: TaskStatus) -> int:
 
 
 async def test_three_nodes_run_every_task_exactly_once(
-    cluster_nodes: list[Node], gates: Gates
+    cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
     registry = gates.registry()
-    running = [await start(n, registry) for n in cluster_nodes]
+    running = [await start(n, registry, bus) for n in cluster_nodes]
     try:
         requests = [TaskRequest("noop") for _ in range(300)]
         for offset in range(0, 300, 100):
             await running[offset // 100].service.create_many(requests[offset : offset + 100])
         store = running[0].store
-        await wait_for(lambda: _all_done(store, 300))
+        await events.until(lambda: events.count("finished") >= 300, WAIT_S)
+        assert await count_status(store, TaskStatus.COMPLETED) == 300
         async with store.engine.connect() as conn:
             attempts = (await conn.execute(text("SELECT attempt FROM sync_tasks"))).scalars()
             assert set(attempts) == {1}  # every claim bumps `attempt`: each task claimed once
@@ -156,28 +166,25 @@ async def test_three_nodes_run_every_task_exactly_once(
         assert {r[3] for r in rows} <= {"node-1", "node-2", "node-3"}
     finally:
         for r in running:
-            await r.engine.stop()
-
-
-async def _all_done(store: TaskStore, count: int) -> bool:
-    return await count_status(store, TaskStatus.COMPLETED) >= count
+            await r.pool.stop()
 
 
 async def test_cancel_on_any_node_reaches_the_running_node(
-    cluster_nodes: list[Node], gates: Gates
+    cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
     registry = gates.registry()
-    a, b = [await start(n, registry) for n in cluster_nodes[:2]]
+    a, b = [await start(n, registry, bus) for n in cluster_nodes[:2]]
     try:
         # Only node 1 may claim it: node 2 starts after the task runs on node 1.
-        await b.engine.stop()
+        await b.pool.stop()
         params = {"sleep_s": 60, "steps": 600}
         task, _ = await a.service.create(TaskRequest("noop", parameters=params))
-        await wait_for(lambda: _status_is(a.store, task.id, TaskStatus.RUNNING))
-        b = await start(cluster_nodes[1], registry)
+        await events.wait(task.id, "started", within=WAIT_S)
+        b = await start(cluster_nodes[1], registry, bus)
         asked = time.monotonic()
         await b.service.cancel(task.id)  # sent to the node that does not run it
-        await wait_for(lambda: _status_is(a.store, task.id, TaskStatus.CANCELLED))
+        await events.ended(task.id, within=WAIT_S)
+        assert await _status_is(a.store, task.id, TaskStatus.CANCELLED)
         took = time.monotonic() - asked
         heartbeat = cluster_nodes[0].settings.lease_s / 3
         assert took < heartbeat + 1.5, f"cancel took {took:.2f} s, heartbeat is {heartbeat} s"
@@ -185,7 +192,7 @@ async def test_cancel_on_any_node_reaches_the_running_node(
         assert [(x.node_id, x.outcome) for x in attempts] == [("node-1", "cancelled")]
     finally:
         for r in (a, b):
-            await r.engine.stop()
+            await r.pool.stop()
 
 
 async def _status_is(store: TaskStore, task_id: str, status: TaskStatus) -> bool:
@@ -194,7 +201,7 @@ async def _status_is(store: TaskStore, task_id: str, status: TaskStatus) -> bool
 
 
 async def test_dead_nodes_lease_is_rescued_by_another(
-    cluster_nodes: list[Node], gates: Gates
+    cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
     registry = gates.registry()
     store = make_store(cluster_nodes[0].db)
@@ -202,43 +209,49 @@ async def test_dead_nodes_lease_is_rescued_by_another(
     # A node claims it and dies at once: no heartbeat, no finish, a 1 s lease.
     (claimed,) = await store.claim("dead-node", 1, lease_s=1.0)
     assert claimed.id == task.id
-    live = await start(cluster_nodes[1], registry)
+    live = await start(cluster_nodes[1], registry, bus)
     try:
-        await wait_for(lambda: _status_is(store, task.id, TaskStatus.COMPLETED))
+        await events.ended(task.id, within=WAIT_S)
+        assert await _status_is(store, task.id, TaskStatus.COMPLETED)
         attempts = await store.attempts(task.id)
         assert [(x.attempt, x.node_id, x.outcome) for x in attempts] == [
             (1, "dead-node", "lost"),
             (2, "node-2", "completed"),
         ]
     finally:
-        await live.engine.stop()
+        await live.pool.stop()
 
 
 async def test_statistics_show_running_tasks_per_node(
-    cluster_nodes: list[Node], gates: Gates
+    cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
-    a = await start(cluster_nodes[0], gates.registry())
+    a = await start(cluster_nodes[0], gates.registry(), bus)
     try:
         await a.service.create_many([TaskRequest("gated") for _ in range(2)])
-        await wait_for(lambda: _running_is(a.store, {"node-1": 2}))
+        await events.until(_running_is(a.store, {"node-1": 2}), WAIT_S)
         # Node 2 also knows `gated_b`, which node 1 never claims: the split is certain.
-        b = await start(cluster_nodes[1], gates.registry("gated_b"))
+        b = await start(cluster_nodes[1], gates.registry("gated_b"), bus)
         try:
             await b.service.create_many([TaskRequest("gated_b") for _ in range(3)])
-            await wait_for(lambda: _running_is(a.store, {"node-1": 2, "node-2": 3}))
+            await events.until(_running_is(a.store, {"node-1": 2, "node-2": 3}), WAIT_S)
             stats = await b.service.statistics(since=_long_ago())
             assert stats.running_by_node == {"node-1": 2, "node-2": 3}
             gates.gate("node-1").set()
             gates.gate("node-2").set()
-            await wait_for(lambda: _running_is(a.store, {}))
+            await events.until(_running_is(a.store, {}), WAIT_S)
         finally:
-            await b.engine.stop()
+            await b.pool.stop()
     finally:
-        await a.engine.stop()
+        await a.pool.stop()
 
 
-async def _running_is(store: TaskStore, expected: dict[str, int]) -> bool:
-    return (await store.statistics(_long_ago())).running_by_node == expected
+def _running_is(store: TaskStore, expected: dict[str, int]) -> Callable[[], Awaitable[bool]]:
+    """A check, run again after each event: tasks start and finish with one."""
+
+    async def check() -> bool:
+        return (await store.statistics(_long_ago())).running_by_node == expected
+
+    return check
 
 
 def _long_ago() -> Any:
@@ -248,12 +261,10 @@ def _long_ago() -> Any:
 
 
 async def test_a_node_that_lost_its_lease_never_writes_its_result(
-    cluster_nodes: list[Node], gates: Gates
+    cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
     registry = gates.registry()
-    a = await start(cluster_nodes[0], registry)
-    lost: list[EngineEvent] = []
-    a.engine.listeners.append(lambda e: lost.append(e) if e.kind == "lost" else None)
+    a = await start(cluster_nodes[0], registry, bus)
     b: Running | None = None
     try:
         task, _ = await a.service.create(TaskRequest("gated"))
@@ -266,10 +277,11 @@ async def test_a_node_that_lost_its_lease_never_writes_its_result(
                 .values(lease_expires_at=sync_tasks.c.started_at)
             )
         gates.gate("node-2").set()
-        b = await start(cluster_nodes[1], registry)  # rescues the task, then runs it
-        await wait_for(lambda: _status_is(a.store, task.id, TaskStatus.COMPLETED))
+        b = await start(cluster_nodes[1], registry, bus)  # rescues the task, then runs it
+        await events.ended(task.id, within=WAIT_S)
+        assert await _status_is(a.store, task.id, TaskStatus.COMPLETED)
         gates.gate("node-1").set()  # node 1's handler now finishes too, too late
-        await wait_for(lambda: _has_event(lost))
+        await events.wait(task.id, "lost", within=WAIT_S)
         final = await a.store.require(task.id)
         assert final.result == {"node": "node-2"}
         attempts = await a.store.attempts(task.id)
@@ -278,13 +290,9 @@ async def test_a_node_that_lost_its_lease_never_writes_its_result(
             (2, "node-2", "completed"),
         ]
     finally:
-        await a.engine.stop()
+        await a.pool.stop()
         if b is not None:
-            await b.engine.stop()
-
-
-async def _has_event(events: list[EngineEvent]) -> bool:
-    return bool(events)
+            await b.pool.stop()
 
 
 # ---- database faults (real MariaDB stopped or frozen) -------------------------------------
@@ -300,16 +308,19 @@ async def test_database_outage_is_survived(
     aiohttp_client: ClientFactory, outage_settings: Settings, mariadb_server: MariaDBServer
 ) -> None:
     client = await aiohttp_client(create_app(outage_settings))
-    engine = client.app[ENGINE]
+    pool = client.app[POOL]
+    events = Events(client.app[BUS])
     body = {"tasks": [{"task_type": "noop", "parameters": {"sleep_s": 0.5}} for _ in range(12)]}
     resp = await client.post("/api/sync/tasks/batch", json=body)
     assert resp.status == 201
     ids = [t["id"] for t in (await resp.json())["tasks"]]
-    await wait_for(lambda: _api_running(client))
+    await events.until(lambda: events.count("started"), WAIT_S)
+    assert await _api_running(client)
 
     await asyncio.to_thread(mariadb_server.stop)
     try:
-        await wait_for(lambda: _engine_down(engine))
+        await events.until(lambda: events.count("database_down"), WAIT_S)
+        assert not pool.database_ok
         limit = outage_settings.db_timeout_s + 1.0
         for method, path, payload in [
             ("GET", "/api/sync/tasks", None),
@@ -324,11 +335,11 @@ async def test_database_outage_is_survived(
             if path != "/readyz":
                 assert (await resp.json())["error"]["code"] == "unavailable"
         assert (await client.get("/healthz")).status == 200
-        assert engine.running  # the daemon keeps going
+        assert pool.running  # the daemon keeps going
     finally:
         await asyncio.to_thread(mariadb_server.start)
 
-    await wait_for(lambda: _api_all_completed(client, ids), limit_s=60)
+    await events.until(lambda: all(events.end_of(i) for i in ids), 60)
     assert (await client.get("/readyz")).status == 200
     for task_id in ids:
         detail = await (await client.get(f"/api/sync/tasks/{task_id}")).json()
@@ -339,6 +350,7 @@ async def test_frozen_database_answers_503_within_the_timeout(
     aiohttp_client: ClientFactory, outage_settings: Settings, mariadb_server: MariaDBServer
 ) -> None:
     client = await aiohttp_client(create_app(outage_settings))
+    events = Events(client.app[BUS])
     assert (await client.get("/api/sync/tasks")).status == 200
     await asyncio.to_thread(mariadb_server.pause)  # no RST, no answer: a partition
     try:
@@ -348,34 +360,23 @@ async def test_frozen_database_answers_503_within_the_timeout(
             took = time.monotonic() - began
             assert resp.status == 503, (path, await resp.text())
             assert took < outage_settings.db_timeout_s + 1.0, (path, took)
+        # The pool's own claims (every poll) met the same silence meanwhile.
+        await events.until(lambda: events.count("database_down"), WAIT_S)
     finally:
         await asyncio.to_thread(mariadb_server.resume)
-    await wait_for(lambda: _api_ok(client))
+    await events.until(lambda: events.count("database_up"), WAIT_S)
+    assert (await client.get("/readyz")).status == 200
     resp = await client.post("/api/sync/tasks", json={"task_type": "noop"})
     assert resp.status == 201
     task_id = (await resp.json())["id"]
-    await wait_for(lambda: _api_all_completed(client, [task_id]))
+    await events.ended(task_id, WAIT_S)
+    shown = await (await client.get(f"/api/sync/tasks/{task_id}")).json()
+    assert shown["status"] == "completed"
 
 
 async def _api_running(client: TestClient[Any, Any]) -> bool:
     resp = await client.get("/api/sync/tasks", params={"status": "running"})
     return resp.status == 200 and (await resp.json())["pagination"]["total"] > 0
-
-
-async def _engine_down(engine: SyncEngine) -> bool:
-    return not engine.database_ok
-
-
-async def _api_ok(client: TestClient[Any, Any]) -> bool:
-    return (await client.get("/readyz")).status == 200
-
-
-async def _api_all_completed(client: TestClient[Any, Any], ids: list[str]) -> bool:
-    resp = await client.get("/api/sync/tasks", params={"status": "completed", "size": 500})
-    if resp.status != 200:
-        return False
-    done = {t["id"] for t in (await resp.json())["tasks"]}
-    return done >= set(ids)
 
 
 async def test_finish_groups_identical_outcomes_and_keeps_the_rest_apart(

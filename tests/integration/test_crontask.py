@@ -11,12 +11,12 @@ from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.keys import ENGINE
 from schedule.database import create_engine
 from schedule.exceptions import InvalidState
 from schedule.records import ExternalReport, NewTask
 from schedule.store import TaskStore, make_store
 from tests.conftest import make_settings
+from tests.helpers import task_json_once
 
 Client = TestClient[Any, Any]
 
@@ -85,14 +85,8 @@ async def test_seed_003_flow(client: Client) -> None:
 
 async def test_local_pool_never_runs_external_tasks(client: Client) -> None:
     task = await _create(client, "ocr")
-    noop = await client.post("/api/sync/tasks", json={"task_type": "noop"})
-    engine = client.app[ENGINE]
-    async with asyncio.timeout(10):
-        while (await (await client.get(f"/api/sync/tasks/{(await noop.json())['id']}")).json())[
-            "status"
-        ] != "completed":
-            await engine.idle.wait()
-            engine.idle.clear()
+    noop = await (await client.post("/api/sync/tasks", json={"task_type": "noop"})).json()
+    assert (await task_json_once(client, noop["id"]))["status"] == "completed"
     again = await (await client.get(f"/api/sync/tasks/{task['id']}")).json()
     assert again["status"] == "pending" and again["attempt"] == 0
 

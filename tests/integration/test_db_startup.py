@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.mariadb import MariaDBServer, free_port
 from schedule.database import describe_db_error, server_version_problem
-from tests.mariadb import MariaDBServer, free_port
 
 SYNCD = str(Path(sys.executable).parent / "syncd")
 

@@ -24,6 +24,7 @@ from controllers.keys import DATA_SOURCES
 from engine.sources.egress import EgressPolicy, EgressRefused, client_session, refusal_of
 from engine.sources.http import HttpPager, HttpSourceConfig
 from tests.conftest import make_settings
+from tests.helpers import task_json_once
 
 Client = TestClient[Any, Any]
 
@@ -73,13 +74,8 @@ def local_name_to_loopback() -> str:
 
 
 async def finished(client: Client, task_id: str) -> dict[str, Any]:
-    """The task once it has ended (polled, bounded)."""
-    async with asyncio.timeout(30):
-        while True:
-            task: dict[str, Any] = await (await client.get(f"/api/sync/tasks/{task_id}")).json()
-            if task["status"] in ("completed", "failed", "cancelled"):
-                return task
-            await asyncio.sleep(0.02)
+    """The task once it has ended."""
+    return await task_json_once(client, task_id)
 
 
 # ---- validation -----------------------------------------------------------------------------

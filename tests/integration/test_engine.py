@@ -1,4 +1,4 @@
-"""The engine on a real SQLite file: wake-ups, retries, timeouts, cancellation, shutdown."""
+"""The worker pool on a real SQLite file: wake-ups, retries, timeouts, cancellation, shutdown."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ from engine.context import TaskContext
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
+from schedule.events import EventBus
 from schedule.models import TaskStatus, sync_tasks
 from schedule.records import Page, TaskRequest
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
+from schedule.stores import Stores
 from tests.conftest import make_settings
-from tests.helpers import Events, Gates, poll_until
+from tests.helpers import Events, Gates
 
 
 async def explode(ctx: TaskContext) -> JsonObject:
@@ -49,8 +51,8 @@ def settings(sqlite_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def events(engine: SyncEngine) -> Events:
-    return Events(engine)
+def events(bus: EventBus) -> Events:
+    return Events(bus)
 
 
 async def create(service: ScheduleService, task_type: str = "noop", **kw: object) -> str:
@@ -159,7 +161,7 @@ async def test_live_progress_is_merged_and_flushed(
     async def flushed() -> bool:
         return (await store.require(task_id)).progress == 50
 
-    await poll_until(flushed, within=5, every=0.05)  # the flusher runs every 0.05 s
+    await events.until(flushed, within=5)  # checked again as each flush is announced
     gates.release["p"].set()
     await events.wait(task_id, "finished")
     errors, total = await service.errors(task_id, _page())
@@ -194,26 +196,27 @@ async def test_lost_lease_is_never_written(
 
 
 async def test_shutdown_gives_running_tasks_back(
-    store: TaskStore, registry: Registry, sqlite_url: str, tmp_path: Path, db: AsyncEngine
+    stores: Stores, store: TaskStore, registry: Registry, sqlite_url: str, tmp_path: Path
 ) -> None:
     quick = make_settings(sqlite_url, tmp_path, shutdown_grace_s=0.1)
-    engine = SyncEngine(store, registry, quick, db)
-    events = Events(engine)
-    service = ScheduleService(store, registry, quick, engine)
-    await engine.start()
+    bus = EventBus()
+    pool = SyncEngine(stores, registry, quick, bus=bus)
+    events = Events(bus)
+    service = ScheduleService(store, registry, quick, pool, bus)
+    await pool.start()
     task_id = await create(service, parameters={"sleep_s": 60, "steps": 60})
     await events.wait(task_id, "started")
-    await engine.stop()
+    await pool.stop()
     task = await store.require(task_id)
     assert task.status is TaskStatus.PENDING and task.attempt == 0
     assert [a.outcome for a in await store.attempts(task_id)] == ["released"]
 
 
 async def test_shutdown_gives_back_a_task_that_ignores_its_cancellation(
+    stores: Stores,
     store: TaskStore,
     sqlite_url: str,
     tmp_path: Path,
-    db: AsyncEngine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(engine_module, "STOP_WAIT_S", 0.5)
@@ -232,15 +235,16 @@ async def test_shutdown_gives_back_a_task_that_ignores_its_cancellation(
 
     registry = default_registry()
     registry.register(HandlerSpec(task_type="stubborn", run=stubborn))
-    engine = SyncEngine(store, registry, quick, db)
-    events = Events(engine)
-    service = ScheduleService(store, registry, quick, engine)
-    await engine.start()
+    bus = EventBus()
+    pool = SyncEngine(stores, registry, quick, bus=bus)
+    events = Events(bus)
+    service = ScheduleService(store, registry, quick, pool, bus)
+    await pool.start()
     task_id = await create(service, "stubborn")
     async with asyncio.timeout(10):
         await started.wait()
     async with asyncio.timeout(10):
-        await engine.stop()
+        await pool.stop()
     assert "released" in events.kinds(task_id)
     task = await store.require(task_id)
     assert task.status is TaskStatus.PENDING and task.attempt == 0 and task.lease_owner is None

@@ -13,7 +13,7 @@ from yarl import URL
 
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.keys import ENGINE
+from controllers.keys import BUS
 from tests.helpers import Events
 
 Client = TestClient[web.Request, web.Application]
@@ -26,7 +26,7 @@ async def client(aiohttp_client: AiohttpClient, settings: Settings) -> Client:
 
 
 async def failed_task(client: Client) -> Any:
-    events = Events(client.app[ENGINE])
+    events = Events(client.app[BUS])
     resp = await client.post(
         "/api/sync/tasks",
         json={"task_type": "noop", "parameters": {"fail_permanently": True}},

@@ -1,4 +1,4 @@
-"""Issue 4 over HTTP: seed 002's record import, the generic target import, stock uploads."""
+"""Imports over HTTP: seed 002's record import, the generic target import, stock uploads."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from controllers.app import create_app
+from controllers.keys import BUS, IMPORT_FILES, SETTINGS
 from engine.uploads import ImportFiles
 from schedule.database import create_engine
 from tests.conftest import make_settings
-from tests.helpers import poll_until
+from tests.helpers import Events, task_json_once
 
 Client = TestClient[Any, Any]
 
@@ -67,6 +68,12 @@ async def client(aiohttp_client: AiohttpClient, app_settings: Settings) -> Clien
 
 
 @pytest.fixture
+def events(client: Client) -> Events:
+    """The app's events from before the test creates any task."""
+    return Events(client.app[BUS])
+
+
+@pytest.fixture
 async def db(app_settings: Settings) -> Any:
     engine = await asyncio.to_thread(create_engine, app_settings)
     yield engine
@@ -74,34 +81,27 @@ async def db(app_settings: Settings) -> Any:
 
 
 async def wait_seed002(client: Client, ref: str) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            resp = await client.get(f"/api/tools/import/status/{ref}")
-            assert resp.status == 200, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            if body["status"] != "IN_PROGRESS":
-                return body
-            assert body["progress"].endswith("%")
-            await asyncio.sleep(0.02)
+    """The seed-002 status of an import once its task has ended."""
+    await task_json_once(client, ref)
+    resp = await client.get(f"/api/tools/import/status/{ref}")
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    assert body["status"] != "IN_PROGRESS" and body["progress"].endswith("%")
+    return body
 
 
 async def wait_task(client: Client, task_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            resp = await client.get(f"/api/sync/tasks/{task_id}")
-            body: dict[str, Any] = await resp.json()
-            if body["status"] in ("completed", "failed", "cancelled"):
-                return body
-            await asyncio.sleep(0.02)
+    return await task_json_once(client, task_id)
 
 
-async def no_uploads_left(settings: Settings) -> None:
-    """Files go when their task ends (just after the status is written)."""
-
-    async def empty() -> bool:
-        return await uploads(settings) == []
-
-    await poll_until(empty, within=10, every=0.02)
+async def no_uploads_left(client: Client, events: Events, *keys: str) -> None:
+    """Files go when their task ends: once every subscriber heard the tasks of `keys` end and
+    the removals that started are done, the upload directory is empty."""
+    for key in keys:
+        task = await (await client.get(f"/api/sync/tasks/{key}")).json()
+        await events.ended(task["id"])
+    await client.app[IMPORT_FILES].drain()
+    assert await uploads(client.app[SETTINGS]) == []
 
 
 async def uploads(settings: Settings) -> list[str]:
@@ -109,9 +109,7 @@ async def uploads(settings: Settings) -> list[str]:
     return await asyncio.to_thread(lambda: sorted(p.name for p in folder.glob("*")))
 
 
-async def test_seed002_import_and_status(
-    client: Client, db: AsyncEngine, app_settings: Settings
-) -> None:
+async def test_seed002_import_and_status(client: Client, events: Events, db: AsyncEngine) -> None:
     bad_url = {**SEED002[1], "tool_id": "V009", "url": "ftp://example.com/x"}
     no_id = {k: v for k, v in SEED002[2].items() if k != "tool_id"}
     duplicate = {**SEED002[0], "tool_name": "Again"}
@@ -142,13 +140,14 @@ async def test_seed002_import_and_status(
     # A second import updates by tool_id instead of adding rows.
     changed = {**SEED002[0], "tool_name": "Renamed"}
     resp = await client.post("/api/tools/import", json={"data": [changed]})
-    body = await wait_seed002(client, (await resp.json())["task_reference"])
+    second = (await resp.json())["task_reference"]
+    body = await wait_seed002(client, second)
     assert (body["imported_records"], body["errors"]) == (1, [])
     async with db.connect() as conn:
         name = await conn.scalar(text("SELECT tool_name FROM tools WHERE tool_id = 'V001'"))
         count = await conn.scalar(text("SELECT COUNT(*) FROM tools"))
     assert (name, count) == ("Renamed", 3)
-    await no_uploads_left(app_settings)  # payload files go when the task ends
+    await no_uploads_left(client, events, accepted["task_reference"], second)
 
 
 @pytest.mark.parametrize(
@@ -207,9 +206,7 @@ def multipart(content: bytes, filename: str) -> aiohttp.FormData:
     return form
 
 
-async def test_stock_upload_imports_rows(
-    client: Client, db: AsyncEngine, app_settings: Settings
-) -> None:
+async def test_stock_upload_imports_rows(client: Client, events: Events, db: AsyncEngine) -> None:
     async with db.begin() as conn:
         await conn.execute(
             text(
@@ -277,7 +274,7 @@ async def test_stock_upload_imports_rows(
     ]
     assert float(logged[0][3]) == 5 and float(logged[0][4]) == 1234.5
     assert [tuple(r) for r in seen] == [("NEW-1", "Dell", "stock")]
-    await no_uploads_left(app_settings)
+    await no_uploads_left(client, events, task["id"])
 
 
 @pytest.mark.parametrize(
@@ -377,7 +374,7 @@ async def test_startup_sweep_removes_files_no_task_needs(
 
 
 async def test_cancel_stops_between_batches_and_removes_payload(
-    client: Client, app_settings: Settings, db: AsyncEngine
+    client: Client, events: Events, app_settings: Settings, db: AsyncEngine
 ) -> None:
     files = ImportFiles(app_settings.state_dir)
     name = files.new_name("json")
@@ -394,7 +391,7 @@ async def test_cancel_stops_between_batches_and_removes_payload(
         body = await (await client.get(f"/api/sync/tasks/{task['id']}")).json()
         return bool(body["processed_rows"] > 0)
 
-    await poll_until(running, within=20, every=0.01)
+    await events.until(running, within=20)  # read again as each flush of progress is told
     resp = await client.post(f"/api/sync/tasks/{task['id']}/cancel")
     assert resp.status == 202
     done = await wait_task(client, task["id"])
@@ -402,7 +399,7 @@ async def test_cancel_stops_between_batches_and_removes_payload(
     async with db.connect() as conn:
         count = await conn.scalar(text("SELECT COUNT(*) FROM tools"))
     assert count is not None and 0 < count < 20000
-    await no_uploads_left(app_settings)
+    await no_uploads_left(client, events, task["id"])
 
 
 async def test_seen_keeps_first_seen_and_ignored_flags(db: AsyncEngine) -> None:

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import pymysql
 import pytest
 
-from tests import mariadb
-from tests.mariadb import MariaDBServer, MariaDBUnavailable
+from bench import mariadb
+from bench.mariadb import MariaDBServer, MariaDBUnavailable
 
 
 def _connect(
@@ -167,7 +167,8 @@ def test_server_accepts_many_connections(mariadb_server: MariaDBServer) -> None:
 def test_stop_from_another_thread_while_clients_wait(
     mariadb_server: MariaDBServer, mariadb_url: str
 ) -> None:
-    """Stopping under a connected client (as issue 5 does under daemons) breaks its connection."""
+    """Stopping under a connected client (as the outage tests do under daemons) breaks its
+    connection."""
     conn = _connect(mariadb_url)
     try:
         stopper = threading.Thread(target=mariadb_server.stop)

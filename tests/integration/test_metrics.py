@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -11,9 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from controllers.app import create_app
-from controllers.keys import ENGINE, METRICS, STORE
-from engine.engine import EngineEvent, SyncEngine
+from controllers.keys import BUS, STORE
 from engine.metrics import Metrics
+from schedule.events import EventKind, FireEvent
+from tests.helpers import Events
 
 Client = TestClient[Any, Any]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -30,29 +30,9 @@ async def scrape(client: Client) -> Samples:
     return out
 
 
-class Gate:
-    """Engine events seen so far, and an Event set on each one (no sleeping to wait)."""
-
-    def __init__(self, engine: SyncEngine) -> None:
-        self.seen: list[tuple[str, str]] = []
-        self.changed = asyncio.Event()
-        engine.listeners.append(self.on_event)
-
-    def on_event(self, event: EngineEvent) -> None:
-        retried = event.outcome is not None and not event.outcome.status.finished
-        self.seen.append(("retried" if retried else event.kind, event.task.id))
-        self.changed.set()
-
-    async def until(self, kind: str, ids: set[str]) -> None:
-        async with asyncio.timeout(15):
-            while not ids <= {i for k, i in self.seen if k == kind}:
-                await self.changed.wait()
-                self.changed.clear()
-
-
 async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings) -> None:
     client: Client = await aiohttp_client(create_app(settings))
-    gate = Gate(client.app[ENGINE])
+    events = Events(client.app[BUS])
     bodies = [
         {"task_type": "noop"},
         {"task_type": "noop", "parameters": {"fail_permanently": True}},
@@ -63,7 +43,7 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     for body in bodies:
         resp = await client.post("/api/sync/tasks", json=body)
         ids.append((await resp.json())["id"])
-    await gate.until("finished", set(ids[:3]))
+    await events.until(lambda: all(events.end_of(i) for i in ids[:3]), within=15)
     later = await client.post("/api/sync/tasks", json=bodies[3])
     assert (await client.post(f"/api/sync/tasks/{(await later.json())['id']}/cancel")).status == 200
 
@@ -76,10 +56,10 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     store = client.app[STORE]
     assert await store.claim_external("gone-node", "m", None, lease_s=-1) is not None
 
-    client.app[METRICS].scheduler_fire("snapshot", ok=True)
-    client.app[METRICS].scheduler_fire("snapshot", ok=False)
+    client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=True))
+    client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=False))
 
-    await gate.until("rescued", {lost["id"]})
+    await events.wait(lost["id"], "rescued", within=15)
     samples = await scrape(client)
     assert lost["id"]
     assert samples[("syncd_tasks_created_total", (("task_type", "noop"),))] == 5
@@ -95,6 +75,18 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     assert samples[("syncd_scheduler_fires_total", (("job", "snapshot"), ("result", "error")))] == 1
     assert samples[("syncd_scheduler_last_success_timestamp_seconds", (("job", "snapshot"),))] > 0
     assert samples[("syncd_database_errors_total", ())] == 0
+
+
+async def test_a_retry_counts_as_a_created_task(aiohttp_client: Any, settings: Settings) -> None:
+    client: Client = await aiohttp_client(create_app(settings))
+    events = Events(client.app[BUS])
+    body = {"task_type": "noop", "parameters": {"fail_permanently": True}, "max_attempts": 1}
+    failed = await (await client.post("/api/sync/tasks", json=body)).json()
+    await events.ended(failed["id"])
+    resp = await client.post(f"/api/sync/tasks/{failed['id']}/retry")
+    assert resp.status == 201
+    samples = await scrape(client)
+    assert samples[("syncd_tasks_created_total", (("task_type", "noop"),))] == 2
 
 
 def test_each_app_has_its_own_registry() -> None:

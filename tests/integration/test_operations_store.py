@@ -1,4 +1,4 @@
-"""Store methods of issue 6 on every dialect: concurrent external claims, callback deliveries."""
+"""Operations store methods on every dialect: concurrent external claims, callback deliveries."""
 
 from __future__ import annotations
 

@@ -13,13 +13,13 @@ from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
-from engine.handlers.gfs import BookStamp, GfsDecision, KeepPolicy, select_books
-from engine.handlers.pnbook_rules import glob_matches, is_blank_lot
 from schedule.books import BookStore
 from schedule.database import READONLY, create_engine
 from schedule.exceptions import SnapshotError
+from schedule.gfs import BookStamp, GfsDecision, KeepPolicy, select_books
 from schedule.models import qt_partnumber_book_items as ITEMS
 from schedule.models import qt_partnumber_books as BOOKS
+from schedule.pnbook_rules import glob_matches, is_blank_lot
 from schedule.records import Page
 from tests.helpers import Clock
 from tests.integration.pnbooks import load, mapping, seen

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.handlers import default_registry
+from schedule.events import FireEvent
 from schedule.exceptions import NotFound
 from schedule.models import TaskStatus
 from schedule.periodic import PeriodicJob, PeriodicScheduler, latest_fire
@@ -21,7 +22,7 @@ from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
 from schedule.store import TaskStore, make_store
 from tests.conftest import make_settings
-from tests.helpers import Clock
+from tests.helpers import Clock, Events
 
 START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -170,16 +171,17 @@ async def test_cron_callback_enqueues_the_fire_that_just_passed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="schedule.periodic")  # the daemon logs at INFO
-    scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
-    fires: list[tuple[str, bool]] = []
-    scheduler.on_fire.append(lambda job, ok: fires.append((job, ok)))
+    scheduler, service = make_scheduler(ddb, dialect_settings, clock)
+    events = Events(service.bus)
     await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
     clock.now = datetime(2026, 3, 11, 1, 0, 0, 300000, tzinfo=UTC)  # 04:00:00.3 Moscow
-    await scheduler._on_fire("task_retention")
-    await scheduler._on_fire("task_retention")  # a second daemon's callback for the same fire
+    await scheduler.on_fire("task_retention")
+    await scheduler.on_fire("task_retention")  # a second daemon's callback for the same fire
     assert await tasks_of(store, "task_retention") == ["task_retention@2026-03-11T01:00:00Z"]
     assert await tasks_of(store, "partnumber_book_create") == []
+    fires = [(e.job_id, e.ok) for e in events.seen if isinstance(e, FireEvent)]
     assert fires == [("task_retention", True)]
+    assert events.count("created") == 1
     logged = [r for r in caplog.records if r.getMessage() == "periodic job fired"]
     assert [getattr(r, "task_created", None) for r in logged] == [True]
 
@@ -190,10 +192,9 @@ async def test_start_registers_cron_jobs_and_stops(
     scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
     await scheduler.start()
     try:
-        assert scheduler._scheduler is not None
-        jobs = {j.id: j for j in scheduler._scheduler.get_jobs()}
+        jobs = {j.id: j for j in scheduler.cron_jobs()}
         assert set(jobs) == set(scheduler.jobs)
         assert str(jobs["task_retention"].trigger.timezone) == "Europe/Moscow"
     finally:
         await scheduler.stop()
-    assert scheduler._scheduler is None
+    assert scheduler.cron_jobs() == []

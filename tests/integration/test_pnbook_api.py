@@ -1,8 +1,8 @@
-"""HTTP routes of issue 3: /api/schedules and seed 000's partnumber-book and task endpoints."""
+"""HTTP routes of the periodic jobs and partnumber books: /api/schedules and seed 000's
+partnumber-book and task endpoints."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from controllers.app import create_app
+from tests.helpers import task_json_once
 from tests.integration.pnbooks import load, mapping
 
 Client = TestClient[Any, Any]
@@ -23,15 +24,13 @@ async def client(aiohttp_client: AiohttpClient, settings: Settings) -> Client:
 
 
 async def seed_task(client: Client, task_id: str) -> dict[str, Any]:
-    """Poll `GET /api/tasks/{id}` like QuoteForge does until it is not running (bounded)."""
-    async with asyncio.timeout(30):
-        while True:
-            resp = await client.get(f"/api/tasks/{task_id}")
-            assert resp.status == 200
-            body: dict[str, Any] = await resp.json()
-            if body["status"] != "running":
-                return body
-            await asyncio.sleep(0.02)
+    """`GET /api/tasks/{id}` (what QuoteForge polls) once the task has ended."""
+    await task_json_once(client, task_id)
+    resp = await client.get(f"/api/tasks/{task_id}")
+    assert resp.status == 200
+    body: dict[str, Any] = await resp.json()
+    assert body["status"] != "running"
+    return body
 
 
 async def test_schedules_list_run_pause_resume(client: Client) -> None:

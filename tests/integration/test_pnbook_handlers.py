@@ -1,8 +1,7 @@
-"""The three task types of issue 3 run by a real engine on every dialect."""
+"""The partnumber-book and retention task types run by a real worker pool on every dialect."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,11 +14,14 @@ from config.settings import Settings
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from schedule.books import BookStore
+from schedule.events import EventBus
 from schedule.models import TaskStatus, sync_task_attempts, sync_task_errors, sync_tasks
 from schedule.records import NewTask, Page, TaskFilter, TaskRecord, TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import TaskStore
+from schedule.stores import open_stores
 from tests.conftest import make_settings
+from tests.helpers import Clock, Events
 from tests.integration.pnbooks import load, mapping, seen
 
 
@@ -32,27 +34,24 @@ def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def svc(ddb: AsyncEngine, dialect_settings: Settings) -> AsyncIterator[ScheduleService]:
-    store = make_store(ddb)
+    stores = open_stores(ddb)
     registry = default_registry()
-    eng = SyncEngine(store, registry, dialect_settings, ddb)
-    await eng.start()
-    yield ScheduleService(store, registry, dialect_settings, eng)
-    await eng.stop()
-
-
-async def finished(svc: ScheduleService, task_id: str) -> TaskRecord:
-    """Poll until the task has finished (bounded)."""
-    async with asyncio.timeout(30):
-        while True:
-            task = await svc.store.require(task_id)
-            if task.status.finished:
-                return task
-            await asyncio.sleep(0.02)
+    bus = EventBus()
+    pool = SyncEngine(stores, registry, dialect_settings, bus=bus)
+    await pool.start()
+    yield ScheduleService(stores.tasks, registry, dialect_settings, pool, bus)
+    await pool.stop()
 
 
 async def run_task(svc: ScheduleService, task_type: str, **params: object) -> TaskRecord:
-    task, _ = await svc.create(TaskRequest(task_type=task_type, parameters=dict(params)))
-    return await finished(svc, task.id)
+    """Create a task and return it once it ended."""
+    events = Events(svc.bus)
+    try:
+        task, _ = await svc.create(TaskRequest(task_type=task_type, parameters=dict(params)))
+        await events.ended(task.id, within=30)
+    finally:
+        events.close()
+    return await svc.store.require(task.id)
 
 
 async def test_snapshot_task_creates_book_and_applies_retention(
@@ -148,6 +147,27 @@ async def test_task_retention_deletes_old_finished_tasks_in_batches(
                 select(func.count()).where(table.c.task_id.not_in(list(left)))
             )
             assert orphans.scalar_one() == 0
+
+
+async def test_task_retention_reads_the_clock_of_its_context(
+    ddb: AsyncEngine, dialect_settings: Settings
+) -> None:
+    """The cutoff comes from the daemon's clock (here 100 days ahead), not the wall clock."""
+    clock = Clock(datetime.now(UTC) + timedelta(days=100))
+    stores = open_stores(ddb, clock)
+    finished_now = await make_finished(stores.tasks, TaskStatus.COMPLETED)
+    bus = EventBus()
+    pool = SyncEngine(stores, default_registry(), dialect_settings, clock=clock, bus=bus)
+    service = ScheduleService(stores.tasks, pool.registry, dialect_settings, pool, bus)
+    await pool.start()
+    try:
+        done = await run_task(service, "task_retention")
+    finally:
+        await pool.stop()
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.result is not None and done.result["deleted"] == 1
+    assert done.result["cutoff"] == (clock() - timedelta(days=30)).isoformat()
+    assert await stores.tasks.get(finished_now) is None
 
 
 def noop_later() -> NewTask:

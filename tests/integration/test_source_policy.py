@@ -25,13 +25,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.mariadb import MariaDBServer
 from config.settings import Settings
 from controllers.app import create_app
 from controllers.keys import DATA_SOURCES, SETTINGS
 from engine.sources.sql import SqlSourceError, SqlTimeouts, read_only
 from schedule.database import create_engine
 from tests.conftest import make_settings
-from tests.mariadb import MariaDBServer
+from tests.helpers import task_json_once
 
 Client = TestClient[Any, Any]
 SECRET = "hunter2-s3cret"
@@ -94,13 +95,7 @@ async def run_task(client: Client, task_type: str = "full_sync", **fields: Any) 
     body = {"task_type": task_type, "data_source_id": "src", "max_attempts": 1, **fields}
     resp = await client.post("/api/sync/tasks", json=body)
     assert resp.status == 201, await resp.text()
-    task_id = (await resp.json())["id"]
-    async with asyncio.timeout(30):
-        while True:
-            task: dict[str, Any] = await (await client.get(f"/api/sync/tasks/{task_id}")).json()
-            if task["status"] in ("completed", "failed", "cancelled"):
-                return task
-            await asyncio.sleep(0.02)
+    return await task_json_once(client, (await resp.json())["id"])
 
 
 async def record_errors(client: Client, task_id: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from config.settings import Settings
 from controllers import jsonio
 from controllers.app import create_app
-from controllers.keys import ENGINE
+from controllers.keys import BUS
 from engine.context import TaskContext
 from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject
@@ -294,7 +294,7 @@ async def test_parameters_are_capped_on_create_batch_update_and_reports(client: 
 
 
 async def test_nothing_stored_is_echoed_as_bare_nan(client: Client) -> None:
-    events = Events(client.app[ENGINE])
+    events = Events(client.app[BUS])
     task = await create(client, task_type="not_finite")
     await events.wait(task["id"], "finished")
     want = {"ratio": None, "big": None, "nested": [{"small": None}], "ok": 1.5}

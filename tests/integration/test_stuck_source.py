@@ -21,6 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from config.settings import Settings
 from controllers.app import create_app
 from tests.conftest import make_settings
+from tests.helpers import task_json_once
 from tests.tarpit import Tarpit
 
 Client = TestClient[Any, Any]
@@ -52,10 +53,7 @@ async def task_of(client: Client, task_id: str) -> dict[str, Any]:
 
 
 async def wait_status(client: Client, task_id: str, statuses: set[str], within: float) -> Any:
-    async with asyncio.timeout(within):
-        while (task := await task_of(client, task_id))["status"] not in statuses:  # noqa: ASYNC110 (the status is in the database)
-            await asyncio.sleep(0.02)
-    return task
+    return await task_json_once(client, task_id, statuses, within)
 
 
 async def start_stuck_sync(client: Client, tarpit: Tarpit) -> str:

@@ -1,4 +1,4 @@
-"""Issue 4: data sources over HTTP and `full_sync`/`incremental_sync` against real sources.
+"""Data sources over HTTP and `full_sync`/`incremental_sync` against real sources.
 
 Sources are real: a second SQLite database, an aiohttp test server, .xlsx and CSV files. The
 target is `lot_partnumbers` of the daemon's own database, on SQLite and MariaDB.
@@ -24,6 +24,7 @@ from controllers.app import create_app
 from controllers.keys import DATA_SOURCES
 from schedule.database import create_engine
 from tests.conftest import make_settings
+from tests.helpers import task_json_once
 
 Client = TestClient[Any, Any]
 MAPPING = {"pn": "partnumber", "maker": "vendor", "lot": "lot_name", "descr": "description"}
@@ -84,13 +85,7 @@ async def run_task(client: Client, task_type: str, **fields: Any) -> dict[str, A
     body = {"task_type": task_type, "data_source_id": "src", "max_attempts": 1, **fields}
     resp = await client.post("/api/sync/tasks", json=body)
     assert resp.status == 201, await resp.text()
-    task_id = (await resp.json())["id"]
-    async with asyncio.timeout(30):
-        while True:
-            task: dict[str, Any] = await (await client.get(f"/api/sync/tasks/{task_id}")).json()
-            if task["status"] in ("completed", "failed", "cancelled"):
-                return task
-            await asyncio.sleep(0.02)
+    return await task_json_once(client, (await resp.json())["id"])
 
 
 async def target_rows(db: AsyncEngine) -> list[tuple[Any, ...]]:

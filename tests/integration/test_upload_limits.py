@@ -21,6 +21,7 @@ from config.settings import Settings
 from controllers.app import create_app
 from engine.uploads import ImportFiles
 from tests.conftest import make_settings
+from tests.helpers import task_json_once
 from tests.zips import deflated, repeated, skeleton, text_member, write_zip
 
 Client = TestClient[Any, Any]
@@ -56,12 +57,7 @@ async def task_count(client: Client) -> int:
 
 
 async def wait_task(client: Client, task_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            body: dict[str, Any] = await (await client.get(f"/api/sync/tasks/{task_id}")).json()
-            if body["status"] in ("completed", "failed", "cancelled"):
-                return body
-            await asyncio.sleep(0.02)
+    return await task_json_once(client, task_id)
 
 
 async def test_the_sheet_bomb_is_refused_at_upload(

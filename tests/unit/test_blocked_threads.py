@@ -107,9 +107,18 @@ async def test_an_ending_consumer_waits_for_a_thread_that_stops() -> None:
     assert not reader.thread_alive
 
 
-def test_reader_threads_are_daemon_threads() -> None:
-    reader = ThreadedIterator(lambda: iter([1]))
-    assert reader._thread.daemon
+async def test_reader_threads_are_daemon_threads() -> None:
+    gate = threading.Event()
+
+    def held() -> Iterator[int]:
+        gate.wait(10)  # the thread is alive while the test looks at it
+        yield 1
+
+    async with ThreadedIterator(held, name="daemonic") as items:
+        (thread,) = [t for t in threading.enumerate() if t.name.startswith("syncd-daemonic-")]
+        assert thread.daemon
+        gate.set()
+        assert [i async for i in items] == [1]
 
 
 SCRIPT = """

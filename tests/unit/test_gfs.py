@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.handlers.gfs import BookStamp, GfsDecision, KeepPolicy, select_books
+from schedule.gfs import BookStamp, GfsDecision, KeepPolicy, select_books
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 NEW_YORK = ZoneInfo("America/New_York")

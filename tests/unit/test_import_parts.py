@@ -1,5 +1,5 @@
-"""Issue 4 pure parts: secret masking, watermark comparison, coercion, the threaded iterator,
-the declared row count of a workbook."""
+"""Pure parts of imports and syncs: secret masking, watermark comparison, coercion, the
+threaded iterator, the declared row count of a workbook."""
 
 from __future__ import annotations
 

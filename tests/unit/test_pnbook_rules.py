@@ -10,7 +10,7 @@ from datetime import date, datetime
 
 import pytest
 
-from engine.handlers.pnbook_rules import (
+from schedule.pnbook_rules import (
     format_version,
     glob_matches,
     glob_to_like,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from config.settings import Settings
 from engine.context import CancelState, LiveProgress, TaskContext
@@ -19,6 +19,7 @@ from engine.retry import RetryPolicy
 from engine.worker import AttemptRunner
 from schedule.models import FINISHED, TaskStatus
 from schedule.records import RecordError, TaskRecord
+from schedule.stores import Stores, open_stores
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -36,8 +37,9 @@ def record(attempt: int = 1, max_attempts: int = 3, timeout_s: float | None = No
 
 
 @pytest.fixture(scope="module")
-def db() -> AsyncEngine:
-    return create_async_engine("sqlite+aiosqlite://")
+def stores() -> Stores:
+    """Stores no attempt here touches (the runner is pure)."""
+    return open_stores(create_async_engine("sqlite+aiosqlite://"))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 async def run(
-    raise_: BaseException | None, task: TaskRecord, db: AsyncEngine, settings: Settings
+    raise_: BaseException | None, task: TaskRecord, stores: Stores, settings: Settings
 ) -> tuple[TaskStatus, str, str | None] | None:
     async def handler(ctx: TaskContext) -> JsonObject:
         if raise_ is not None:
@@ -58,7 +60,7 @@ async def run(
         return True
 
     ctx = TaskContext(
-        task=task, params=Parameters(), db=db, settings=settings,
+        task=task, params=Parameters(), stores=stores, clock=lambda: NOW, settings=settings,
         live=LiveProgress(task.id, task.attempt), cancel=CancelState(), error_sink=sink,
         log=logging.LoggerAdapter(logging.getLogger("t")),
     )  # fmt: skip
@@ -84,20 +86,20 @@ async def test_outcome_of_an_attempt(
     error: BaseException | None,
     attempt: int,
     expected: tuple[TaskStatus, str, str | None] | None,
-    db: AsyncEngine,
+    stores: Stores,
     settings: Settings,
 ) -> None:
-    assert await run(error, record(attempt=attempt), db, settings) == expected
+    assert await run(error, record(attempt=attempt), stores, settings) == expected
 
 
-async def test_timeout_is_retryable(db: AsyncEngine, settings: Settings) -> None:
+async def test_timeout_is_retryable(stores: Stores, settings: Settings) -> None:
     async def slow(ctx: TaskContext) -> JsonObject:
         await asyncio.Event().wait()
         return {}
 
     task = record(timeout_s=0.01)
     ctx = TaskContext(
-        task=task, params=Parameters(), db=db, settings=settings,
+        task=task, params=Parameters(), stores=stores, clock=lambda: NOW, settings=settings,
         live=LiveProgress(task.id, 1), cancel=CancelState(), error_sink=_true,
         log=logging.LoggerAdapter(logging.getLogger("t")),
     )  # fmt: skip

@@ -259,7 +259,7 @@ def test_stream_elements_yields_the_rows() -> None:
 def test_the_fast_path_is_taken_on_this_python() -> None:
     from xml.etree.ElementTree import XMLPullParser
 
-    assert unpack._report_ends_only(XMLPullParser(events=("start", "end")))
+    assert unpack.report_ends_only(XMLPullParser(events=("start", "end")))
 
 
 @pytest.mark.parametrize(
