@@ -53,7 +53,7 @@ from engine.handlers import default_registry
 from schedule.database import alembic_config, create_engine, sync_url
 from schedule.records import TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import make_store
+from schedule.store import connect, make_store
 
 BATCH = 500
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def migrate(url: str) -> None:
 
 
 async def _syncd_run(settings: Settings, count: int) -> float:
-    db = await asyncio.to_thread(create_engine, settings)
+    db = connect(await asyncio.to_thread(create_engine, settings))
     store = make_store(db)
     engine = SyncEngine(store, default_registry(), settings, db)
     service = ScheduleService(store, engine.registry, settings, engine)

@@ -47,13 +47,14 @@ from engine.handlers.base import Registry
 from engine.metrics import Metrics
 from engine.uploads import IMPORT_TYPES, ImportFiles
 from schedule.books import BookStore
+from schedule.clock import utcnow
 from schedule.database import check_database, create_engine
 from schedule.datasources import DataSourceStore
 from schedule.imports import live_import_files
 from schedule.periodic import PeriodicScheduler
 from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
-from schedule.store import make_store, utcnow
+from schedule.store import connect, make_store
 
 
 def create_app(
@@ -112,21 +113,21 @@ def routes_only() -> web.Application:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    db = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
+    engine = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
     try:
-        await check_database(db, settings.database_url, settings.db_timeout_s)
+        await check_database(engine, settings.database_url, settings.db_timeout_s)
     except BaseException:
-        await db.dispose()
+        await engine.dispose()
         raise
-    app[DB] = db
+    app[DB] = connect(engine, settings.db_timeout_s)
     yield
-    await db.dispose()
+    await app[DB].dispose()
 
 
 def _engine(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        store = make_store(app[DB], clock, timeout=settings.db_timeout_s)
+        store = make_store(app[DB], clock)
         engine = SyncEngine(store, app[REGISTRY], settings, app[DB], clock)
         app[STORE] = store
         app[ENGINE] = engine

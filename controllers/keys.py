@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.callbacks import CallbackSender
@@ -17,14 +16,14 @@ from schedule.books import BookStore
 from schedule.datasources import DataSourceStore
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
-from schedule.store import TaskStore
+from schedule.store import Connector, TaskStore
 
 if TYPE_CHECKING:
     from controllers.live import LiveHub
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
-DB = web.AppKey("db", AsyncEngine)
+DB = web.AppKey("db", Connector)
 STORE = web.AppKey("store", TaskStore)
 ENGINE = web.AppKey("engine", SyncEngine)
 SERVICE = web.AppKey("service", ScheduleService)

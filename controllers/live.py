@@ -35,8 +35,8 @@ from controllers.openapi import doc
 from controllers.roles import READERS
 from engine.engine import EngineEvent, SyncEngine, reraise_if_cancelling
 from schedule import jsontext
-from schedule.records import TaskRecord
 from schedule.service import ScheduleService
+from schedule.task import TaskRecord
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from config.settings import Settings
 from engine.exceptions import LeaseLost, TaskCancelled
 from engine.handlers.base import Parameters
-from schedule.records import ProgressUpdate, RecordError, TaskRecord
+from schedule.records import ProgressUpdate, RecordError
+from schedule.store import Connector
+from schedule.task import TaskRecord
 
 ErrorSink = Callable[[Sequence[RecordError]], Awaitable[bool]]
 ERROR_BATCH = 200
@@ -60,7 +60,7 @@ class TaskContext:
 
     task: TaskRecord
     params: Parameters
-    db: AsyncEngine
+    db: Connector
     settings: Settings
     live: LiveProgress
     cancel: CancelState

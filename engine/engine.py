@@ -22,15 +22,16 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.context import CancelState, LiveProgress, TaskContext
 from engine.handlers.base import HandlerSpec, Registry
 from engine.retry import RetryPolicy
 from engine.worker import AttemptRunner
-from schedule.records import Outcome, RecordError, TaskRecord
-from schedule.store import TaskStore, utcnow
+from schedule.clock import utcnow
+from schedule.records import Outcome, RecordError
+from schedule.store import Connector, TaskStore
+from schedule.task import TaskRecord
 
 log = logging.getLogger(__name__)
 DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)
@@ -88,7 +89,7 @@ class SyncEngine:
         store: TaskStore,
         registry: Registry,
         settings: Settings,
-        db: AsyncEngine,
+        db: Connector,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store

@@ -1,4 +1,7 @@
-"""Shared fixtures: settings, a migrated SQLite database per test, store, service, engine."""
+"""Shared fixtures: settings, a migrated SQLite database per test, store, service, engine.
+
+`db`/`ddb` are SQLAlchemy engines (for a test's own SQL); `connector`/`dialect_connector` are
+what the stores take (`schedule.store.Connector`) on the same databases."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from schedule.database import alembic_config, create_engine, sync_url
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import Connector, TaskStore, connect, make_store
 
 pytest_plugins = ["tests.mariadb", "tests.zips"]
 
@@ -111,6 +114,12 @@ def settings(sqlite_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def dialect_connector(ddb: AsyncEngine) -> Connector:
+    """The stores' connector on `ddb` (each dialect)."""
+    return connect(ddb)
+
+
+@pytest.fixture
 def unstarted_db(settings: Settings) -> AsyncEngine:
     """The async engine, created outside the event loop (it resolves paths on disk)."""
     return create_engine(settings)
@@ -124,9 +133,15 @@ async def db(unstarted_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def store(db: AsyncEngine) -> TaskStore:
+def connector(db: AsyncEngine) -> Connector:
+    """The stores' connector on the test database."""
+    return connect(db)
+
+
+@pytest.fixture
+def store(connector: Connector) -> TaskStore:
     """The task store for the test database's dialect."""
-    return make_store(db)
+    return make_store(connector)
 
 
 @pytest.fixture
@@ -137,10 +152,10 @@ def registry() -> Registry:
 
 @pytest.fixture
 async def engine(
-    store: TaskStore, registry: Registry, settings: Settings, db: AsyncEngine
+    store: TaskStore, registry: Registry, settings: Settings, connector: Connector
 ) -> AsyncIterator[SyncEngine]:
     """A started engine, stopped after the test."""
-    eng = SyncEngine(store, registry, settings, db)
+    eng = SyncEngine(store, registry, settings, connector)
     await eng.start()
     yield eng
     await eng.stop()

@@ -29,9 +29,8 @@ from engine.handlers.base import HandlerSpec, JsonObject, Parameters
 from engine.sources.streaming import ThreadedIterator
 from engine.targets import TARGETS, ImportTarget, get_target
 from engine.uploads import FILE_NAME, PARSED, ImportFiles
+from schedule.clock import naive, utcnow
 from schedule.imports import ImportStore
-from schedule.records import naive
-from schedule.store import utcnow
 from schedule.upsert import PreparedInsert
 
 Columns = dict[str, list[Any]]
@@ -197,7 +196,7 @@ async def run(ctx: TaskContext) -> JsonObject:
         records = await asyncio.to_thread(load_records, path)
     total = len(records)
     ctx.report(processed=0, total=total, message=f"importing {total} records into {target.name}")
-    store = ImportStore(ctx.db, busy_timeout_s=ctx.settings.db_timeout_s)
+    store = ImportStore(ctx.db)
     imported = failed = 0
 
     def batches() -> Iterator[Validated]:

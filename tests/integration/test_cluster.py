@@ -27,10 +27,11 @@ from engine.engine import EngineEvent, SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
 from schedule.database import create_engine
-from schedule.models import TaskStatus, sync_tasks
-from schedule.records import NewTask, Outcome, TaskRequest
+from schedule.models import sync_tasks
+from schedule.records import Outcome, TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import TaskStore, connect, make_store
+from schedule.task import NewTask, TaskStatus
 from tests.conftest import make_settings, migrate_url
 from tests.mariadb import MariaDBServer
 
@@ -99,8 +100,9 @@ def gates() -> Gates:
 
 
 async def start(node: Node, registry: Registry) -> Running:
-    store = make_store(node.db, timeout=node.settings.db_timeout_s)
-    engine = SyncEngine(store, registry, node.settings, node.db)
+    db = connect(node.db, node.settings.db_timeout_s)
+    store = make_store(db)
+    engine = SyncEngine(store, registry, node.settings, db)
     await engine.start()
     return Running(engine, ScheduleService(store, registry, node.settings, engine), store)
 
@@ -121,7 +123,7 @@ async def wait_for(check: Callable[[], Awaitable[bool]], limit_s: float = WAIT_S
 
 
 async def count_status(store: TaskStore, status: TaskStatus) -> int:
-    async with store.engine.connect() as conn:
+    async with store.db.engine.connect() as conn:
         query = text("SELECT COUNT(*) FROM sync_tasks WHERE status = :s")
         return int((await conn.execute(query, {"s": status.value})).scalar_one())
 
@@ -140,7 +142,7 @@ async def test_three_nodes_run_every_task_exactly_once(
             await running[offset // 100].service.create_many(requests[offset : offset + 100])
         store = running[0].store
         await wait_for(lambda: _all_done(store, 300))
-        async with store.engine.connect() as conn:
+        async with store.db.engine.connect() as conn:
             attempts = (await conn.execute(text("SELECT attempt FROM sync_tasks"))).scalars()
             assert set(attempts) == {1}  # every claim bumps `attempt`: each task claimed once
             rows = (
@@ -197,7 +199,7 @@ async def test_dead_nodes_lease_is_rescued_by_another(
     cluster_nodes: list[Node], gates: Gates
 ) -> None:
     registry = gates.registry()
-    store = make_store(cluster_nodes[0].db)
+    store = make_store(connect(cluster_nodes[0].db))
     task, _ = await store.create(NewTask(task_type="noop", parameters={}, max_attempts=3))
     # A node claims it and dies at once: no heartbeat, no finish, a 1 s lease.
     (claimed,) = await store.claim("dead-node", 1, lease_s=1.0)
@@ -238,7 +240,7 @@ async def test_statistics_show_running_tasks_per_node(
 
 
 async def _running_is(store: TaskStore, expected: dict[str, int]) -> bool:
-    return (await store.statistics(_long_ago())).running_by_node == expected
+    return (await store.stats.summary(_long_ago())).running_by_node == expected
 
 
 def _long_ago() -> Any:
@@ -259,7 +261,7 @@ async def test_a_node_that_lost_its_lease_never_writes_its_result(
         task, _ = await a.service.create(TaskRequest("gated"))
         await asyncio.wait_for(gates.entered("node-1").wait(), WAIT_S)
         # Node 1 stops heartbeating as if cut off from the database: its lease lapses.
-        async with a.store.engine.begin() as conn:
+        async with a.store.db.engine.begin() as conn:
             await conn.execute(
                 update(sync_tasks)
                 .where(sync_tasks.c.id == task.id)
@@ -381,7 +383,7 @@ async def _api_all_completed(client: TestClient[Any, Any], ids: list[str]) -> bo
 async def test_finish_groups_identical_outcomes_and_keeps_the_rest_apart(
     cluster_nodes: list[Node],
 ) -> None:
-    store = make_store(cluster_nodes[0].db)
+    store = make_store(connect(cluster_nodes[0].db))
     new = NewTask(task_type="noop", parameters={}, max_attempts=3, dedupe_key=None)
     pairs = await store.create_many([new] * 5)
     claimed = await store.claim("n1", 5, lease_s=30)

@@ -16,10 +16,11 @@ from engine.context import TaskContext
 from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
-from schedule.models import TaskStatus, sync_tasks
+from schedule.models import sync_tasks
 from schedule.records import Page, TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import TaskStore
+from schedule.store import Connector, TaskStore
+from schedule.task import TaskStatus
 from tests.conftest import make_settings
 from tests.helpers import Events, Gates, poll_until
 
@@ -194,10 +195,10 @@ async def test_lost_lease_is_never_written(
 
 
 async def test_shutdown_gives_running_tasks_back(
-    store: TaskStore, registry: Registry, sqlite_url: str, tmp_path: Path, db: AsyncEngine
+    store: TaskStore, registry: Registry, sqlite_url: str, tmp_path: Path, connector: Connector
 ) -> None:
     quick = make_settings(sqlite_url, tmp_path, shutdown_grace_s=0.1)
-    engine = SyncEngine(store, registry, quick, db)
+    engine = SyncEngine(store, registry, quick, connector)
     events = Events(engine)
     service = ScheduleService(store, registry, quick, engine)
     await engine.start()
@@ -213,7 +214,7 @@ async def test_shutdown_gives_back_a_task_that_ignores_its_cancellation(
     store: TaskStore,
     sqlite_url: str,
     tmp_path: Path,
-    db: AsyncEngine,
+    connector: Connector,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(engine_module, "STOP_WAIT_S", 0.5)
@@ -232,7 +233,7 @@ async def test_shutdown_gives_back_a_task_that_ignores_its_cancellation(
 
     registry = default_registry()
     registry.register(HandlerSpec(task_type="stubborn", run=stubborn))
-    engine = SyncEngine(store, registry, quick, db)
+    engine = SyncEngine(store, registry, quick, connector)
     events = Events(engine)
     service = ScheduleService(store, registry, quick, engine)
     await engine.start()

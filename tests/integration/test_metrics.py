@@ -74,7 +74,7 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
         )
     ).json()
     store = client.app[STORE]
-    assert await store.claim_external("gone-node", "m", None, lease_s=-1) is not None
+    assert await store.external.claim("gone-node", "m", None, lease_s=-1) is not None
 
     client.app[METRICS].scheduler_fire("snapshot", ok=True)
     client.app[METRICS].scheduler_fire("snapshot", ok=False)

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from schedule import sqlite_writer
-from schedule.sqlite_writer import writer_for
+from schedule.store import sqlite_writer
+from schedule.store.sqlite_writer import writer_for
 from tests.helpers import poll_until
 
 
