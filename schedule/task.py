@@ -164,8 +164,8 @@ def is_constant(new: Any) -> bool:
 def new_task_values(item: NewTask, now: datetime, ids: tuple[str, str]) -> tuple[Any, ...]:
     """A new task's field values, in field order, as each field's `new=` says: `now` is the
     time of the create (aware UTC), `ids` the task's (id, reference) from `new_ids`."""
-    rules = [rule.compute(item, now) for rule in _RULES]
-    return _PICK((*item, *ids, now, *rules, *_CONSTANTS))
+    computed = tuple([compute(item, now) for compute in _COMPUTE])
+    return _PICK(item + ids + (now,) + computed + _CONSTANTS)
 
 
 def _plan() -> tuple[tuple[Rule, ...], tuple[Any, ...], Callable[[Any], tuple[Any, ...]]]:
@@ -197,3 +197,4 @@ def _plan() -> tuple[tuple[Rule, ...], tuple[Any, ...], Callable[[Any], tuple[An
 
 _SPECIALS = (New.ID, New.REFERENCE, New.NOW)
 _RULES, _CONSTANTS, _PICK = _plan()
+_COMPUTE = tuple(rule.compute for rule in _RULES)

@@ -250,7 +250,8 @@ def time_load(text: str) -> datetime:
 
 def new_params(now: datetime) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     """For the tasks of one create made at `now` (aware UTC): a new task's field values (in
-    field order) to the parameters of `new_insert_sql`."""
+    field order) to the parameters of `new_insert_sql`. The stored form of a constant value
+    is the same for every task, so only the other values are converted per task."""
     stamp = time_text(naive(now))
 
     def time_param(value: datetime | None) -> str | None:
@@ -258,17 +259,42 @@ def new_params(now: datetime) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
             return stamp
         return None if value is None else time_text(naive(value))
 
-    to_stored: dict[Kind, Callable[[Any], Any]] = {
-        Kind.JSON: json_text,
-        Kind.TIME: time_param,
-        Kind.ENUM: operator.attrgetter("value"),
-    }
-    plan = [(f.index, to_stored.get(f.kind)) for f in NEW_FIELDS]
+    to_stored: dict[Kind, Callable[[Any], Any]] = {Kind.JSON: json_text, Kind.TIME: time_param}
+    convert = [
+        (f.index, to_stored[f.kind])
+        for f in NEW_FIELDS
+        if f.kind in to_stored and not is_constant(f.spec.new)
+    ]
 
     def params(values: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple([values[i] if c is None else c(values[i]) for i, c in plan])
+        stored = list(values)
+        for index, to in convert:
+            stored[index] = to(stored[index])
+        return _PICK_NEW_PARAMS((*stored, *_NEW_CONSTANTS))
 
     return params
+
+
+def _constant_stored(field: RowField) -> Any:
+    """How the column of a field whose new value is a constant stores that value."""
+    value = field.spec.new
+    if field.kind is Kind.JSON:
+        return json_text(value)
+    if field.kind is Kind.ENUM:
+        return value.value
+    assert field.kind is not Kind.TIME, "a time is never a constant of a new task"
+    return value
+
+
+_NEW_CONSTANT_FIELDS = tuple(f for f in NEW_FIELDS if is_constant(f.spec.new))
+_NEW_CONSTANTS = tuple(_constant_stored(f) for f in _NEW_CONSTANT_FIELDS)
+#: Picks `new_insert_sql`'s parameters from a task's stored values followed by the constants.
+_PICK_NEW_PARAMS: Callable[[Sequence[Any]], tuple[Any, ...]] = operator.itemgetter(
+    *(
+        len(TASK_FIELDS) + _NEW_CONSTANT_FIELDS.index(f) if f in _NEW_CONSTANT_FIELDS else f.index
+        for f in NEW_FIELDS
+    )
+)
 
 
 def task_from_stored(row: Sequence[Any]) -> TaskRecord:
