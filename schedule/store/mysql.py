@@ -191,18 +191,20 @@ _FINISH_GROUP_STMT = (
 
 def _finish_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
     """Parameters of `_FINISH_STMT`."""
-    values = finish_values(outcome)
+    status, result, error, percent, message, processed, total, retry_at, finished = finish_values(
+        outcome
+    )
     return {
         "b_id": outcome.task_id,
-        "b_status": values.status,
-        "b_result": values.result,
-        "b_error": values.error,
-        "b_progress": values.progress,
-        "b_message": values.message,
-        "b_processed": values.processed_rows,
-        "b_total": values.total_rows,
-        "b_run_after": values.retry_at or now,
-        "b_finished_at": now if values.finished else None,
-        "b_free": 1 if values.finished else 0,
+        "b_status": status,
+        "b_result": result,
+        "b_error": error,
+        "b_progress": percent,
+        "b_message": message,
+        "b_processed": processed,
+        "b_total": total,
+        "b_run_after": retry_at or now,
+        "b_finished_at": now if finished else None,
+        "b_free": 1 if finished else 0,
         "b_now": now,
     }

@@ -344,19 +344,21 @@ _DEDUPE_KEY_AT = COLUMNS.index("dedupe_key")
 def _finish_params(outcome: Outcome, stamp: str) -> tuple[Any, ...]:
     """`finish_values` as one row of `finish_dedupe_sql` (without the `free` flag, one row of
     `finish_plain_sql`); `stamp` is now as stored."""
-    values = finish_values(outcome)
+    status, result, error, percent, message, processed, total, retry_at, finished = finish_values(
+        outcome
+    )
     return (
-        values.status,
-        json_text(values.result),
-        values.error,
-        values.progress,
-        values.message,
-        values.processed_rows,
-        values.total_rows,
-        time_text(values.retry_at) if values.retry_at else stamp,
-        stamp if values.finished else None,
+        status,
+        json_text(result),
+        error,
+        percent,
+        message,
+        processed,
+        total,
+        time_text(retry_at) if retry_at else stamp,
+        stamp if finished else None,
         stamp,
-        1 if values.finished else 0,
+        1 if finished else 0,
         outcome.task_id,
     )
 
