@@ -15,12 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, insert, null, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schedule.clock import naive, utc
 from schedule.columns import Kind
-from schedule.exceptions import InvalidState
 from schedule.ids import new_ids
 from schedule.models import status_is
 from schedule.records import Outcome
@@ -44,15 +42,7 @@ _TIME_FIELDS = tuple(f.name for f in TASK_FIELDS if f.kind is Kind.TIME)
 class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
     """MariaDB/MySQL: claims with `SKIP LOCKED`, finishes fenced under `FOR UPDATE`."""
 
-    async def create_many(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
-        for _ in range(5):
-            try:
-                return await self._create_many_once(items)
-            except IntegrityError:
-                continue  # a concurrent insert took a dedupe key or a reference: look again
-        raise InvalidState("could not create the tasks: concurrent dedupe conflicts")
-
-    async def _create_many_once(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+    async def insert_tasks(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
         now = utc(self.clock()) or self.clock()
         # Records and rows are built before the write transaction, so that other writers of
         # this process (claims, finishes) are not held up by that Python work; a row whose

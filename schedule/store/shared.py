@@ -4,16 +4,19 @@ Reads, the transitions people ask for, and the engine's writes that happen once 
 period or on shutdown (heartbeat, progress, record errors, release, unclaim, rescue) are the
 same SQLAlchemy Core statements on every backend; where row locks differ the connector says
 how (`Connector.lock`). A backend subclasses `SqlTaskStore` and implements the queue's hot
-paths, which run once per task: `create_many`, `claim`, `finish` and `finish_and_claim`.
+paths, which run once per task: `insert_tasks` (one try of `create_many`), `claim`, `finish`
+and `finish_and_claim`.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schedule import jsontext
@@ -42,7 +45,7 @@ C = TypeVar("C", bound=Connector)
 
 class SqlTaskStore(TaskStore, Generic[C]):
     """The task store on a SQL database reached through connector `db`; a backend adds the
-    hot paths (`create_many`, `claim`, `finish`, `finish_and_claim`)."""
+    hot paths (`insert_tasks`, `claim`, `finish`, `finish_and_claim`)."""
 
     db: C
 
@@ -62,6 +65,20 @@ class SqlTaskStore(TaskStore, Generic[C]):
     async def create(self, new: NewTask) -> tuple[TaskRecord, bool]:
         (pair,) = await self.create_many([new])
         return pair
+
+    async def create_many(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        for _ in range(5):
+            try:
+                return await self.insert_tasks(items)
+            except IntegrityError:
+                continue  # a concurrent insert took a dedupe key (or an id): look again
+        raise InvalidState("could not create the tasks: concurrent dedupe conflicts")
+
+    @abstractmethod
+    async def insert_tasks(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        """One try of `create_many`, in one transaction: new ids for every item, the items
+        whose dedupe key an unfinished task holds answered with that task. An IntegrityError
+        (another node took a key meanwhile) makes `create_many` try again."""
 
     # ---- reads ----------------------------------------------------------------------------
 

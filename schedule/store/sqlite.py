@@ -48,7 +48,7 @@ from schedule.upsert import execute_rows, values_list
 class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
     """SQLite: creates, claims and finishes as plain SQL on the writer thread."""
 
-    async def create_many(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+    async def insert_tasks(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
         now = self.clock().astimezone(UTC)
         # Records and parameters are built before the transaction is submitted, so that the
         # writer thread is busy only with SQL; a row whose dedupe key turns out to be taken is
