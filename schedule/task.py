@@ -185,7 +185,6 @@ def _plan() -> tuple[tuple[Rule, ...], tuple[Any, ...], Callable[[Any], tuple[An
             sources.append(("rule", len(rules)))
             rules.append(new)
         else:
-            assert is_constant(new)
             sources.append(("constant", len(constants)))
             constants.append(new)
     offset = {"request": 0, "special": len(NewTask._fields)}
