@@ -51,6 +51,7 @@ from schedule.database import alembic_config, create_engine, sync_url
 from schedule.events import EventBus, EventKind, TaskEvent
 from schedule.records import TaskRequest
 from schedule.service import ScheduleService
+from schedule.store import connect
 from schedule.stores import open_stores
 
 BATCH = 500
@@ -72,7 +73,7 @@ def migrate(url: str) -> None:
 
 
 async def _syncd_run(settings: Settings, count: int) -> float:
-    db = await asyncio.to_thread(create_engine, settings)
+    db = connect(await asyncio.to_thread(create_engine, settings))
     stores = open_stores(db)
     bus = EventBus()
     pool = SyncEngine(stores, default_registry(), settings, bus=bus)

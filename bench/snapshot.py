@@ -30,6 +30,7 @@ from sqlalchemy import text
 from config.settings import Settings
 from schedule.books import BookStore
 from schedule.database import alembic_config, create_engine, sync_url
+from schedule.store import connect
 
 BASELINE_BOOK_ID = -1
 BUNDLES = 1000
@@ -121,7 +122,7 @@ async def measure(settings: Settings) -> tuple[float, float, int, int]:
                 {"book": BASELINE_BOOK_ID},
             )
         started = time.perf_counter()
-        result = await BookStore(db).snapshot(ZoneInfo("UTC"), None, "bench")
+        result = await BookStore(connect(db)).snapshot(ZoneInfo("UTC"), None, "bench")
         snapshot = time.perf_counter() - started
     finally:
         await db.dispose()

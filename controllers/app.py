@@ -47,12 +47,13 @@ from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
 from engine.uploads import IMPORT_TYPES, ImportFiles
+from schedule.clock import Clock, utcnow
 from schedule.database import check_database, create_engine
 from schedule.events import EventBus
 from schedule.imports import live_import_files
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
-from schedule.store import Clock, utcnow
+from schedule.store import connect
 from schedule.stores import open_stores
 
 
@@ -122,18 +123,18 @@ Context = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _database(clock: Clock) -> Context:
-    """The database, checked, and every store on it."""
+    """The database, checked, its connector and every store on it."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        db = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
+        engine = await asyncio.to_thread(create_engine, settings)  # resolves paths on disk
         try:
-            await check_database(db, settings.database_url, settings.db_timeout_s)
+            await check_database(engine, settings.database_url, settings.db_timeout_s)
         except BaseException:
-            await db.dispose()
+            await engine.dispose()
             raise
-        app[DB] = db
-        stores = open_stores(db, clock, timeout=settings.db_timeout_s)
+        db = app[DB] = connect(engine, settings.db_timeout_s)
+        stores = open_stores(db, clock)
         app[STORES] = stores
         app[STORE] = stores.tasks
         app[BOOKS] = stores.books

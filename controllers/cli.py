@@ -286,7 +286,7 @@ def _start_notifications(notifier: Notifier, app: web.Application) -> list[async
 
     async def describe() -> str:
         async with asyncio.timeout(settings.db_timeout_s):
-            queued = await store.queue_length()
+            queued = await store.stats.queue_length()
         stats = pool.stats()
         database = "ok" if stats.database_ok else "unavailable"
         return f"running={stats.running_tasks} queued={queued} database={database}"

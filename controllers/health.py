@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from controllers.errors import UNAVAILABLE
-from controllers.keys import POOL, SETTINGS, STORE
+from controllers.keys import DB, POOL, SETTINGS
 from controllers.openapi import doc
 from controllers.roles import PUBLIC
 
@@ -34,12 +34,12 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers (it was migrated at start-up), a write can be made now
     (no other process holds the write lock, the database and its disk have room) and the
     engine runs. The write check takes the lock only to release it at once."""
-    pool, store = request.app[POOL], request.app[STORE]
+    pool, db = request.app[POOL], request.app[DB]
     database = writes = "ok"
     try:
         async with asyncio.timeout(request.app[SETTINGS].db_timeout_s):
-            await store.ping()
-            writes = await store.write_check() or "ok"
+            await db.ping()
+            writes = await db.write_check() or "ok"
     except UNAVAILABLE as exc:
         database = f"unavailable: {type(exc).__name__}"
         writes = "unknown"

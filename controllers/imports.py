@@ -28,8 +28,8 @@ from engine.sources.sheets import XLSX_MAGIC, sniff_upload
 from engine.sources.workbook import UnpackLimits, check_file
 from engine.targets import TARGETS, get_target
 from engine.uploads import PARSED, ImportFiles
-from schedule.models import TaskStatus
-from schedule.records import Page, TaskRecord, TaskRequest
+from schedule.records import Page, TaskRequest
+from schedule.task import TaskRecord, TaskStatus
 
 routes = web.RouteTableDef()
 CHUNK = 256 * 1024

@@ -1,6 +1,7 @@
 """Typed application keys: what the app composes at start-up.
 
-`DB` is SQLAlchemy's engine (the database); `POOL` is syncd's `SyncEngine` (the worker pool).
+`DB` is the database's connector (its read and write paths; `DB.engine` is SQLAlchemy's engine);
+`POOL` is syncd's `SyncEngine` (the worker pool).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.callbacks import CallbackSender
@@ -21,7 +21,7 @@ from schedule.datasources import DataSourceStore
 from schedule.events import EventBus
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
-from schedule.store import TaskStore
+from schedule.store import Connector, TaskStore
 from schedule.stores import Stores
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 BUS = web.AppKey("bus", EventBus)
-DB = web.AppKey("db", AsyncEngine)
+DB = web.AppKey("db", Connector)
 STORES = web.AppKey("stores", Stores)
 STORE = web.AppKey("store", TaskStore)
 POOL = web.AppKey("pool", SyncEngine)

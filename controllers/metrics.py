@@ -29,7 +29,7 @@ async def metrics(request: web.Request) -> web.Response:
     depth: int | None
     try:
         async with asyncio.timeout(app[SETTINGS].db_timeout_s):
-            depth = await app[STORE].queue_length()
+            depth = await app[STORE].stats.queue_length()
     except UNAVAILABLE:
         depth = None
     app[METRICS].refresh(depth, app[POOL].stats().running_by_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -13,13 +14,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from engine.validation import NoBoolNumbers
 from schedule.books import BookItem, BookRecord
-from schedule.models import TaskStatus
+from schedule.columns import Kind, RowField
 from schedule.periodic import ScheduleView
 from schedule.records import (
     AttemptRecord,
@@ -27,9 +29,9 @@ from schedule.records import (
     ExternalReport,
     HourCount,
     StoredRecordError,
-    TaskRecord,
     TaskRequest,
 )
+from schedule.task import TASK_FIELDS, TaskRecord, TaskStatus
 
 Priority = Annotated[int, Field(ge=-100, le=100)]
 MaxAttempts = Annotated[int, Field(ge=1, le=20)]
@@ -197,43 +199,30 @@ def iso(value: datetime | None) -> str | None:
 
 
 def task_json(task: TaskRecord) -> dict[str, Any]:
-    """The task shape every endpoint returns (DESIGN.md, Task model)."""
-    return {
-        "id": task.id,
-        "reference": task.reference,
-        "task_type": task.task_type,
-        "status": task.status.value,
-        "priority": task.priority,
-        "data_source_id": task.data_source_id,
-        "interface_id": task.interface_id,
-        "parameters": task.parameters,
-        "progress": task.progress,
-        "message": task.message,
-        "processed_rows": task.processed_rows,
-        "total_rows": task.total_rows,
-        "error_count": task.error_count,
-        "result": task.result,
-        "error": task.error,
-        "attempt": task.attempt,
-        "max_attempts": task.max_attempts,
-        "timeout_s": task.timeout_s,
-        "retry_of": task.retry_of,
-        "dedupe_key": task.dedupe_key,
-        "callback_url": task.callback_url,
-        "run_after": iso(task.run_after),
-        "cancel_requested": task.cancel_requested,
-        "lease_owner": task.lease_owner,
-        "created_at": iso(task.created_at),
-        "started_at": iso(task.started_at),
-        "updated_at": iso(task.updated_at),
-        "finished_at": iso(task.finished_at),
-        "service": task.service,
-        "group": task.service_group,
-        "temp": task.temp,
-        "callback_status": task.callback_status,
-        "callback_attempts": task.callback_attempts,
-        "callback_error": task.callback_error,
-    }
+    """The task shape every endpoint returns (DESIGN.md, Task model): the fields the task's
+    definition (`schedule.task.TaskRecord`) shows, by their API names, in field order; times
+    as `iso` text, the status as its value."""
+    values = list(_API_VALUES(task))
+    for index in _API_TIMES:
+        values[index] = iso(values[index])
+    for index in _API_ENUMS:
+        values[index] = values[index].value
+    return dict(zip(_API_NAMES, values, strict=True))
+
+
+#: The task fields the API shows, with their names there.
+_API = tuple((name, f) for f in TASK_FIELDS if (name := f.api_name) is not None)
+_API_NAMES = tuple(name for name, _ in _API)
+_API_VALUES = operator.attrgetter(*(f.name for _, f in _API))
+_API_TIMES = tuple(i for i, (_, f) in enumerate(_API) if f.kind is Kind.TIME)
+_API_ENUMS = tuple(i for i, (_, f) in enumerate(_API) if f.kind is Kind.ENUM)
+
+
+def _api_type(field: RowField) -> Any:
+    """A task field's type in the task JSON: times are ISO text."""
+    if field.kind is Kind.TIME:
+        return str | None if field.nullable else str
+    return field.hint
 
 
 def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
@@ -416,7 +405,7 @@ class CronTaskReport(Strict):
         )
 
 
-# ---- response models (the OpenAPI document; tests keep them equal to *_json) ----------------
+# ---- response models (the OpenAPI document): TaskOut is built from the task's definition --------
 
 
 class Out(BaseModel):
@@ -425,43 +414,15 @@ class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TaskOut(Out):
-    """The task JSON every task endpoint answers with (`task_json`)."""
-
-    id: str
-    reference: str
-    task_type: str
-    status: TaskStatus
-    priority: int
-    data_source_id: str | None
-    interface_id: str | None
-    parameters: dict[str, Any]
-    progress: int
-    message: str
-    processed_rows: int
-    total_rows: int | None
-    error_count: int
-    result: dict[str, Any] | None
-    error: str | None
-    attempt: int
-    max_attempts: int
-    timeout_s: float | None
-    retry_of: str | None
-    dedupe_key: str | None
-    callback_url: str | None
-    run_after: str
-    cancel_requested: bool
-    lease_owner: str | None
-    created_at: str
-    started_at: str | None
-    updated_at: str
-    finished_at: str | None
-    service: str | None = Field(description="external tasks: the service that may claim it")
-    group: str | None = Field(description="external tasks: the group within the service")
-    temp: Any = Field(description="external tasks: the intermediate state last reported")
-    callback_status: Literal["pending", "delivered", "failed"] | None
-    callback_attempts: int
-    callback_error: str | None
+_TASK_OUT_FIELDS: dict[str, Any] = {
+    name: (_api_type(f), Field(description=f.spec.doc)) for name, f in _API
+}
+TaskOut = create_model(
+    "TaskOut",
+    __base__=Out,
+    __doc__="The task JSON every task endpoint answers with (`task_json`).",
+    **_TASK_OUT_FIELDS,
+)
 
 
 class AttemptOut(Out):

@@ -32,8 +32,8 @@ from controllers.models import (
 )
 from controllers.openapi import doc
 from controllers.roles import ADMINS, OPERATORS, READERS
-from schedule.models import TaskStatus
 from schedule.records import Page, TaskFilter
+from schedule.task import TaskStatus
 
 routes = web.RouteTableDef()
 #: The routes of one task: `{id}` is a task id or reference, but never the name of a route beside

@@ -1,7 +1,7 @@
 """Completion callbacks: one signed POST of the task JSON to its `callback_url` once it ends.
 
 Deliveries are kept in the database (`sync_tasks.callback_*`), not in memory: the sender claims
-due ones (`TaskStore.claim_callbacks`, which also keeps other nodes off them for a while), sends
+due ones (`TaskStore.callbacks`, whose claim also keeps other nodes off them for a while), sends
 each from a background asyncio task, and records the result; a failure is retried with
 tenacity's exponential backoff with jitter up to `callback_max_attempts`. So a delivery survives
 a restart, a receiver that hangs or answers 500 costs only its own retries (never the task's
@@ -36,9 +36,11 @@ from tenacity import RetryCallState, wait_exponential, wait_random
 from config.settings import Settings, normalize_host
 from engine.engine import DB_ERRORS, reraise_if_cancelling
 from engine.sources.egress import EgressPolicy, client_session, refusal_of
+from schedule.clock import utcnow
 from schedule.events import CallbackEvent, EventBus, EventKind, TaskEvent
-from schedule.records import CallbackDelivery, TaskRecord
-from schedule.store import TaskStore, utcnow
+from schedule.records import CallbackDelivery
+from schedule.store import TaskStore
+from schedule.task import TaskRecord
 
 log = logging.getLogger(__name__)
 Render = Callable[[TaskRecord], dict[str, Any]]
@@ -126,7 +128,7 @@ class CallbackSender:
     async def _claim_and_send(self) -> int:
         hold = self.settings.callback_timeout_s + 30
         try:
-            batch = await self.store.claim_callbacks(BATCH, hold)
+            batch = await self.store.callbacks.claim(BATCH, hold)
         except DB_ERRORS as exc:
             reraise_if_cancelling()
             log.warning("cannot read due callbacks: %s", exc, extra={"action": "callback"})
@@ -190,7 +192,7 @@ class CallbackSender:
         else:
             log.warning("callback attempt %d %s: %s", attempt, result, error, extra=extra)
         try:
-            await self.store.settle_callback(task.id, attempt, error, retry_at)
+            await self.store.callbacks.settle(task.id, attempt, error, retry_at)
         except DB_ERRORS as exc:  # the claim runs out and the delivery is tried again
             reraise_if_cancelling()
             log.warning("cannot record a callback result: %s", exc, extra=extra)

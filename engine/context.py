@@ -11,9 +11,10 @@ from typing import Any
 from config.settings import Settings
 from engine.exceptions import LeaseLost, TaskCancelled
 from engine.handlers.base import Parameters
-from schedule.records import ProgressUpdate, RecordError, TaskRecord
-from schedule.store import Clock
+from schedule.clock import Clock
+from schedule.records import ProgressUpdate, RecordError
 from schedule.stores import Stores
+from schedule.task import TaskRecord
 
 ErrorSink = Callable[[Sequence[RecordError]], Awaitable[bool]]
 ERROR_BATCH = 200

@@ -30,10 +30,11 @@ from engine.context import CancelState, LiveProgress, TaskContext
 from engine.handlers.base import HandlerSpec, Registry
 from engine.retry import RetryPolicy
 from engine.worker import AttemptRunner
+from schedule.clock import utcnow
 from schedule.events import EventBus, EventKind, NodeEvent, ProgressEvent, TaskEvent
-from schedule.records import Outcome, RecordError, TaskRecord
-from schedule.store import utcnow
+from schedule.records import Outcome, RecordError
 from schedule.stores import Stores
+from schedule.task import TaskRecord
 
 log = logging.getLogger(__name__)
 DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError, ConnectionError)

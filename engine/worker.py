@@ -11,8 +11,8 @@ from engine.context import TaskContext
 from engine.exceptions import LeaseLost, PermanentError, RetryableError, TaskCancelled
 from engine.handlers.base import HandlerSpec, JsonObject
 from engine.retry import RetryPolicy, has_attempts_left
-from schedule.models import TaskStatus
 from schedule.records import Outcome
+from schedule.task import TaskStatus
 
 log = logging.getLogger(__name__)
 

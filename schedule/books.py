@@ -37,9 +37,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schedule.database import READONLY
+from schedule.clock import Clock, naive, utc, utcnow
 from schedule.exceptions import LockBusy, NotFound, SnapshotError
 from schedule.gfs import BookStamp, GfsDecision
 from schedule.models import (
@@ -52,8 +52,8 @@ from schedule.models import (
     sync_locks,
 )
 from schedule.pnbook_rules import LIKE_ESCAPE, glob_to_like, next_version
-from schedule.records import Page, naive, utc
-from schedule.store import Clock, utcnow
+from schedule.records import Page
+from schedule.store import Connector
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +125,20 @@ class RetentionResult:
 
 
 class BookStore:
-    """Reads and writes partnumber books; one instance per database engine."""
+    """Reads and writes partnumber books.
 
-    def __init__(self, engine: AsyncEngine, clock: Clock = utcnow) -> None:
-        self.engine = engine
+    The snapshot and retention transactions are bulk writes (`Connector.write(bulk=True)`):
+    a million mappings take seconds, longer than the timeout that bounds API requests."""
+
+    def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
+        self.db = db
         self.clock = clock
 
     # ---- snapshot -----------------------------------------------------------------------
 
     async def missing_source_tables(self) -> list[str]:
         """Source tables of the snapshot that do not exist in the database."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**READONLY)
+        async with self.db.read() as conn:
             return await conn.run_sync(
                 lambda c: [t for t in SOURCE_TABLES if not inspect(c).has_table(t)]
             )
@@ -155,13 +157,13 @@ class BookStore:
         report = progress or (lambda _message, _count, _percent: None)
         await self._ensure_lock_row()
         now = self.clock()
-        async with self.engine.begin() as conn:
+        async with self.db.write(bulk=True) as conn:
             await self._lock(conn, holder)
             version = await self._next_version(conn, now.astimezone(tz).date())
             book_id = await self._insert_book(conn, version, now, task_id)
             patterns = await self._ignore_patterns(conn)
             report(f"{version}: copying mappings and expanding bundles", 0, 10)
-            dialect = self.engine.dialect.name
+            dialect = self.db.name
             total = (await conn.execute(_items(book_id, patterns, dialect))).rowcount
             if total == 0:
                 raise SnapshotError(
@@ -224,7 +226,7 @@ class BookStore:
     # ---- lock -----------------------------------------------------------------------------
 
     async def _ensure_lock_row(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             found = await conn.execute(
                 select(sync_locks.c.name).where(sync_locks.c.name == LOCK_NAME)
             )
@@ -238,7 +240,8 @@ class BookStore:
 
     async def _lock(self, conn: AsyncConnection, holder: str) -> None:
         """Take the book lock for the rest of the transaction (waits for the holder)."""
-        query = select(sync_locks.c.name).where(sync_locks.c.name == LOCK_NAME).with_for_update()
+        row = select(sync_locks.c.name).where(sync_locks.c.name == LOCK_NAME)
+        query = self.db.lock(row, skip_locked=False)
         try:
             await conn.execute(query)
         except OperationalError as exc:
@@ -254,7 +257,7 @@ class BookStore:
     async def retain(self, decide: Decide, holder: str) -> RetentionResult:
         """Delete the books `decide` does not keep (items first), never the active one."""
         await self._ensure_lock_row()
-        async with self.engine.begin() as conn:
+        async with self.db.write(bulk=True) as conn:
             await self._lock(conn, holder)
             rows = await conn.execute(
                 select(BOOKS.c.id, BOOKS.c.version, BOOKS.c.created_at, BOOKS.c.is_active)
@@ -291,14 +294,12 @@ class BookStore:
     async def list_books(self) -> list[BookRecord]:
         """Every book, newest first."""
         query = select(BOOKS).order_by(BOOKS.c.created_at.desc(), BOOKS.c.id.desc())
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**READONLY)
+        async with self.db.read() as conn:
             return [_book(r._mapping) for r in await conn.execute(query)]
 
     async def get_book(self, version: str) -> BookRecord:
         """A book by version, or `NotFound`."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**READONLY)
+        async with self.db.read() as conn:
             row = (await conn.execute(select(BOOKS).where(BOOKS.c.version == version))).first()
         if row is None:
             raise NotFound(f"no partnumber book {version!r}")
@@ -312,8 +313,7 @@ class BookStore:
         if partnumber is not None:
             where = and_(where, ITEMS.c.partnumber == partnumber)
         query = select(ITEMS).where(where).order_by(ITEMS.c.id).limit(page.size).offset(page.offset)
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**READONLY)
+        async with self.db.read() as conn:
             total = (await conn.execute(select(func.count()).where(where))).scalar_one()
             rows = await conn.execute(query)
             items = [

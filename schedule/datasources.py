@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,13 +20,13 @@ from typing import Any
 from sqlalchemy import Column, MetaData, Table, and_, delete, exists, inspect, select
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config.settings import is_own_table
+from schedule.clock import Clock, naive, utc, utcnow
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import sync_data_sources, sync_watermarks
-from schedule.records import naive, utc
-from schedule.store import utcnow
+from schedule.store import Connector
 from schedule.upsert import upsert_rows
 
 DS = sync_data_sources
@@ -102,14 +102,14 @@ class DataSourceRecord:
 class DataSourceStore:
     """CRUD of `sync_data_sources` and the watermarks of incremental syncs."""
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utcnow) -> None:
-        self.engine = engine
+    def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
+        self.db = db
         self.clock = clock
 
     async def create(self, source_id: str, values: dict[str, Any]) -> DataSourceRecord:
         """Store a new definition; `InvalidState` (409) when the id is taken."""
         now = naive(self.clock())
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             taken = await conn.scalar(select(DS.c.id).where(DS.c.id == source_id))
             if taken is not None:
                 raise InvalidState(f"data source {source_id!r} already exists")
@@ -120,7 +120,7 @@ class DataSourceStore:
 
     async def get(self, source_id: str) -> DataSourceRecord | None:
         """One definition, or None."""
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             row = (await conn.execute(DS.select().where(DS.c.id == source_id))).first()
         return DataSourceRecord.from_row(row) if row is not None else None
 
@@ -133,13 +133,13 @@ class DataSourceStore:
 
     async def list(self) -> list[DataSourceRecord]:
         """Every definition, by id."""
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = await conn.execute(DS.select().order_by(DS.c.id))
             return [DataSourceRecord.from_row(r) for r in rows]
 
     async def replace(self, source_id: str, values: dict[str, Any]) -> DataSourceRecord:
         """Replace a definition's fields; `NotFound` when there is none."""
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             result = await conn.execute(
                 DS.update()
                 .where(DS.c.id == source_id)
@@ -151,7 +151,7 @@ class DataSourceStore:
 
     async def delete(self, source_id: str) -> None:
         """Delete a definition and its watermarks; `NotFound` when there is none."""
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             result = await conn.execute(DS.delete().where(DS.c.id == source_id))
             if result.rowcount == 0:
                 raise NotFound(f"no data source {source_id!r}")
@@ -162,7 +162,7 @@ class DataSourceStore:
         query = select(WM.c.value).where(
             WM.c.data_source_id == source_id, WM.c.interface_id == (interface_id or "")
         )
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return await conn.scalar(query)
 
     def target_writer(
@@ -171,7 +171,7 @@ class DataSourceStore:
         """A writer of one sync's target table on this store's database and clock (enter it
         with `async with` to hold its connection for the sync)."""
         return TargetWriter(
-            self.engine, table, keys, targets=targets, track_keys=track_keys, clock=self.clock
+            self.db, table, keys, targets=targets, track_keys=track_keys, clock=self.clock
         )
 
 
@@ -208,19 +208,20 @@ async def save_watermark(conn: AsyncConnection, mark: Watermark, now: datetime) 
 
 
 class TargetWriter:
-    """Upserts batches into one target table, on one connection held for the whole sync."""
+    """Upserts batches into one target table, on one connection held for the whole sync
+    (`Connector.hold`; its transactions are bulk writes through `Connector.write_on`)."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Connector,
         table: str,
         keys: Sequence[str],
         *,
         targets: Collection[str],
         track_keys: bool,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.targets = frozenset(t.lower() for t in targets)
         self.table_name = table
         self.keys = list(keys)
@@ -230,6 +231,7 @@ class TargetWriter:
         self.seen: Table | None = None
         self.keys_tracked = 0
         self._conn: AsyncConnection | None = None
+        self._held = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> TargetWriter:
         if is_own_table(self.table_name) or self.table_name.lower() not in self.targets:
@@ -238,28 +240,28 @@ class TargetWriter:
                 " to the domain tables and those listed in SYNCD_SYNC_TARGET_TABLES, never to"
                 " syncd's own tables"
             )
-        self._conn = await self.engine.connect()
+        conn = self._conn = await self._held.enter_async_context(self.db.hold())
         try:
-            self.table = await self._conn.run_sync(self._reflect)
-            if self.track_keys:
-                self.seen = await self._conn.run_sync(self._create_seen)
-            await self._conn.commit()
+            async with self.db.write_on(conn, bulk=True):
+                self.table = await conn.run_sync(self._reflect)
+                if self.track_keys:
+                    self.seen = await conn.run_sync(self._create_seen)
         except BaseException:
-            await self._conn.close()
+            await self._held.aclose()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._conn is not None
-        seen = self.seen
+        conn, seen = self._conn, self.seen
         try:
             if seen is not None:
                 with contextlib.suppress(SQLAlchemyError):
-                    await self._conn.rollback()
-                    await self._conn.run_sync(lambda c: seen.drop(c, checkfirst=True))
-                    await self._conn.commit()
+                    await conn.rollback()
+                    async with self.db.write_on(conn, bulk=True):
+                        await conn.run_sync(lambda c: seen.drop(c, checkfirst=True))
         finally:
-            await self._conn.close()
+            await self._held.aclose()
 
     def _reflect(self, conn: Any) -> Table:
         try:
@@ -308,7 +310,7 @@ class TargetWriter:
         """Upsert a batch (and store `mark`) in one transaction: `(inserted, updated)`."""
         assert self._conn is not None and self.table is not None
         conn = self._conn
-        async with conn.begin():
+        async with self.db.write_on(conn, bulk=True):
             inserted, updated = await upsert_rows(conn, self.table, self.keys, rows)
             if self.seen is not None and rows:
                 await self._track(conn, rows)
@@ -320,7 +322,7 @@ class TargetWriter:
         """Note keys of rows that failed, so that `delete_missing` keeps their target rows."""
         if self.seen is None or not keys or self._conn is None:
             return
-        async with self._conn.begin():
+        async with self.db.write_on(self._conn, bulk=True):
             await self._track(self._conn, keys)
 
     async def _track(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -340,6 +342,6 @@ class TargetWriter:
         target, seen = self.table, self.seen
         match = and_(*(seen.c[k] == target.c[k] for k in self.keys))
         statement = delete(target).where(~exists(select(1).select_from(seen).where(match)))
-        async with self._conn.begin():
+        async with self.db.write_on(self._conn, bulk=True):
             result = await self._conn.execute(statement)
         return int(result.rowcount or 0)

@@ -24,7 +24,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
-from schedule.records import Outcome, TaskRecord
+from schedule.records import Outcome
+from schedule.task import TaskRecord
 
 log = logging.getLogger(__name__)
 

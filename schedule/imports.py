@@ -6,31 +6,29 @@ at all; what earlier batches committed stays (the handlers report how many rows 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select, true, union_all
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from schedule.clock import Clock, naive, utcnow
 from schedule.models import (
-    TaskStatus,
     lot_partnumbers,
     qt_vendor_partnumber_seen,
     stock_log,
     sync_tasks,
 )
 from schedule.pnbook_rules import glob_matches
-from schedule.records import naive
-from schedule.sqlite_writer import writer_for
-from schedule.store import utcnow
+from schedule.store import Connector
+from schedule.task import TaskStatus
 from schedule.upsert import (
     KEY_CHUNK,
     PreparedInsert,
     execute_many,
-    execute_rows,
     prepare_insert,
     upsert_rows,
     upsert_statement,
@@ -64,22 +62,16 @@ class StockBatchResult:
 class ImportStore:
     """Writes of `stock_import` and `records_import`, one transaction per batch."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        clock: Callable[[], datetime] = utcnow,
-        busy_timeout_s: float = 5.0,
-    ) -> None:
-        self.engine = engine
+    def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
+        self.db = db
         self.clock = clock
-        self.busy_timeout_s = busy_timeout_s
 
     async def ignore_globs(self) -> list[str]:
         """The `is_pattern` ignore globs of `qt_vendor_partnumber_seen` (read once per import)."""
         query = select(SEEN.c.partnumber).where(
             SEEN.c.is_ignored == true(), SEEN.c.is_pattern == true()
         )
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [r[0] for r in await conn.execute(query)]
 
     async def write_stock_batch(
@@ -103,7 +95,7 @@ class ImportStore:
             }
             for e in entries
         ]
-        async with self.engine.begin() as conn:
+        async with self.db.write(bulk=True) as conn:
             await execute_many(conn, stock_log.insert(), rows)
             seen = await self._note_unmapped(conn, entries, globs, now)
         return StockBatchResult(len(rows), seen)
@@ -140,7 +132,7 @@ class ImportStore:
         self, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
     ) -> int:
         """Upsert one batch of validated records into a record-import target."""
-        async with self.engine.begin() as conn:
+        async with self.db.write(bulk=True) as conn:
             inserted, updated = await upsert_rows(conn, table, keys, rows, count=False)
         return inserted + updated
 
@@ -149,7 +141,7 @@ class ImportStore:
     ) -> PreparedInsert | None:
         """The upsert of rows with `columns` by `keys`, compiled once for a whole import (None
         for a driver with named parameters: use `upsert_records`)."""
-        dialect = self.engine.dialect
+        dialect = self.db.engine.dialect
         update = [c for c in columns if c not in keys]
         return prepare_insert(dialect, upsert_statement(dialect.name, table, keys, update), columns)
 
@@ -159,23 +151,17 @@ class ImportStore:
         """Upsert one batch of distinct-keyed records, as driver parameters made by
         `prepared.parameters` or `prepared.column_parameters`, in one transaction.
 
-        On SQLite the transaction runs on the engine's `SqliteWriter` thread, whole, in one
-        hand-off: through aiosqlite each of its statements took several hand-offs between the
-        event loop and the driver's thread, each waiting for the GIL the import's validating
-        thread holds, and the writes took two to three times as long as the statements did.
-        It also queues the batch behind the task store's own writes instead of leaving the two
-        to meet in SQLite's busy handler. If the task stops waiting (cancelled) before the
-        commit, the batch is rolled back.
+        On SQLite the transaction runs on the connector's writer thread, whole, in one
+        hand-off (`Connector.write_rows`): through aiosqlite each of its statements took
+        several hand-offs between the event loop and the driver's thread, each waiting for the
+        GIL the import's validating thread holds, and the writes took two to three times as
+        long as the statements did. It also queues the batch behind the task store's own
+        writes instead of leaving the two to meet in SQLite's busy handler. If the task stops
+        waiting (cancelled) before the commit, the batch is rolled back.
         """
         if not params:
             return 0
-        multi_row = prepared.multi_row
-        if multi_row is not None:
-            writer = writer_for(self.engine, self.busy_timeout_s)
-            await writer.transaction(lambda conn: execute_rows(conn, multi_row, params))
-            return len(params)
-        async with self.engine.begin() as conn:
-            await prepared.execute(conn, params)
+        await self.db.write_rows(prepared, params)
         return len(params)
 
 
@@ -206,13 +192,13 @@ async def _mapped_or_ignored(conn: AsyncConnection, values: Sequence[str]) -> se
     return found
 
 
-async def live_import_files(engine: AsyncEngine, task_types: frozenset[str]) -> set[str]:
+async def live_import_files(db: Connector, task_types: frozenset[str]) -> set[str]:
     """The `file` parameters of pending and running import tasks (kept by the start-up sweep)."""
     query = select(sync_tasks.c.parameters).where(
         sync_tasks.c.task_type.in_(sorted(task_types)),
         sync_tasks.c.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]),
     )
-    async with engine.connect() as conn:
+    async with db.read() as conn:
         rows = await conn.execute(query)
         params = [p for (p,) in rows if isinstance(p, dict)]
     return {str(p["file"]) for p in params if isinstance(p.get("file"), str)}

@@ -1,8 +1,10 @@
-"""The task tables (SQLAlchemy Core). Alembic migrations must produce exactly this schema."""
+"""The tables (SQLAlchemy Core). Alembic migrations must produce exactly this schema.
+
+`sync_tasks` is built from the task's field definition (`schedule.task.TaskRecord`); its
+indexes are declared here.
+"""
 
 from __future__ import annotations
-
-import enum
 
 from sqlalchemy import (
     JSON,
@@ -10,8 +12,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
-    DateTime,
-    Float,
     Index,
     Integer,
     MetaData,
@@ -24,67 +24,16 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects import mysql
+
+from schedule.columns import BigId, LongText, Timestamp, table_columns
+from schedule.task import TaskRecord, TaskStatus
 
 metadata = MetaData()
-
-# Microsecond precision on MySQL; SQLite stores ISO strings that sort correctly.
-Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class TaskStatus(enum.StrEnum):
-    """Lifecycle of a task (DESIGN.md, Task model)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 sync_tasks = Table(
     "sync_tasks",
     metadata,
-    Column("id", String(36), primary_key=True),
-    Column("reference", String(11), nullable=False, unique=True),
-    Column("task_type", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("priority", Integer, nullable=False, server_default="0"),
-    Column("data_source_id", String(64)),
-    Column("interface_id", String(64)),
-    Column("parameters", JSON, nullable=False),
-    Column("progress", Integer, nullable=False, server_default="0"),
-    Column("message", Text, nullable=False),
-    Column("processed_rows", BigInteger, nullable=False, server_default="0"),
-    Column("total_rows", BigInteger),
-    Column("error_count", Integer, nullable=False, server_default="0"),
-    Column("result", JSON),
-    Column("error", Text),
-    Column("attempt", Integer, nullable=False, server_default="0"),
-    Column("max_attempts", Integer, nullable=False),
-    Column("timeout_s", Float),
-    Column("retry_of", String(36)),
-    Column("dedupe_key", String(255)),
-    # Equal to dedupe_key while the task is unfinished, NULL after: a unique index on it
-    # enforces "one unfinished task per key" on every dialect (NULLs never collide).
-    Column("dedupe_active", String(255), unique=True),
-    Column("callback_url", String(2048)),
-    Column("run_after", Timestamp, nullable=False),
-    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
-    Column("lease_owner", String(128)),
-    Column("lease_expires_at", Timestamp),
-    Column("created_at", Timestamp, nullable=False),
-    Column("started_at", Timestamp),
-    Column("updated_at", Timestamp, nullable=False),
-    Column("finished_at", Timestamp),
+    *table_columns(TaskRecord),
     Index("ix_sync_tasks_created", "created_at"),
     Index("ix_sync_tasks_type_created", "task_type", "created_at"),
 )
@@ -266,21 +215,6 @@ sync_locks = Table(
     Column("locked_at", Timestamp),
 )
 
-# ---- operations (external workers, completion callbacks) -------------------------------------
-# Extra columns of `sync_tasks`. `service`/`service_group` are copied from the parameters of an
-# `external` task at create time so that `GET /api/crontask` filters on indexed columns, not JSON.
-# `temp` is the intermediate state an external worker reports. `callback_*` is the delivery state
-# of the completion callback: `callback_status` is `pending` (to deliver once the task finished),
-# `delivered` or `failed`; `callback_next_at` is when the sender may try next (a short claim while
-# it sends, the backoff after a failure), so deliveries survive restarts and are shared by nodes.
-
-sync_tasks.append_column(Column("service", String(64)))
-sync_tasks.append_column(Column("service_group", String(64)))
-sync_tasks.append_column(Column("temp", JSON))
-sync_tasks.append_column(Column("callback_status", String(16)))
-sync_tasks.append_column(Column("callback_attempts", Integer, nullable=False, server_default="0"))
-sync_tasks.append_column(Column("callback_error", Text))
-sync_tasks.append_column(Column("callback_next_at", Timestamp))
 # Claim order within a service, like ix_sync_tasks_claim: the claim reads only that service's
 # pending tasks, however long the rest of the queue is.
 Index(

@@ -25,12 +25,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from config.settings import Role, Settings
+from schedule.clock import Clock, utcnow
 from schedule.events import EventKind, FireEvent
 from schedule.exceptions import NotFound
-from schedule.records import TaskRecord, TaskRequest
+from schedule.records import TaskRequest
 from schedule.schedules import ScheduleRow, ScheduleStore
 from schedule.service import ScheduleService
-from schedule.store import Clock, utcnow
+from schedule.task import TaskRecord
 
 log = logging.getLogger(__name__)
 

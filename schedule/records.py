@@ -1,132 +1,18 @@
 """Internal records that cross the store boundary (frozen dataclasses, aware UTC times).
 
-The records made once or more per task on the queue's hot path (`NewTask`, `ProgressUpdate`,
-`Outcome`) are named tuples instead: just as immutable, and several times cheaper to build
-than a frozen dataclass, whose `__init__` sets every field through `object.__setattr__`.
+The task itself, `TaskRecord`, and what enqueuing one takes, `NewTask`, are in `schedule.task`.
+The records made once or more per task on the queue's hot path (`ProgressUpdate`, `Outcome`) are
+named tuples instead: just as immutable, and several times cheaper to build than a frozen
+dataclass, whose `__init__` sets every field through `object.__setattr__`.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from schedule.models import TaskStatus
-
-JsonObject = dict[str, Any]
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """A database time (naive UTC) as an aware UTC datetime."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def naive(value: datetime) -> datetime:
-    """An aware time as the naive UTC value the database stores."""
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """One row of `sync_tasks`."""
-
-    id: str
-    reference: str
-    task_type: str
-    status: TaskStatus
-    priority: int
-    data_source_id: str | None
-    interface_id: str | None
-    parameters: JsonObject
-    progress: int
-    message: str
-    processed_rows: int
-    total_rows: int | None
-    error_count: int
-    result: JsonObject | None
-    error: str | None
-    attempt: int
-    max_attempts: int
-    timeout_s: float | None
-    retry_of: str | None
-    dedupe_key: str | None
-    callback_url: str | None
-    run_after: datetime
-    cancel_requested: bool
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    created_at: datetime
-    started_at: datetime | None
-    updated_at: datetime
-    finished_at: datetime | None
-    # external workers and completion callbacks
-    service: str | None = None
-    service_group: str | None = None
-    temp: Any = None
-    callback_status: str | None = None
-    callback_attempts: int = 0
-    callback_error: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:
-        """Build from a `sync_tasks` row mapping."""
-        values = list(_FIELD_GETTER(row))
-        values[_STATUS_AT] = TaskStatus(values[_STATUS_AT])
-        values[_CANCEL_AT] = bool(values[_CANCEL_AT])
-        for index in _TIME_AT:
-            value = values[index]
-            if value is not None and value.tzinfo is None:  # the common case, made cheap
-                values[index] = value.replace(tzinfo=UTC)
-            else:
-                values[index] = utc(value)
-        return cls.from_values(values)
-
-    @classmethod
-    def from_values(cls, values: Sequence[Any]) -> TaskRecord:
-        """Build from values already converted, in field order, as the generated `__init__`
-        would (the class has no `__post_init__`), minus its 35 `object.__setattr__` calls:
-        those were a third of the cost of building a record, which the engine does twice per
-        task (create and claim)."""
-        record = object.__new__(cls)
-        record.__dict__.update(zip(_TASK_FIELDS, values, strict=True))
-        return record
-
-
-_TASK_FIELDS = tuple(TaskRecord.__dataclass_fields__)
-_TIME_FIELDS = (
-    "run_after",
-    "created_at",
-    "updated_at",
-    "lease_expires_at",
-    "started_at",
-    "finished_at",
-)
-_FIELD_GETTER = operator.itemgetter(*_TASK_FIELDS)
-_STATUS_AT = _TASK_FIELDS.index("status")
-_CANCEL_AT = _TASK_FIELDS.index("cancel_requested")
-_TIME_AT = tuple(_TASK_FIELDS.index(name) for name in _TIME_FIELDS)
-
-
-class NewTask(NamedTuple):
-    """What is needed to enqueue a task (defaults already applied by the service)."""
-
-    task_type: str
-    parameters: JsonObject
-    max_attempts: int
-    priority: int = 0
-    data_source_id: str | None = None
-    interface_id: str | None = None
-    run_after: datetime | None = None
-    timeout_s: float | None = None
-    dedupe_key: str | None = None
-    callback_url: str | None = None
-    retry_of: str | None = None
-    service: str | None = None  # external tasks: who may claim it (GET /api/crontask)
-    service_group: str | None = None
+from schedule.task import JsonObject, TaskRecord, TaskStatus
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,11 @@ from datetime import datetime
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schedule.database import READONLY
+from schedule.clock import Clock, naive, utc, utcnow
 from schedule.exceptions import NotFound
 from schedule.models import sync_schedules
-from schedule.records import naive, utc
-from schedule.store import Clock, utcnow
+from schedule.store import Connector
 
 S = sync_schedules
 
@@ -39,8 +37,8 @@ class ScheduleRow:
 class ScheduleStore:
     """Reads and writes `sync_schedules`."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock = utcnow) -> None:
-        self.engine = engine
+    def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
+        self.db = db
         self.clock = clock
 
     async def ensure(self, jobs: Sequence[tuple[str, str]]) -> None:
@@ -50,7 +48,7 @@ class ScheduleStore:
             if await self.get(job_id) is not None:
                 continue
             try:
-                async with self.engine.begin() as conn:
+                async with self.db.write() as conn:
                     await conn.execute(
                         insert(S).values(
                             id=job_id,
@@ -65,8 +63,7 @@ class ScheduleStore:
 
     async def get(self, job_id: str) -> ScheduleRow | None:
         """A job's row, or None."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**READONLY)
+        async with self.db.read() as conn:
             row = (await conn.execute(select(S).where(S.c.id == job_id))).first()
         if row is None:
             return None
@@ -91,7 +88,7 @@ class ScheduleStore:
         """Note a scheduled fire and its task; False when a newer fire was already noted."""
         now = naive(self.clock())
         fire = naive(fire_at)
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             result = await conn.execute(
                 update(S)
                 .where(S.c.id == job_id, or_(S.c.last_fire_at.is_(None), S.c.last_fire_at < fire))
@@ -102,7 +99,7 @@ class ScheduleStore:
     async def record_run(self, job_id: str, task_id: str) -> None:
         """Note a run requested by hand (the fire baseline is left alone)."""
         now = naive(self.clock())
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             await conn.execute(
                 update(S)
                 .where(S.c.id == job_id)
@@ -114,7 +111,7 @@ class ScheduleStore:
     ) -> ScheduleRow:
         """Pause or resume; `skip_until` moves the fire baseline so paused fires are skipped."""
         now = naive(self.clock())
-        async with self.engine.begin() as conn:
+        async with self.db.write() as conn:
             result = await conn.execute(
                 update(S).where(S.c.id == job_id).values(paused=paused, updated_at=now)
             )

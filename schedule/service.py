@@ -15,23 +15,21 @@ from pydantic import ValidationError
 from config.settings import Role, Settings, normalize_host
 from schedule.events import EventBus, EventKind, TaskEvent
 from schedule.exceptions import FieldProblem, Forbidden, InvalidInput, InvalidState, NotFound
-from schedule.models import TaskStatus
 from schedule.records import (
     AttemptRecord,
     BatchResult,
     ExternalReport,
     HourCount,
-    NewTask,
     Outcome,
     Page,
     Statistics,
     StoredRecordError,
     TaskDetail,
     TaskFilter,
-    TaskRecord,
     TaskRequest,
 )
 from schedule.store import TaskStore
+from schedule.task import NewTask, TaskRecord, TaskStatus
 from schedule.tasktypes import TaskType, TaskTypes, UnknownTaskType
 
 log = logging.getLogger(__name__)
@@ -267,13 +265,13 @@ class ScheduleService:
 
     async def statistics(self, since: datetime) -> Statistics:
         """Database-wide aggregates since `since`."""
-        return await self.store.statistics(since)
+        return await self.store.stats.summary(since)
 
     async def throughput(self, hours: int) -> list[HourCount]:
         """Finished tasks per hour over the last `hours` hours, the current hour included."""
         now = self.store.clock().astimezone(UTC)
         start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
-        return await self.store.throughput(start, hours)
+        return await self.store.stats.throughput(start, hours)
 
     async def find_many(self, ids: Sequence[str]) -> list[TaskRecord]:
         """Tasks by id (unknown ones skipped), live progress merged."""
@@ -410,7 +408,7 @@ class ScheduleService:
     async def claim_external(self, service: str, group: str | None) -> TaskRecord | None:
         """Hand the first due task of `service` (and `group`) to an external worker."""
         owner = f"external:{service}"[:128]
-        task = await self.store.claim_external(
+        task = await self.store.external.claim(
             owner, service, group, self.settings.external_lease_s
         )
         if task is not None:
@@ -427,7 +425,7 @@ class ScheduleService:
             self._check_size(report.temp, "temp")
         if report.has_output:
             self._check_size(report.output, "output")
-        task, outcome = await self.store.report_external(
+        task, outcome = await self.store.external.report(
             key, report, self.settings.external_lease_s
         )
         if outcome is not None:

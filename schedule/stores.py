@@ -1,22 +1,22 @@
-"""Every store of the daemon, built once at start-up on one database and one clock.
+"""Every store of the daemon, built once at start-up on one connector and one clock.
 
 The app composes a `Stores` when it starts (`controllers/app.py`) and hands it down: the API
 routes read what they need from it, and the engine gives it to each handler through its
-`TaskContext`, so no handler builds a store of its own (and each store has the configured
-timeout and clock).
+`TaskContext`, so no handler builds a store of its own. Each store reads and writes through the
+same connector (`schedule.store.Connector`), so each has the configured `SYNCD_DB_TIMEOUT_S`
+and write path, and the same clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from schedule.books import BookStore
+from schedule.clock import Clock, utcnow
 from schedule.datasources import DataSourceStore
 from schedule.imports import ImportStore
 from schedule.schedules import ScheduleStore
-from schedule.store import Clock, TaskStore, make_store, utcnow
+from schedule.store import Connector, TaskStore, make_store
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,12 @@ class Stores:
     schedules: ScheduleStore
 
 
-def open_stores(db: AsyncEngine, clock: Clock = utcnow, timeout: float | None = None) -> Stores:
-    """Build every store on `db`; `timeout` is `SYNCD_DB_TIMEOUT_S` (see `make_store`)."""
+def open_stores(db: Connector, clock: Clock = utcnow) -> Stores:
+    """Build every store on the connector `db` (see `schedule.store.connect`)."""
     return Stores(
-        tasks=make_store(db, clock, timeout=timeout),
+        tasks=make_store(db, clock),
         books=BookStore(db, clock),
         data_sources=DataSourceStore(db, clock),
-        imports=ImportStore(db, clock, busy_timeout_s=timeout or 5.0),
+        imports=ImportStore(db, clock),
         schedules=ScheduleStore(db, clock),
     )

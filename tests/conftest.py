@@ -1,4 +1,7 @@
-"""Shared fixtures: settings, a migrated SQLite database per test, stores, bus, service, pool."""
+"""Shared fixtures: settings, a migrated SQLite database per test, stores, bus, service, pool.
+
+`db`/`ddb` are SQLAlchemy engines (for a test's own SQL); `connector`/`dialect_connector` are
+what the stores take (`schedule.store.Connector`) on the same databases."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from engine.handlers.base import Registry
 from schedule.database import alembic_config, create_engine, sync_url
 from schedule.events import EventBus
 from schedule.service import ScheduleService
-from schedule.store import TaskStore
+from schedule.store import Connector, TaskStore, connect
 from schedule.stores import Stores, open_stores
 
 pytest_plugins = ["tests.mariadb", "tests.zips"]
@@ -113,6 +116,12 @@ def settings(sqlite_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def dialect_connector(ddb: AsyncEngine) -> Connector:
+    """The stores' connector on `ddb` (each dialect)."""
+    return connect(ddb)
+
+
+@pytest.fixture
 def unstarted_db(settings: Settings) -> AsyncEngine:
     """The async engine, created outside the event loop (it resolves paths on disk)."""
     return create_engine(settings)
@@ -126,9 +135,15 @@ async def db(unstarted_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def stores(db: AsyncEngine) -> Stores:
+def connector(db: AsyncEngine) -> Connector:
+    """The stores' connector on the test database."""
+    return connect(db)
+
+
+@pytest.fixture
+def stores(connector: Connector) -> Stores:
     """Every store on the test database."""
-    return open_stores(db)
+    return open_stores(connector)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from engine.handlers.base import HandlerSpec, JsonObject, Parameters
 from engine.sources.streaming import ThreadedIterator
 from engine.targets import TARGETS, ImportTarget, get_target
 from engine.uploads import FILE_NAME, PARSED, ImportFiles
-from schedule.records import naive
+from schedule.clock import naive
 from schedule.upsert import PreparedInsert
 
 Columns = dict[str, list[Any]]

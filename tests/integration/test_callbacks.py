@@ -19,8 +19,8 @@ from controllers.app import create_app
 from controllers.keys import BUS
 from schedule.database import create_engine
 from schedule.events import CallbackEvent
-from schedule.records import NewTask
-from schedule.store import make_store
+from schedule.store import connect, make_store
+from schedule.task import NewTask
 from tests.conftest import make_settings
 from tests.helpers import Events
 
@@ -218,7 +218,7 @@ async def test_pending_delivery_survives_a_restart(
     # A task that ended while no daemon was running its sender (cancelled before it started).
     db = await asyncio.to_thread(create_engine, cb_settings)
     try:
-        store = make_store(db)
+        store = make_store(connect(db))
         task, _ = await store.create(
             NewTask("noop", {}, max_attempts=1, callback_url=str(server.make_url("/hook")))
         )

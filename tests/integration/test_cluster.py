@@ -30,11 +30,12 @@ from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
 from schedule.database import create_engine
 from schedule.events import EventBus
-from schedule.models import TaskStatus, sync_tasks
-from schedule.records import NewTask, Outcome, TaskRequest
+from schedule.models import sync_tasks
+from schedule.records import Outcome, TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import TaskStore, connect, make_store
 from schedule.stores import open_stores
+from schedule.task import NewTask, TaskStatus
 from tests.conftest import make_settings, migrate_url
 from tests.helpers import Events
 
@@ -114,7 +115,7 @@ def events(bus: EventBus) -> Events:
 
 
 async def start(node: Node, registry: Registry, bus: EventBus) -> Running:
-    stores = open_stores(node.db, timeout=node.settings.db_timeout_s)
+    stores = open_stores(connect(node.db, node.settings.db_timeout_s))
     pool = SyncEngine(stores, registry, node.settings, bus=bus)
     await pool.start()
     service = ScheduleService(stores.tasks, registry, node.settings, pool, bus)
@@ -130,7 +131,7 @@ async def cluster_nodes(database_url: str, tmp_path: Path) -> AsyncIterator[list
 
 
 async def count_status(store: TaskStore, status: TaskStatus) -> int:
-    async with store.engine.connect() as conn:
+    async with store.db.engine.connect() as conn:
         query = text("SELECT COUNT(*) FROM sync_tasks WHERE status = :s")
         return int((await conn.execute(query, {"s": status.value})).scalar_one())
 
@@ -150,7 +151,7 @@ async def test_three_nodes_run_every_task_exactly_once(
         store = running[0].store
         await events.until(lambda: events.count("finished") >= 300, WAIT_S)
         assert await count_status(store, TaskStatus.COMPLETED) == 300
-        async with store.engine.connect() as conn:
+        async with store.db.engine.connect() as conn:
             attempts = (await conn.execute(text("SELECT attempt FROM sync_tasks"))).scalars()
             assert set(attempts) == {1}  # every claim bumps `attempt`: each task claimed once
             rows = (
@@ -204,7 +205,7 @@ async def test_dead_nodes_lease_is_rescued_by_another(
     cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
     registry = gates.registry()
-    store = make_store(cluster_nodes[0].db)
+    store = make_store(connect(cluster_nodes[0].db))
     task, _ = await store.create(NewTask(task_type="noop", parameters={}, max_attempts=3))
     # A node claims it and dies at once: no heartbeat, no finish, a 1 s lease.
     (claimed,) = await store.claim("dead-node", 1, lease_s=1.0)
@@ -249,7 +250,7 @@ def _running_is(store: TaskStore, expected: dict[str, int]) -> Callable[[], Awai
     """A check, run again after each event: tasks start and finish with one."""
 
     async def check() -> bool:
-        return (await store.statistics(_long_ago())).running_by_node == expected
+        return (await store.stats.summary(_long_ago())).running_by_node == expected
 
     return check
 
@@ -270,7 +271,7 @@ async def test_a_node_that_lost_its_lease_never_writes_its_result(
         task, _ = await a.service.create(TaskRequest("gated"))
         await asyncio.wait_for(gates.entered("node-1").wait(), WAIT_S)
         # Node 1 stops heartbeating as if cut off from the database: its lease lapses.
-        async with a.store.engine.begin() as conn:
+        async with a.store.db.engine.begin() as conn:
             await conn.execute(
                 update(sync_tasks)
                 .where(sync_tasks.c.id == task.id)
@@ -382,7 +383,7 @@ async def _api_running(client: TestClient[Any, Any]) -> bool:
 async def test_finish_groups_identical_outcomes_and_keeps_the_rest_apart(
     cluster_nodes: list[Node],
 ) -> None:
-    store = make_store(cluster_nodes[0].db)
+    store = make_store(connect(cluster_nodes[0].db))
     new = NewTask(task_type="noop", parameters={}, max_attempts=3, dedupe_key=None)
     pairs = await store.create_many([new] * 5)
     claimed = await store.claim("n1", 5, lease_s=30)

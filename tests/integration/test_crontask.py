@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,6 @@ from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
 from controllers.app import create_app
-from schedule.database import create_engine
-from schedule.exceptions import InvalidState
-from schedule.records import ExternalReport, NewTask
-from schedule.store import TaskStore, make_store
 from tests.conftest import make_settings
 from tests.helpers import task_json_once
 
@@ -141,28 +136,3 @@ async def test_stale_attempt_is_refused(client: Client) -> None:
         f"/api/crontask/{task['id']}", json={"attempt": claimed["attempt"] + 1, "progress": 3}
     )
     assert resp.status == 409
-
-
-async def test_silent_worker_loses_the_task_to_rescue(database_url: str, tmp_path: Path) -> None:
-    settings = make_settings(database_url, tmp_path)
-    db = await asyncio.to_thread(create_engine, settings)
-    try:
-        store: TaskStore = make_store(db)
-        new = NewTask("external", {"service": "s"}, max_attempts=2, service="s")
-        task, _ = await store.create(new)
-        # A lease that is already over: the worker went silent right after claiming.
-        claimed = await store.claim_external("external:s", "s", None, lease_s=-1)
-        assert claimed is not None and claimed.id == task.id
-        assert await store.claim_external("external:s", "s", None, lease_s=30) is None
-        rescued: Any = await store.rescue()  # (the store's `list` method confuses mypy)
-        assert [t.id for t in rescued] == [task.id]
-        again = await store.claim_external("external:s", "s", None, lease_s=30)
-        assert again is not None and again.attempt == 2
-        with pytest.raises(InvalidState, match="attempt 2"):
-            await store.report_external(task.id, ExternalReport(progress=5, attempt=1), 30)
-        current, outcome = await store.report_external(
-            task.id, ExternalReport(status="completed", output=1, has_output=True), 30
-        )
-        assert outcome is not None and current.result == {"output": 1}
-    finally:
-        await db.dispose()

@@ -23,7 +23,7 @@ from controllers.app import create_app
 from controllers.errors import error_middleware
 from controllers.keys import DB
 from schedule.database import async_url
-from schedule.sqlite_writer import writer_for
+from schedule.store.sqlite_writer import writer_for
 from tests.conftest import make_settings
 
 Client = TestClient[web.Request, web.Application]
@@ -256,7 +256,7 @@ async def test_under_another_process_write_lock_creates_answer_503_within_the_ti
 async def test_a_full_sqlite_database_is_507_and_not_ready_until_it_has_room(
     sqlite_client: Client,
 ) -> None:
-    writer = writer_for(sqlite_client.app[DB], DB_TIMEOUT_S)
+    writer = writer_for(sqlite_client.app[DB].engine, DB_TIMEOUT_S)
 
     def limit(pages: int | None) -> Callable[[Any], Any]:
         def work(conn: Any) -> None:
@@ -295,7 +295,7 @@ async def test_a_read_only_server_is_not_ready(
 
     migrate_url(mariadb_url)
     client = await aiohttp_client(create_app(make_settings(mariadb_url, tmp_path)))
-    engine = client.app[DB]
+    engine = client.app[DB].engine
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SET GLOBAL read_only = 1"))

@@ -17,11 +17,12 @@ from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import HandlerSpec, JsonObject, Registry
 from schedule.events import EventBus
-from schedule.models import TaskStatus, sync_tasks
+from schedule.models import sync_tasks
 from schedule.records import Page, TaskRequest
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
 from schedule.stores import Stores
+from schedule.task import TaskStatus
 from tests.conftest import make_settings
 from tests.helpers import Events, Gates
 

@@ -24,6 +24,7 @@ from controllers.app import create_app
 from controllers.keys import BUS, IMPORT_FILES, SETTINGS
 from engine.uploads import ImportFiles
 from schedule.database import create_engine
+from schedule.store import SqliteConnector, connect
 from tests.conftest import make_settings
 from tests.helpers import Events, task_json_once
 
@@ -409,7 +410,7 @@ async def test_seen_keeps_first_seen_and_ignored_flags(db: AsyncEngine) -> None:
     from schedule.imports import ImportStore, StockEntry
 
     times = iter([datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)])
-    store = ImportStore(db, clock=lambda: next(times))
+    store = ImportStore(connect(db), clock=lambda: next(times))
     async with db.begin() as conn:
         await conn.execute(
             text(
@@ -456,7 +457,7 @@ async def test_prepared_upsert_writes_what_sqlalchemy_would(
     from schedule.imports import ImportStore
     from schedule.models import tools
 
-    store = ImportStore(ddb)
+    store = ImportStore(connect(ddb))
     at = datetime(2024, 5, 6, 7, 8, 9, 123456)
     columns = ["tool_id", "tool_name", "category", "description", "features", "url"]
     prepared = store.prepare_upsert(tools, ("tool_id",), [*columns, "task_id", "updated_at"])
@@ -509,7 +510,8 @@ async def test_a_failing_prepared_batch_writes_nothing(
     from schedule.models import tools
 
     monkeypatch.setattr(upsert, "ROWS_PER_STATEMENT", 2)
-    store = ImportStore(ddb)
+    db = connect(ddb)
+    store = ImportStore(db)
     columns = ["tool_id", "tool_name", "features", "task_id", "updated_at"]
     prepared = store.prepare_upsert(tools, ("tool_id",), columns)
     assert prepared is not None
@@ -520,25 +522,18 @@ async def test_a_failing_prepared_batch_writes_nothing(
     ]
     rows[4] = {**rows[4], "tool_name": None}  # NOT NULL: the third statement fails
     threads: set[str] = set()
-    if ddb.dialect.name == "sqlite":
-        from schedule import imports
-        from schedule.sqlite_writer import writer_for as real
+    if isinstance(db, SqliteConnector):
+        writer = db.writer
+        submit = writer.transaction
 
-        def spying(engine: AsyncEngine, busy_timeout_s: float) -> Any:
-            writer = real(engine, busy_timeout_s)
-            submit = writer.transaction
+        async def transaction(work: Any, limit_s: float | None = None) -> Any:
+            def spied(conn: Any) -> Any:
+                threads.add(threading.current_thread().name)
+                return work(conn)
 
-            async def transaction(work: Any) -> Any:
-                def spied(conn: Any) -> Any:
-                    threads.add(threading.current_thread().name)
-                    return work(conn)
+            return await submit(spied, limit_s)
 
-                return await submit(spied)
-
-            monkeypatch.setattr(writer, "transaction", transaction)
-            return writer
-
-        monkeypatch.setattr(imports, "writer_for", spying)
+        monkeypatch.setattr(writer, "transaction", transaction)
     with pytest.raises(IntegrityError):
         await store.upsert_prepared(prepared, prepared.parameters(rows))
     async with ddb.connect() as conn:

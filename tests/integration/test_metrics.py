@@ -54,7 +54,7 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
         )
     ).json()
     store = client.app[STORE]
-    assert await store.claim_external("gone-node", "m", None, lease_s=-1) is not None
+    assert await store.external.claim("gone-node", "m", None, lease_s=-1) is not None
 
     client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=True))
     client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=False))

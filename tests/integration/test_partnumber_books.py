@@ -21,6 +21,7 @@ from schedule.models import qt_partnumber_book_items as ITEMS
 from schedule.models import qt_partnumber_books as BOOKS
 from schedule.pnbook_rules import glob_matches, is_blank_lot
 from schedule.records import Page
+from schedule.store import Connector, connect
 from tests.helpers import Clock
 from tests.integration.pnbooks import load, mapping, seen
 
@@ -38,8 +39,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def books(ddb: AsyncEngine, clock: Clock) -> BookStore:
-    return BookStore(ddb, clock)
+def books(dialect_connector: Connector, clock: Clock) -> BookStore:
+    return BookStore(dialect_connector, clock)
 
 
 async def all_items(db: AsyncEngine, book_id: int) -> set[tuple[object, ...]]:
@@ -303,7 +304,7 @@ async def test_two_nodes_snapshotting_at_once_get_distinct_versions(
     await load(ddb, [mapping(f"PN-{i}", "LOT") for i in range(2000)])
     other_engine = await asyncio.to_thread(create_engine, dialect_settings)
     try:
-        node_a, node_b = BookStore(ddb, clock), BookStore(other_engine, clock)
+        node_a, node_b = BookStore(connect(ddb), clock), BookStore(connect(other_engine), clock)
         async with asyncio.timeout(60):
             made = await asyncio.gather(
                 node_a.snapshot(UTC_TZ, None, "a"), node_b.snapshot(UTC_TZ, None, "b")

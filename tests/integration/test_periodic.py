@@ -15,12 +15,12 @@ from config.settings import Settings
 from engine.handlers import default_registry
 from schedule.events import FireEvent
 from schedule.exceptions import NotFound
-from schedule.models import TaskStatus
 from schedule.periodic import PeriodicJob, PeriodicScheduler, latest_fire
 from schedule.records import Outcome, Page, TaskFilter
 from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import Connector, TaskStore, connect, make_store
+from schedule.task import TaskStatus
 from tests.conftest import make_settings
 from tests.helpers import Clock, Events
 
@@ -38,16 +38,17 @@ def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(ddb: AsyncEngine, clock: Clock) -> TaskStore:
-    return make_store(ddb, clock)
+def store(dialect_connector: Connector, clock: Clock) -> TaskStore:
+    return make_store(dialect_connector, clock)
 
 
 def make_scheduler(
     ddb: AsyncEngine, settings: Settings, clock: Clock
 ) -> tuple[PeriodicScheduler, ScheduleService]:
     """A daemon's scheduler and service (no engine: nothing runs, tasks stay pending)."""
-    service = ScheduleService(make_store(ddb, clock), default_registry(), settings)
-    return PeriodicScheduler(service, ScheduleStore(ddb, clock), settings, clock=clock), service
+    db = connect(ddb)
+    service = ScheduleService(make_store(db, clock), default_registry(), settings)
+    return PeriodicScheduler(service, ScheduleStore(db, clock), settings, clock=clock), service
 
 
 async def tasks_of(store: TaskStore, task_type: str) -> list[str | None]:

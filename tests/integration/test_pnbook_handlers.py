@@ -15,11 +15,12 @@ from engine.engine import SyncEngine
 from engine.handlers import default_registry
 from schedule.books import BookStore
 from schedule.events import EventBus
-from schedule.models import TaskStatus, sync_task_attempts, sync_task_errors, sync_tasks
-from schedule.records import NewTask, Page, TaskFilter, TaskRecord, TaskRequest
+from schedule.models import sync_task_attempts, sync_task_errors, sync_tasks
+from schedule.records import Page, TaskFilter, TaskRequest
 from schedule.service import ScheduleService
-from schedule.store import TaskStore
+from schedule.store import Connector, TaskStore, connect
 from schedule.stores import open_stores
+from schedule.task import NewTask, TaskRecord, TaskStatus
 from tests.conftest import make_settings
 from tests.helpers import Clock, Events
 from tests.integration.pnbooks import load, mapping, seen
@@ -33,8 +34,10 @@ def dialect_settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def svc(ddb: AsyncEngine, dialect_settings: Settings) -> AsyncIterator[ScheduleService]:
-    stores = open_stores(ddb)
+async def svc(
+    dialect_connector: Connector, dialect_settings: Settings
+) -> AsyncIterator[ScheduleService]:
+    stores = open_stores(dialect_connector)
     registry = default_registry()
     bus = EventBus()
     pool = SyncEngine(stores, registry, dialect_settings, bus=bus)
@@ -70,7 +73,7 @@ async def test_snapshot_task_creates_book_and_applies_retention(
     assert result["retention"]["kept"] == [f"PNBOOK-{today}-002"]
     assert result["retention"]["deleted"] == [f"PNBOOK-{today}-001"]
     assert second.progress == 100
-    books = await BookStore(ddb).list_books()
+    books = await BookStore(connect(ddb)).list_books()
     assert [(b.version, b.is_active, b.task_id) for b in books] == [
         (f"PNBOOK-{today}-002", True, second.id)
     ]
@@ -88,14 +91,14 @@ async def test_snapshot_task_fails_clearly_on_empty_and_missing_tables(
     missing = await run_task(svc, "partnumber_book_create")
     assert missing.status is TaskStatus.FAILED and missing.attempt == 1
     assert "qt_vendor_partnumber_seen" in (missing.error or "")
-    assert await BookStore(ddb).list_books() == []
+    assert await BookStore(connect(ddb)).list_books() == []
 
 
 async def test_retention_task_reports_kept_and_deleted(
     ddb: AsyncEngine, svc: ScheduleService
 ) -> None:
     await load(ddb, [mapping("PN-1", "LOT-1")])
-    store = BookStore(ddb)
+    store = BookStore(connect(ddb))
     old = await store.snapshot(UTC, None, "n")
     new = await store.snapshot(UTC, None, "n")
     done = await run_task(svc, "partnumber_book_retention")
@@ -154,7 +157,7 @@ async def test_task_retention_reads_the_clock_of_its_context(
 ) -> None:
     """The cutoff comes from the daemon's clock (here 100 days ahead), not the wall clock."""
     clock = Clock(datetime.now(UTC) + timedelta(days=100))
-    stores = open_stores(ddb, clock)
+    stores = open_stores(connect(ddb), clock)
     finished_now = await make_finished(stores.tasks, TaskStatus.COMPLETED)
     bus = EventBus()
     pool = SyncEngine(stores, default_registry(), dialect_settings, clock=clock, bus=bus)
@@ -179,7 +182,7 @@ async def make_finished(store: TaskStore, status: TaskStatus) -> str:
     """A task that ended with `status`, with an attempt row (written directly, not run)."""
     task, _ = await store.create(noop_later())
     now = datetime.now(UTC).replace(tzinfo=None)
-    async with store.engine.begin() as conn:
+    async with store.db.engine.begin() as conn:
         await conn.execute(
             update(sync_tasks)
             .where(sync_tasks.c.id == task.id)

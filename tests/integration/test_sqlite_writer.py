@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from schedule import sqlite_writer
-from schedule.sqlite_writer import writer_for
+from schedule.store import sqlite_writer
+from schedule.store.sqlite_writer import writer_for
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -122,7 +122,7 @@ async def test_checkpoints_run_on_their_own_thread(
             )
 
         await writer.transaction(insert)
-    assert writer._checkpointer is not None and writer._checkpointer.is_alive()
+    assert writer.checkpointer is not None and writer.checkpointer.is_alive()
 
     # The checkpointer is a thread of the writer and tells nobody when it is done: the only
     # sign is the file growing, read again until it has (bounded).
@@ -134,7 +134,7 @@ async def test_checkpoints_run_on_their_own_thread(
 async def test_dispose_closes_the_writer_and_a_new_one_follows(db: AsyncEngine) -> None:
     writer = writer_for(db, 5.0)
     await writer.transaction(_setup)
-    checkpointer = writer._checkpointer
+    checkpointer = writer.checkpointer
     await db.dispose()
     with pytest.raises(OperationalError):
         await writer.transaction(_setup)

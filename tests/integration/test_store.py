@@ -1,35 +1,22 @@
-"""Contract tests of the task store, run on every dialect (SQLite file and MariaDB)."""
+"""The task store's contract suite: every test here runs unchanged against every backend's
+implementation (`make_store` on a connector to a SQLite file and to the suite's MariaDB; the
+`database_url` fixture is parametrised over the backends). A new backend joins by adding its
+parameter there. Backend internals have their own tests: test_store_sqlite.py,
+test_store_mysql.py and test_sqlite_writer.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import uuid
-from collections import Counter
-from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Select, func, select
-from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schedule.exceptions import InvalidState, NotFound
-from schedule.models import TaskStatus, status_is, sync_tasks
-from schedule.records import NewTask, Outcome, Page, RecordError, TaskFilter
-from schedule.store import (
-    REFERENCE_ALPHABET,
-    TaskStore,
-    _sqlite_due_sql,
-    _sqlite_finish_dedupe,
-    _sqlite_finish_plain,
-    _sqlite_owned_sql,
-    _sqlite_take_sql,
-    make_store,
-    new_ids,
-    new_reference,
-)
+from schedule.records import ExternalReport, Outcome, Page, RecordError, TaskFilter
+from schedule.store import Connector, TaskStore, make_store
+from schedule.task import NewTask, TaskStatus
 from tests.helpers import Clock
 
 
@@ -39,8 +26,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def st(ddb: AsyncEngine, clock: Clock) -> TaskStore:
-    return make_store(ddb, clock)
+def st(dialect_connector: Connector, clock: Clock) -> TaskStore:
+    """The implementation under test: the one for this connector's backend."""
+    return make_store(dialect_connector, clock)
 
 
 def noop(**kw: object) -> NewTask:
@@ -206,7 +194,7 @@ async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
     (claimed,) = await st.claim("n1", 1, lease_s=30)
     clock.advance(2)
     await st.finish("n1", [Outcome(claimed.id, 1, TaskStatus.COMPLETED, "completed")])
-    stats = await st.statistics(clock.now - timedelta(days=1))
+    stats = await st.stats.summary(clock.now - timedelta(days=1))
     assert stats.total == 5 and stats.by_status["completed"] == 1
     assert stats.by_status["pending"] == 4 and stats.success_rate == 1.0
     assert stats.avg_duration_s == pytest.approx(2.0, abs=0.01)
@@ -226,46 +214,6 @@ async def test_delete_finished_before_in_batches(st: TaskStore, clock: Clock) ->
     assert await st.delete_finished_before(clock.now, batch=2) == 0
     _, total = await st.list_tasks(TaskFilter(), Page(1, 10))
     assert total == 2
-
-
-def test_sqlite_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
-    """Claims, rescues and queue counts read the partial index of their status, never the
-    whole table (migration 0006; a bound `status = ?` would silently scan every row)."""
-
-    def plan(sql: str, params: tuple[object, ...] = ()) -> str:
-        with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn:
-            rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
-        return " | ".join(r[3] for r in rows)
-
-    def compiled(query: Select[Any]) -> str:
-        return str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
-
-    # the status is in the SQL text itself, not a bound parameter
-    assert "'pending'" in str(status_is(TaskStatus.PENDING).compile(dialect=sqlite.dialect()))
-    now = "2026-01-01 00:00:00.000000"
-    claim = plan(_sqlite_due_sql(1), (now, "noop", 10))
-    assert "ix_sync_tasks_claim" in claim, claim
-    for by_id in (
-        plan(_sqlite_take_sql(2), ("n", now, now, now, "a", "b")),
-        plan(_sqlite_owned_sql(2), ("a", "b", "n", "running")),
-        plan(_sqlite_finish_plain(1), tuple(range(11))),
-        plan(_sqlite_finish_dedupe(1), tuple(range(12))),
-    ):
-        assert "sqlite_autoindex_sync_tasks_1" in by_id, by_id  # the primary key
-    pending = compiled(select(func.count()).where(status_is(TaskStatus.PENDING)))
-    assert "ix_sync_tasks_claim" in plan(pending)
-    expired = compiled(
-        select(sync_tasks.c.id).where(
-            status_is(TaskStatus.RUNNING), sync_tasks.c.lease_expires_at < now
-        )
-    )
-    assert "ix_sync_tasks_lease" in plan(expired)
-    external = compiled(
-        select(sync_tasks.c.id).where(sync_tasks.c.service == "svc", status_is(TaskStatus.PENDING))
-    )
-    assert "ix_sync_tasks_service_claim" in plan(external)
-    for text_ in (claim, plan(pending), plan(expired), plan(external), by_id):
-        assert "SCAN sync_tasks" not in text_, text_
 
 
 async def test_created_record_is_the_row_as_stored(st: TaskStore, clock: Clock) -> None:
@@ -295,24 +243,6 @@ async def test_created_record_is_the_row_as_stored(st: TaskStore, clock: Clock) 
         assert created.reference == created.reference.upper()
 
 
-def test_new_ids_are_random_uuid4_and_references() -> None:
-    pairs = new_ids(2000)
-    ids = [uuid.UUID(i) for i, _ in pairs]
-    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in ids)
-    assert [str(u) for u in ids] == [i for i, _ in pairs]  # canonical lower-case form
-    assert len(set(ids)) == 2000 and len({r for _, r in pairs}) == 2000
-    assert all(len(r) == 11 and set(r) <= set(REFERENCE_ALPHABET) for _, r in pairs)
-
-
-def test_references_use_the_whole_alphabet_evenly() -> None:
-    draws = "".join(r for _, r in new_ids(2000)) + "".join(new_reference() for _ in range(2000))
-    counts = Counter(draws)
-    assert set(counts) == set(REFERENCE_ALPHABET)
-    expected = len(draws) / len(REFERENCE_ALPHABET)
-    # each count is binomial (n=44000, p=1/36): sd ~ 34.5, so 6 sd never fails by chance
-    assert all(abs(n - expected) < 6 * 34.5 for n in counts.values()), counts
-
-
 async def test_finish_and_claim_writes_outcomes_then_takes_the_next_tasks(
     st: TaskStore, clock: Clock
 ) -> None:
@@ -337,35 +267,180 @@ async def test_finish_and_claim_writes_outcomes_then_takes_the_next_tasks(
     assert (await st.require(low.id)).status is TaskStatus.PENDING
 
 
-def test_sqlite_new_task_agrees_with_the_generic_row() -> None:
-    """The SQLite enqueue path builds its record without `TaskStore._row_for`; both must give
-    a new task the same values (ids aside), or the two dialects would drift apart."""
-    from datetime import UTC, datetime
+async def test_finish_writes_each_outcome_and_only_once(st: TaskStore) -> None:
+    """Outcomes that set the same values and ones that differ, in one finish: each task gets
+    its own; a second finish of the same attempts writes nothing."""
+    pairs = await st.create_many([noop(), noop(), noop(), noop(dedupe_key="d"), noop()])
+    claimed = await st.claim("n1", 5, lease_s=30)
+    assert len(claimed) == 5
+    done = {"ok": True}
+    outcomes = [
+        Outcome(t.id, t.attempt, TaskStatus.COMPLETED, "completed", result=done)
+        for t in claimed[:3]
+    ]
+    outcomes.append(Outcome(claimed[3].id, 1, TaskStatus.COMPLETED, "completed", result={"n": 1}))
+    outcomes.append(Outcome(claimed[4].id, 1, TaskStatus.FAILED, "failed", error="boom"))
+    assert await st.finish("n1", outcomes) == {t.id for t, _ in pairs}
+    for outcome in outcomes:
+        task = await st.require(outcome.task_id)
+        assert task.status is outcome.status
+        assert task.result == outcome.result and task.error == outcome.error
+        assert task.lease_owner is None and task.finished_at is not None
+        assert task.dedupe_active is None  # an end frees the key
+    assert await st.finish("n1", outcomes) == set()  # nothing owned any more
 
-    from schedule.records import TaskRecord
-    from schedule.store import _sqlite_new_task, _sqlite_time
 
-    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    for new in (
-        noop(),
-        NewTask(
-            task_type="noop",
-            parameters={"steps": 1},
-            max_attempts=2,
-            priority=3,
-            data_source_id="s",
-            interface_id="i",
-            run_after=now,
-            timeout_s=1.5,
-            dedupe_key="k",
-            callback_url="http://127.0.0.1/x",
-            retry_of="r",
-            service="svc",
-            service_group="g",
-        ),
-    ):
-        generic = TaskRecord.from_row(TaskStore._row_for(new, now.replace(tzinfo=None)))
-        ours, _ = _sqlite_new_task(new, now, _sqlite_time(now.replace(tzinfo=None)), ("a", "b"))
-        left = {k: v for k, v in vars(generic).items() if k not in ("id", "reference")}
-        right = {k: v for k, v in vars(ours).items() if k not in ("id", "reference")}
-        assert left == right
+async def test_a_retry_keeps_the_dedupe_key_held(st: TaskStore, clock: Clock) -> None:
+    task, _ = await st.create(noop(dedupe_key="k"))
+    assert [t.id for t in await st.claim("n1", 1, lease_s=30)] == [task.id]
+    later = clock.now + timedelta(minutes=5)
+    retry = Outcome(task.id, 1, TaskStatus.PENDING, "retry", error="flaky", retry_at=later)
+    assert await st.finish("n1", [retry]) == {task.id}
+    back = await st.require(task.id)
+    assert (back.status, back.run_after, back.dedupe_active) == (TaskStatus.PENDING, later, "k")
+    assert await st.claim("n1", 1, lease_s=30) == []  # not due before `later`
+
+
+# ---- the external-worker protocol --------------------------------------------------------
+
+
+async def test_concurrent_external_claims_never_share(st: TaskStore) -> None:
+    new = [NewTask("external", {"service": "s"}, 3, service="s") for _ in range(6)]
+    new.append(
+        NewTask("external", {"service": "s", "group": "g"}, 3, service="s", service_group="g")
+    )
+    new.append(NewTask("external", {"service": "other"}, 3, service="other"))
+    await st.create_many(new)
+    claims = await asyncio.gather(*(st.external.claim(f"w{i}", "s", None, 30) for i in range(10)))
+    got = [c.id for c in claims if c is not None]
+    assert len(got) == len(set(got)) == 7  # every task of service s once, "other" never
+    assert await st.external.claim("w", "other", "g", 30) is None
+    assert await st.external.claim("w", "other", None, 30) is not None
+
+
+async def test_external_claims_take_claim_order_and_groups(st: TaskStore, clock: Clock) -> None:
+    low, _ = await st.create(NewTask("external", {}, 3, priority=-1, service="s"))
+    grouped, _ = await st.create(NewTask("external", {}, 3, service="s", service_group="g"))
+    high, _ = await st.create(NewTask("external", {}, 3, priority=5, service="s"))
+    later = clock.now + timedelta(hours=1)
+    await st.create(NewTask("external", {}, 3, priority=9, service="s", run_after=later))
+    first = await st.external.claim("w", "s", "g", 30)
+    assert first is not None and first.id == grouped.id
+    assert (first.status, first.attempt, first.lease_owner) == (TaskStatus.RUNNING, 1, "w")
+    second = await st.external.claim("w", "s", None, 30)
+    third = await st.external.claim("w", "s", None, 30)
+    assert [second and second.id, third and third.id] == [high.id, low.id]
+    assert await st.external.claim("w", "s", None, 30) is None  # the last one is not due
+
+
+async def test_external_reports_are_fenced_and_end_the_task(st: TaskStore) -> None:
+    task, _ = await st.create(NewTask("external", {"service": "s"}, 2, service="s"))
+    with pytest.raises(InvalidState, match="claim it"):
+        await st.external.report(task.id, ExternalReport(progress=5), 30)
+    plain, _ = await st.create(noop())
+    with pytest.raises(NotFound, match="not an external task"):
+        await st.external.report(plain.id, ExternalReport(progress=5), 30)
+    # A lease that is already over: the worker went silent right after claiming.
+    claimed = await st.external.claim("external:s", "s", None, lease_s=-1)
+    assert claimed is not None and claimed.id == task.id
+    rescued: Any = await st.rescue()  # (the store's `list` method confuses mypy)
+    assert [t.id for t in rescued] == [task.id]
+    again = await st.external.claim("external:s", "s", None, lease_s=30)
+    assert again is not None and again.attempt == 2
+    with pytest.raises(InvalidState, match="attempt 2"):
+        await st.external.report(task.id, ExternalReport(progress=5, attempt=1), 30)
+    current, outcome = await st.external.report(
+        task.id, ExternalReport(progress=40, temp={"page": 3}, has_temp=True), 30
+    )
+    assert outcome is None and (current.progress, current.temp) == (40, {"page": 3})
+    current, outcome = await st.external.report(
+        task.id, ExternalReport(status="completed", output=1, has_output=True), 30
+    )
+    assert outcome is not None and outcome.status is TaskStatus.COMPLETED
+    assert (current.status, current.result, current.progress) == (
+        TaskStatus.COMPLETED,
+        {"output": 1},
+        100,
+    )
+    assert [a.outcome for a in await st.attempts(task.id)] == ["lost", "completed"]
+    with pytest.raises(InvalidState, match="already completed"):
+        await st.external.report(task.id, ExternalReport(progress=5), 30)
+
+
+# ---- the callback outbox -----------------------------------------------------------------
+
+
+async def test_callback_deliveries(st: TaskStore, clock: Clock) -> None:
+    hook = "http://127.0.0.1/hook"
+    plain: Any
+    task, _ = await st.create(NewTask("noop", {}, 1, callback_url=hook))
+    plain, _ = await st.create(NewTask("noop", {}, 1))
+    assert task.callback_status == "pending" and plain.callback_status is None
+    assert await st.callbacks.claim(10, 30) == []  # not finished yet
+    await st.cancel(task.id)
+    await st.cancel(plain.id)
+
+    first: Any = await st.callbacks.claim(10, 30)
+    assert [(d.task.id, d.attempt) for d in first] == [(task.id, 1)]
+    assert await st.callbacks.claim(10, 30) == []  # held while being sent
+    retry_at = clock.now - timedelta(seconds=1)  # already due again
+    await st.callbacks.settle(task.id, 1, "receiver answered HTTP 500", retry_at)
+    second: Any = await st.callbacks.claim(10, 30)
+    assert [(d.task.id, d.attempt) for d in second] == [(task.id, 2)]
+    await st.callbacks.settle(task.id, 1, None, None)  # a stale attempt changes nothing
+    assert (await st.require(task.id)).callback_status == "pending"
+    await st.callbacks.settle(task.id, 2, None, None)
+    done = await st.require(task.id)
+    assert (done.callback_status, done.callback_attempts, done.callback_error) == (
+        "delivered",
+        2,
+        None,
+    )
+    assert await st.callbacks.claim(10, 0) == []
+
+
+async def test_a_callback_that_fails_for_good(st: TaskStore) -> None:
+    task, _ = await st.create(NewTask("noop", {}, 1, callback_url="http://127.0.0.1/hook"))
+    await st.cancel(task.id)
+    (delivery,) = await st.callbacks.claim(10, 30)
+    await st.callbacks.settle(task.id, delivery.attempt, "refused: host not allowed", None)
+    failed = await st.require(task.id)
+    assert (failed.callback_status, failed.callback_error) == (
+        "failed",
+        "refused: host not allowed",
+    )
+    assert await st.callbacks.claim(10, 30) == []
+
+
+# ---- statistics --------------------------------------------------------------------------
+
+
+async def finish_at(st: TaskStore, clock: Clock, at: datetime, status: TaskStatus) -> None:
+    """Create, claim and end one task at the clock time `at`."""
+    clock.now = at
+    await st.create(NewTask(task_type="noop", parameters={}, max_attempts=1))
+    (task,) = await st.claim("n1", 1, lease_s=60)
+    outcome = status.value if status is not TaskStatus.PENDING else "retry"
+    assert await st.finish("n1", [Outcome(task.id, task.attempt, status, outcome)]) == {task.id}
+
+
+async def test_throughput_counts_per_hour_by_final_status(st: TaskStore, clock: Clock) -> None:
+    base = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+    await finish_at(st, clock, base + timedelta(minutes=1), TaskStatus.COMPLETED)
+    await finish_at(st, clock, base + timedelta(minutes=59, seconds=59), TaskStatus.COMPLETED)
+    await finish_at(st, clock, base + timedelta(minutes=30), TaskStatus.FAILED)
+    await finish_at(st, clock, base + timedelta(hours=2, minutes=5), TaskStatus.CANCELLED)
+    await finish_at(st, clock, base + timedelta(hours=2, minutes=6), TaskStatus.PENDING)  # retry
+    await finish_at(st, clock, base - timedelta(minutes=1), TaskStatus.COMPLETED)  # before
+    await finish_at(st, clock, base + timedelta(hours=4), TaskStatus.COMPLETED)  # after
+
+    hours = await st.stats.throughput(base + timedelta(minutes=20), 4)  # truncated to 06:00
+
+    assert [h.hour for h in hours] == [base + timedelta(hours=i) for i in range(4)]
+    assert [h.by_status for h in hours] == [
+        {"completed": 2, "failed": 1, "cancelled": 0},
+        {"completed": 0, "failed": 0, "cancelled": 0},
+        {"completed": 0, "failed": 0, "cancelled": 1},
+        {"completed": 0, "failed": 0, "cancelled": 0},
+    ]
+    assert await st.stats.queue_length() == 1  # the retried one

@@ -1,19 +1,18 @@
-"""Per-hour throughput of finished tasks (the dashboard's chart), on every dialect."""
+"""The dashboard's throughput window, on every dialect (the store's per-hour counts are in the
+contract suite, test_store.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import Settings
 from engine.handlers import default_registry
-from schedule.models import TaskStatus
-from schedule.records import NewTask, Outcome
+from schedule.records import Outcome
 from schedule.service import ScheduleService
-from schedule.store import TaskStore, make_store
+from schedule.store import Connector, TaskStore, make_store
+from schedule.task import NewTask, TaskStatus
 from tests.helpers import Clock
 
 
@@ -23,9 +22,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def st(dialect_engine: AsyncEngine, clock: Clock) -> AsyncIterator[TaskStore]:
-    yield make_store(dialect_engine, clock)
-    await dialect_engine.dispose()
+def st(dialect_connector: Connector, clock: Clock) -> TaskStore:
+    return make_store(dialect_connector, clock)
 
 
 async def finish_at(st: TaskStore, clock: Clock, at: datetime, status: TaskStatus) -> None:
@@ -35,27 +33,6 @@ async def finish_at(st: TaskStore, clock: Clock, at: datetime, status: TaskStatu
     (task,) = await st.claim("n1", 1, lease_s=60)
     outcome = status.value if status is not TaskStatus.PENDING else "retry"
     assert await st.finish("n1", [Outcome(task.id, task.attempt, status, outcome)]) == {task.id}
-
-
-async def test_counts_per_hour_by_final_status(st: TaskStore, clock: Clock) -> None:
-    base = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
-    await finish_at(st, clock, base + timedelta(minutes=1), TaskStatus.COMPLETED)
-    await finish_at(st, clock, base + timedelta(minutes=59, seconds=59), TaskStatus.COMPLETED)
-    await finish_at(st, clock, base + timedelta(minutes=30), TaskStatus.FAILED)
-    await finish_at(st, clock, base + timedelta(hours=2, minutes=5), TaskStatus.CANCELLED)
-    await finish_at(st, clock, base + timedelta(hours=2, minutes=6), TaskStatus.PENDING)  # retry
-    await finish_at(st, clock, base - timedelta(minutes=1), TaskStatus.COMPLETED)  # before
-    await finish_at(st, clock, base + timedelta(hours=4), TaskStatus.COMPLETED)  # after
-
-    hours = await st.throughput(base + timedelta(minutes=20), 4)  # truncated to 06:00
-
-    assert [h.hour for h in hours] == [base + timedelta(hours=i) for i in range(4)]
-    assert [h.by_status for h in hours] == [
-        {"completed": 2, "failed": 1, "cancelled": 0},
-        {"completed": 0, "failed": 0, "cancelled": 0},
-        {"completed": 0, "failed": 0, "cancelled": 1},
-        {"completed": 0, "failed": 0, "cancelled": 0},
-    ]
 
 
 async def test_service_window_ends_with_the_current_hour(

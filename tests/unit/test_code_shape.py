@@ -44,11 +44,6 @@ def test_handlers_neither_build_stores_nor_read_the_wall_clock() -> None:
     assert found == []
 
 
-# The store's internals, named by its own tests until the store is split by backend.
-STORE_INTERNALS = re.compile(r"^_sqlite_")
-STORE_TESTS = {"tests/integration/test_store.py", "tests/integration/test_sqlite_writer.py"}
-
-
 def test_tests_and_benchmarks_use_no_private_name() -> None:
     """Tests and benchmarks use what the code offers, not its underscore names: neither
     imported (`from engine.x import _y`) nor reached through what was imported (`x._y`)."""
@@ -62,8 +57,7 @@ def test_tests_and_benchmarks_use_no_private_name() -> None:
                     continue
                 for alias in node.names:
                     ours.add(alias.asname or alias.name)
-                    exempt = node.module == "schedule.store" and STORE_INTERNALS.match(alias.name)
-                    if alias.name.startswith("_") and not exempt:
+                    if alias.name.startswith("_"):
                         found.append(f"{where}: {node.module}.{alias.name}")
             elif isinstance(node, ast.Import):
                 ours.update(
@@ -71,8 +65,6 @@ def test_tests_and_benchmarks_use_no_private_name() -> None:
                     for a in node.names
                     if a.name.split(".")[0] in PACKAGES
                 )
-        if where in STORE_TESTS:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Attribute)

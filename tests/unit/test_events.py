@@ -16,21 +16,15 @@ from schedule.events import (
     NodeEvent,
     TaskEvent,
 )
-from schedule.models import TaskStatus
-from schedule.records import TaskRecord
+from schedule.task import NewTask, TaskRecord, new_task_values
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def task(task_id: str = "t1") -> TaskRecord:
-    return TaskRecord(
-        id=task_id, reference="REF00000001", task_type="noop", status=TaskStatus.PENDING,
-        priority=0, data_source_id=None, interface_id=None, parameters={}, progress=0,
-        message="", processed_rows=0, total_rows=None, error_count=0, result=None, error=None,
-        attempt=0, max_attempts=3, timeout_s=None, retry_of=None, dedupe_key=None,
-        callback_url=None, run_after=NOW, cancel_requested=False, lease_owner=None,
-        lease_expires_at=None, created_at=NOW, started_at=None, updated_at=NOW, finished_at=None,
-    )  # fmt: skip
+    """A pending noop task (nothing here reads its fields but its id)."""
+    new = NewTask("noop", {}, max_attempts=3)
+    return TaskRecord.from_values(new_task_values(new, NOW, (task_id, "REF00000001")))
 
 
 def test_every_kind_has_a_payload_and_the_live_feed_values_are_kept() -> None:

@@ -8,45 +8,27 @@ from datetime import UTC, datetime
 import pytest
 
 from controllers.models import seed000_task_json
-from schedule.models import TaskStatus
-from schedule.records import TaskRecord
+from schedule.task import NewTask, TaskRecord, TaskStatus, new_task_values
 
 CREATED = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
 DONE = datetime(2026, 3, 1, 3, 0, 5, 250000, tzinfo=UTC)
 
 
 def task(status: TaskStatus, error: str | None = None) -> TaskRecord:
-    finished = DONE if status.finished else None
-    return TaskRecord(
-        id="7b0f4c2e-0000-4000-8000-000000000001",
-        reference="HD6EKSD8DO9",
-        task_type="partnumber_book_create",
+    ids = ("7b0f4c2e-0000-4000-8000-000000000001", "HD6EKSD8DO9")
+    new = NewTask("partnumber_book_create", {}, 3)
+    pending = TaskRecord.from_values(new_task_values(new, CREATED, ids))
+    completed = status is TaskStatus.COMPLETED
+    return dataclasses.replace(
+        pending,
         status=status,
-        priority=0,
-        data_source_id=None,
-        interface_id=None,
-        parameters={},
-        progress=100 if status is TaskStatus.COMPLETED else 40,
+        progress=100 if completed else 40,
         message="m",
-        processed_rows=0,
-        total_rows=None,
-        error_count=0,
-        result={"version": "PNBOOK-2026-03-01-001"} if status is TaskStatus.COMPLETED else None,
+        result={"version": "PNBOOK-2026-03-01-001"} if completed else None,
         error=error,
         attempt=1,
-        max_attempts=3,
-        timeout_s=None,
-        retry_of=None,
-        dedupe_key=None,
-        callback_url=None,
-        run_after=CREATED,
-        cancel_requested=False,
-        lease_owner=None,
-        lease_expires_at=None,
-        created_at=CREATED,
         started_at=CREATED,
-        updated_at=CREATED,
-        finished_at=finished,
+        finished_at=DONE if status.finished else None,
     )
 
 

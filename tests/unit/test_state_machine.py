@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,29 +18,31 @@ from engine.exceptions import LeaseLost, PermanentError, RetryableError, TaskCan
 from engine.handlers.base import HandlerSpec, JsonObject, Parameters
 from engine.retry import RetryPolicy
 from engine.worker import AttemptRunner
-from schedule.models import FINISHED, TaskStatus
-from schedule.records import RecordError, TaskRecord
+from schedule.records import RecordError
+from schedule.store import connect
 from schedule.stores import Stores, open_stores
+from schedule.task import FINISHED, NewTask, TaskRecord, TaskStatus, new_task_values
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def record(attempt: int = 1, max_attempts: int = 3, timeout_s: float | None = None) -> TaskRecord:
-    return TaskRecord(
-        id="t1", reference="REF00000001", task_type="t", status=TaskStatus.RUNNING, priority=0,
-        data_source_id=None, interface_id=None, parameters={}, progress=0, message="",
-        processed_rows=0, total_rows=None, error_count=0, result=None, error=None,
-        attempt=attempt, max_attempts=max_attempts, timeout_s=timeout_s, retry_of=None,
-        dedupe_key=None, callback_url=None, run_after=NOW, cancel_requested=False,
-        lease_owner="n", lease_expires_at=NOW, created_at=NOW, started_at=NOW, updated_at=NOW,
-        finished_at=None,
-    )  # fmt: skip
+    new = NewTask("t", {}, max_attempts, timeout_s=timeout_s)
+    pending = TaskRecord.from_values(new_task_values(new, NOW, ("t1", "REF00000001")))
+    return dataclasses.replace(
+        pending,
+        status=TaskStatus.RUNNING,
+        attempt=attempt,
+        lease_owner="n",
+        lease_expires_at=NOW,
+        started_at=NOW,
+    )
 
 
 @pytest.fixture(scope="module")
 def stores() -> Stores:
     """Stores no attempt here touches (the runner is pure)."""
-    return open_stores(create_async_engine("sqlite+aiosqlite://"))
+    return open_stores(connect(create_async_engine("sqlite+aiosqlite://")))
 
 
 @pytest.fixture(scope="module")

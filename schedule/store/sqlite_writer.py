@@ -97,6 +97,12 @@ class SqliteWriter:
         self._checkpoint_due = threading.Event()
         self._checkpointer: threading.Thread | None = None
 
+    @property
+    def checkpointer(self) -> threading.Thread | None:
+        """The checkpointer thread: None until the first transaction opens the writer's
+        connection; it ends once the writer is closed."""
+        return self._checkpointer
+
     async def transaction(self, work: Work[R], limit_s: float | None = None) -> R:
         """Run `work` in one write transaction on the writer thread and return its result.
 

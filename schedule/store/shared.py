@@ -1,0 +1,437 @@
+"""What every SQL backend of the task store shares: `SqlTaskStore`.
+
+Reads, the transitions people ask for, and the engine's writes that happen once per lease
+period or on shutdown (heartbeat, progress, record errors, release, unclaim, rescue) are the
+same SQLAlchemy Core statements on every backend; where row locks differ the connector says
+how (`Connector.lock`). A backend subclasses `SqlTaskStore` and implements the queue's hot
+paths, which run once per task: `insert_tasks` (one try of `create_many`), `claim`, `finish`
+and `finish_and_claim`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schedule import jsontext
+from schedule.clock import Clock, naive, utc, utcnow
+from schedule.exceptions import InvalidState, NotFound
+from schedule.models import status_is
+from schedule.records import (
+    AttemptRecord,
+    HeartbeatReply,
+    Page,
+    ProgressUpdate,
+    RecordError,
+    StoredRecordError,
+    TaskFilter,
+)
+from schedule.store.callbacks import CallbackOutbox
+from schedule.store.connector import Connector
+from schedule.store.external import ExternalWorkers
+from schedule.store.queries import FINISHED_VALUES, A, E, T, read_task, record_attempt
+from schedule.store.statistics import TaskStatistics
+from schedule.store.tasks import TaskStore
+from schedule.task import NewTask, TaskRecord, TaskStatus
+
+C = TypeVar("C", bound=Connector)
+
+
+class SqlTaskStore(TaskStore, Generic[C]):
+    """The task store on a SQL database reached through connector `db`; a backend adds the
+    hot paths (`insert_tasks`, `claim`, `finish`, `finish_and_claim`)."""
+
+    db: C
+
+    def __init__(self, db: C, clock: Clock = utcnow) -> None:
+        self.db = db
+        self.clock = clock
+        self.external = ExternalWorkers(db, clock)
+        self.callbacks = CallbackOutbox(db, clock)
+        self.stats = TaskStatistics(db)
+
+    def _now(self) -> datetime:
+        """Now as the database stores it (naive UTC)."""
+        return naive(self.clock())
+
+    # ---- creation -------------------------------------------------------------------------
+
+    async def create(self, new: NewTask) -> tuple[TaskRecord, bool]:
+        (pair,) = await self.create_many([new])
+        return pair
+
+    async def create_many(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        for _ in range(5):
+            try:
+                return await self.insert_tasks(items)
+            except IntegrityError:
+                continue  # a concurrent insert took a dedupe key (or an id): look again
+        raise InvalidState("could not create the tasks: concurrent dedupe conflicts")
+
+    @abstractmethod
+    async def insert_tasks(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        """One try of `create_many`, in one transaction: new ids for every item, the items
+        whose dedupe key an unfinished task holds answered with that task. An IntegrityError
+        (another node took a key meanwhile) makes `create_many` try again."""
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> TaskRecord | None:
+        async with self.db.read() as conn:
+            return await read_task(conn, key)
+
+    async def require(self, key: str) -> TaskRecord:
+        task = await self.get(key)
+        if task is None:
+            raise NotFound(f"no task {key!r}")
+        return task
+
+    async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
+        if not ids:
+            return []
+        async with self.db.read() as conn:
+            rows = await conn.execute(select(T).where(T.c.id.in_(list(ids))))
+            return [TaskRecord.from_row(r) for r in rows.mappings()]
+
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
+        where = _filter_clause(flt)
+        query = select(T).where(where).order_by(T.c.created_at.desc(), T.c.id.desc())
+        async with self.db.read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(T).where(where))
+            ).scalar_one()
+            rows = await conn.execute(query.limit(page.size).offset(page.offset))
+            tasks = [TaskRecord.from_row(r) for r in rows.mappings()]
+        return tasks, int(total)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        query = select(A).where(A.c.task_id == task_id).order_by(A.c.id)
+        async with self.db.read() as conn:
+            rows = await conn.execute(query)
+            return [
+                AttemptRecord(
+                    attempt=r.attempt,
+                    node_id=r.node_id,
+                    started_at=utc(r.started_at) or utc(r.finished_at) or self.clock(),
+                    finished_at=utc(r.finished_at),
+                    outcome=r.outcome,
+                    error=r.error,
+                )
+                for r in rows
+            ]
+
+    async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
+        where = E.c.task_id == task_id
+        async with self.db.read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(E).where(where))
+            ).scalar_one()
+            rows = await conn.execute(
+                select(E).where(where).order_by(E.c.id).limit(page.size).offset(page.offset)
+            )
+            items = [
+                StoredRecordError(
+                    id=r.id,
+                    attempt=r.attempt,
+                    position=r.position,
+                    record=r.record,
+                    reason=r.reason,
+                    created_at=utc(r.created_at) or self.clock(),
+                )
+                for r in rows
+            ]
+        return items, int(total)
+
+    # ---- transitions requested by people --------------------------------------------------
+
+    async def update_pending(self, key: str, changes: dict[str, Any]) -> TaskRecord:
+        task = await self.require(key)
+        values = {k: (naive(v) if isinstance(v, datetime) else v) for k, v in changes.items()}
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(T)
+                .where(T.c.id == task.id, T.c.status == TaskStatus.PENDING.value)
+                .values(**values, updated_at=self._now())
+            )
+        if result.rowcount == 0:
+            current = await self.require(task.id)
+            raise InvalidState(f"task is {current.status.value}; only pending tasks can be updated")
+        return await self.require(task.id)
+
+    async def cancel(self, key: str) -> TaskRecord:
+        task = await self.require(key)
+        now = self._now()
+        async with self.db.write() as conn:
+            done = await conn.execute(
+                update(T)
+                .where(T.c.id == task.id, T.c.status == TaskStatus.PENDING.value)
+                .values(
+                    status=TaskStatus.CANCELLED.value,
+                    cancel_requested=True,
+                    dedupe_active=None,
+                    finished_at=now,
+                    updated_at=now,
+                    message="cancelled before it started",
+                )
+            )
+            if done.rowcount == 0:
+                await conn.execute(
+                    update(T)
+                    .where(T.c.id == task.id, T.c.status == TaskStatus.RUNNING.value)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+        current = await self.require(task.id)
+        if current.status.finished and done.rowcount == 0:
+            raise InvalidState(f"task is already {current.status.value}")
+        return current
+
+    async def delete(self, key: str) -> None:
+        task = await self.require(key)
+        if not task.status.finished:
+            raise InvalidState(f"task is {task.status.value}; only finished tasks can be deleted")
+        async with self.db.write() as conn:
+            await _delete_ids(conn, [task.id])
+
+    async def delete_finished_before(self, cutoff: datetime, batch: int = 500) -> int:
+        query = (
+            select(T.c.id)
+            .where(T.c.status.in_(FINISHED_VALUES), T.c.finished_at < naive(cutoff))
+            .order_by(T.c.finished_at)
+            .limit(batch)
+        )
+        async with self.db.write() as conn:
+            ids = list((await conn.execute(query)).scalars())
+            if ids:
+                await _delete_ids(conn, ids)
+        return len(ids)
+
+    # ---- the engine's side, once per lease period or on shutdown --------------------------
+
+    async def heartbeat(
+        self, node_id: str, attempts: dict[str, int], lease_s: float
+    ) -> HeartbeatReply:
+        if not attempts:
+            return HeartbeatReply(frozenset(), frozenset())
+        now = self._now()
+        ids = list(attempts)
+        owned = and_(
+            T.c.id.in_(ids),
+            T.c.lease_owner == node_id,
+            T.c.status == TaskStatus.RUNNING.value,
+        )
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(T).where(owned).values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+            rows = await conn.execute(
+                select(T.c.id, T.c.attempt, T.c.cancel_requested).where(owned)
+            )
+            held = {r.id: bool(r.cancel_requested) for r in rows if attempts[r.id] == r.attempt}
+        return HeartbeatReply(
+            held=frozenset(held), cancel_requested=frozenset(k for k, v in held.items() if v)
+        )
+
+    async def save_progress(self, node_id: str, updates: Sequence[ProgressUpdate]) -> None:
+        if not updates:
+            return
+        stmt = (
+            update(T)
+            .where(
+                T.c.id == bindparam("b_id"),
+                T.c.attempt == bindparam("b_attempt"),
+                T.c.lease_owner == node_id,
+                T.c.status == TaskStatus.RUNNING.value,
+            )
+            .values(
+                progress=bindparam("b_progress"),
+                message=bindparam("b_message"),
+                processed_rows=bindparam("b_processed"),
+                total_rows=bindparam("b_total"),
+                updated_at=self._now(),
+            )
+        )
+        async with self.db.write() as conn:
+            await conn.execute(stmt, [_progress_params(u) for u in updates])
+
+    async def record_errors(
+        self, node_id: str, task_id: str, attempt: int, errors: Sequence[RecordError]
+    ) -> bool:
+        if not errors:
+            return True
+        now = self._now()
+        async with self.db.write() as conn:
+            bumped = await conn.execute(
+                update(T)
+                .where(
+                    T.c.id == task_id,
+                    T.c.attempt == attempt,
+                    T.c.lease_owner == node_id,
+                    T.c.status == TaskStatus.RUNNING.value,
+                )
+                .values(error_count=T.c.error_count + len(errors))
+            )
+            if bumped.rowcount == 0:
+                return False
+            await conn.execute(
+                insert(E),
+                [
+                    {
+                        "task_id": task_id,
+                        "attempt": attempt,
+                        "position": e.position,
+                        "record": jsontext.finite(e.record),
+                        "reason": e.reason,
+                        "created_at": now,
+                    }
+                    for e in errors
+                ],
+            )
+        return True
+
+    async def release(self, node_id: str, attempts: dict[str, int]) -> set[str]:
+        if not attempts:
+            return set()
+        now = self._now()
+        async with self.db.write() as conn:
+            owned = await self._owned(conn, node_id, attempts)
+            for task_id, started in owned.items():
+                await conn.execute(
+                    update(T)
+                    .where(T.c.id == task_id)
+                    .values(
+                        status=TaskStatus.PENDING.value,
+                        attempt=T.c.attempt - 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        run_after=now,
+                        updated_at=now,
+                        message="released by a stopping node",
+                    )
+                )
+                await conn.execute(
+                    insert(A).values(
+                        task_id=task_id,
+                        attempt=attempts[task_id],
+                        node_id=node_id,
+                        started_at=started or now,
+                        finished_at=now,
+                        outcome="released",
+                        error="node shut down before the task finished",
+                    )
+                )
+        return set(owned)
+
+    async def unclaim(self, node_id: str, attempts: dict[str, int]) -> None:
+        if not attempts:
+            return
+        async with self.db.write() as conn:
+            for task_id, attempt in attempts.items():
+                await conn.execute(
+                    update(T)
+                    .where(
+                        T.c.id == task_id,
+                        T.c.attempt == attempt,
+                        T.c.lease_owner == node_id,
+                        T.c.status == TaskStatus.RUNNING.value,
+                    )
+                    .values(
+                        status=TaskStatus.PENDING.value,
+                        attempt=T.c.attempt - 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+
+    async def rescue(self) -> list[TaskRecord]:
+        now = self._now()
+        expired = select(T).where(status_is(TaskStatus.RUNNING), T.c.lease_expires_at < now)
+        query = self.db.lock(expired.limit(500), skip_locked=True)
+        rescued: list[TaskRecord] = []
+        async with self.db.write() as conn:
+            for row in (await conn.execute(query)).mappings().all():
+                task = TaskRecord.from_row(row)
+                await _rescue_one(conn, task, now)
+                rescued.append(task)
+        return rescued
+
+    async def _owned(
+        self, conn: AsyncConnection, node_id: str, attempts: dict[str, int]
+    ) -> dict[str, datetime | None]:
+        """The fencing read of a finish or release, in its transaction: of the tasks in
+        `attempts` (id -> attempt), those this node still runs at that attempt, with their
+        start times as stored.
+
+        Row locks that wait rather than skip: a row locked by this node's own heartbeat or by
+        a rescuer must be waited for and then judged, never skipped (skipping it would drop a
+        result that this node is still entitled to write)."""
+        query = self.db.lock(
+            select(T.c.id, T.c.attempt, T.c.started_at).where(
+                T.c.id.in_(list(attempts)),
+                T.c.lease_owner == node_id,
+                T.c.status == TaskStatus.RUNNING.value,
+            ),
+            skip_locked=False,
+        )
+        rows = await conn.execute(query)
+        return {r.id: r.started_at for r in rows if attempts[r.id] == r.attempt}
+
+
+async def _rescue_one(conn: AsyncConnection, task: TaskRecord, now: datetime) -> None:
+    reason = f"lease expired: node {task.lease_owner} stopped heartbeating"
+    if task.cancel_requested:
+        status = TaskStatus.CANCELLED
+    elif task.attempt < task.max_attempts:
+        status = TaskStatus.PENDING
+    else:
+        status = TaskStatus.FAILED
+    values: dict[str, Any] = {
+        "status": status.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+        "error": reason,
+    }
+    if status.finished:
+        values.update(finished_at=now, dedupe_active=None)
+    else:
+        values.update(run_after=now)
+    await conn.execute(
+        update(T)
+        .where(T.c.id == task.id, T.c.attempt == task.attempt, T.c.status == "running")
+        .values(**values)
+    )
+    await record_attempt(conn, task, now, "lost", reason)
+
+
+async def _delete_ids(conn: AsyncConnection, ids: list[str]) -> None:
+    await conn.execute(delete(E).where(E.c.task_id.in_(ids)))
+    await conn.execute(delete(A).where(A.c.task_id.in_(ids)))
+    await conn.execute(delete(T).where(T.c.id.in_(ids), T.c.status.in_(FINISHED_VALUES)))
+
+
+def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
+    clauses: list[ColumnElement[bool]] = []
+    if flt.status is not None:
+        clauses.append(T.c.status == flt.status.value)
+    if flt.task_type is not None:
+        clauses.append(T.c.task_type == flt.task_type)
+    if flt.data_source_id is not None:
+        clauses.append(T.c.data_source_id == flt.data_source_id)
+    return and_(True, *clauses)
+
+
+def _progress_params(update_: ProgressUpdate) -> dict[str, Any]:
+    return {
+        "b_id": update_.task_id,
+        "b_attempt": update_.attempt,
+        "b_progress": update_.progress,
+        "b_message": update_.message[:2000],
+        "b_processed": update_.processed_rows,
+        "b_total": update_.total_rows,
+    }

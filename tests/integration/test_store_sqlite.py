@@ -1,0 +1,133 @@
+"""Internals of the SQLite task store: its plain-SQL hot paths use the partial indexes, and the
+rows they write are exactly what SQLAlchemy's types would write (the writer thread itself is
+tested in test_sqlite_writer.py; the behaviour every backend shares in test_store.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schedule.clock import naive
+from schedule.columns import Kind
+from schedule.models import status_is, sync_tasks
+from schedule.store import Connector, make_store
+from schedule.store.sqlite import (
+    NEW_FIELDS,
+    due_sql,
+    finish_dedupe_sql,
+    finish_plain_sql,
+    owned_sql,
+    take_sql,
+)
+from schedule.task import TASK_FIELDS, NewTask, TaskRecord, TaskStatus
+from tests.helpers import Clock
+
+
+def test_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
+    """Claims, rescues and queue counts read the partial index of their status, never the
+    whole table (migration 0006; a bound `status = ?` would silently scan every row)."""
+
+    def plan(sql: str, params: tuple[object, ...] = ()) -> str:
+        with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return " | ".join(r[3] for r in rows)
+
+    def compiled(query: Select[Any]) -> str:
+        return str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+
+    # the status is in the SQL text itself, not a bound parameter
+    assert "'pending'" in str(status_is(TaskStatus.PENDING).compile(dialect=sqlite.dialect()))
+    now = "2026-01-01 00:00:00.000000"
+    claim = plan(due_sql(1), (now, "noop", 10))
+    assert "ix_sync_tasks_claim" in claim, claim
+    for by_id in (
+        plan(take_sql(2), ("n", now, now, now, "a", "b")),
+        plan(owned_sql(2), ("a", "b", "n", "running")),
+        plan(finish_plain_sql(1), tuple(range(11))),
+        plan(finish_dedupe_sql(1), tuple(range(12))),
+    ):
+        assert "sqlite_autoindex_sync_tasks_1" in by_id, by_id  # the primary key
+    pending = compiled(select(func.count()).where(status_is(TaskStatus.PENDING)))
+    assert "ix_sync_tasks_claim" in plan(pending)
+    expired = compiled(
+        select(sync_tasks.c.id).where(
+            status_is(TaskStatus.RUNNING), sync_tasks.c.lease_expires_at < now
+        )
+    )
+    assert "ix_sync_tasks_lease" in plan(expired)
+    external = compiled(
+        select(sync_tasks.c.id).where(sync_tasks.c.service == "svc", status_is(TaskStatus.PENDING))
+    )
+    assert "ix_sync_tasks_service_claim" in plan(external)
+    for text_ in (claim, plan(pending), plan(expired), plan(external), by_id):
+        assert "SCAN sync_tasks" not in text_, text_
+
+
+def test_a_new_task_names_only_the_columns_its_defaults_do_not_fill() -> None:
+    """The INSERT of a new task (from the field definition) leaves out the columns whose first
+    value is their default, and writes JSON columns always (as SQLAlchemy writes None)."""
+    names = [f.name for f in NEW_FIELDS]
+    left_out = [f.name for f in TASK_FIELDS if f not in NEW_FIELDS]
+    assert {"progress", "attempt", "cancel_requested", "lease_owner", "finished_at"} <= set(
+        left_out
+    )
+    assert {"id", "reference", "status", "message", "run_after", "dedupe_active"} <= set(names)
+    assert {"parameters", "result", "temp"} <= set(names)  # JSON: `null` text, like SQLAlchemy
+
+
+async def test_new_rows_are_stored_as_sqlalchemy_writes_them(
+    connector: Connector, db: AsyncEngine
+) -> None:
+    """A task created by the plain-SQL path and the same record inserted through SQLAlchemy's
+    own types (under another id) are stored with the same text, column by column."""
+    clock = Clock(datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC))
+    store = make_store(connector, clock)
+    full = NewTask(
+        task_type="noop",
+        parameters={"steps": 2, "nested": {"a": [1, "x", None]}, "f": 1.5},
+        max_attempts=4,
+        priority=-7,
+        data_source_id="src",
+        interface_id="if",
+        run_after=clock.now + timedelta(seconds=90),
+        timeout_s=12.5,
+        dedupe_key="same-thing",
+        callback_url="http://127.0.0.1:9/hook",
+        retry_of="00000000-0000-4000-8000-000000000000",
+        service="svc",
+        service_group="grp",
+    )
+    for new in (full, NewTask("noop", {}, 3)):
+        record, created = await store.create(new)
+        assert created
+        twin = {
+            f.name: naive(v) if f.kind is Kind.TIME and v is not None else v
+            for f, v in zip(TASK_FIELDS, record.__dict__.values(), strict=True)
+        }
+        twin.update(id="twin", reference="TWIN0000000", dedupe_key=None, dedupe_active=None)
+        async with db.begin() as conn:
+            await conn.execute(insert(sync_tasks).values(twin))
+        ours, theirs = await _raw_row(db, record.id), await _raw_row(db, "twin")
+        names = [f.name for f in TASK_FIELDS]
+        differ = {name for name, a, b in zip(names, ours, theirs, strict=True) if a != b}
+        assert differ <= {"id", "reference", "dedupe_key", "dedupe_active"}, differ
+        async with db.begin() as conn:
+            await conn.execute(sync_tasks.delete().where(sync_tasks.c.id == "twin"))
+        assert record == await store.get(record.id)
+        assert isinstance(record, TaskRecord)
+
+
+async def _raw_row(db: AsyncEngine, task_id: str) -> tuple[Any, ...]:
+    """The stored row as SQLite holds it (text, not SQLAlchemy's conversions)."""
+    columns = ", ".join(f"quote({f.name})" for f in TASK_FIELDS)
+    async with db.connect() as conn:
+        found = await conn.exec_driver_sql(
+            f"SELECT {columns} FROM sync_tasks WHERE id = ?", (task_id,)
+        )
+        return tuple(found.one())
