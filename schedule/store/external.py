@@ -44,8 +44,15 @@ class ExternalWorkers:
         if group is not None:
             due = due.where(T.c.service_group == group)
         due = due.order_by(*CLAIM_ORDER).limit(1)
+        values = claim_values(owner, now, lease_s)
         async with self.db.write() as conn:
-            rows = await take(self.db, conn, due, claim_values(owner, now, lease_s))
+            rows = await take(self.db, conn, due, values)
+            if not rows:
+                # The engine's claims scan pending rows of every service in claim order and
+                # hold each for an instant (MariaDB): a skipping claim that met only held rows
+                # found nothing, though a task was due. Once more, waiting for the holders (their
+                # transactions are short; a row another worker took no longer matches after).
+                rows = await take(self.db, conn, due, values, skip_locked=False)
         return TaskRecord.from_row(rows[0]) if rows else None
 
     async def report(

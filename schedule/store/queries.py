@@ -44,12 +44,18 @@ def claim_values(owner: str, now: datetime, lease_s: float) -> dict[str, Any]:
 
 
 async def take(
-    db: Connector, conn: AsyncConnection, due: Select[Any], values: dict[str, Any]
+    db: Connector,
+    conn: AsyncConnection,
+    due: Select[Any],
+    values: dict[str, Any],
+    *,
+    skip_locked: bool = True,
 ) -> list[RowMapping]:
     """Claim the tasks `due` selects (their ids, in claim order): lock them, skipping those
-    another transaction holds, set `values`, and read them back. On SQLite the transaction
-    holds the write lock already, so the three statements are one atomic step there too."""
-    ids = list((await conn.execute(db.lock(due, skip_locked=True))).scalars())
+    another transaction holds (or waiting for them: `skip_locked=False`), set `values`, and read
+    them back. On SQLite the transaction holds the write lock already, so the three statements
+    are one atomic step there too."""
+    ids = list((await conn.execute(db.lock(due, skip_locked=skip_locked))).scalars())
     if not ids:
         return []
     await conn.execute(update(T).where(T.c.id.in_(ids)).values(**values))
