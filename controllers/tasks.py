@@ -90,7 +90,7 @@ async def create_tasks(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
-    flt = TaskFilter(query.status, query.task_type, query.data_source_id)
+    flt = TaskFilter(query.status, query.task_type, query.data_source_id, query.schedule_id)
     tasks, total = await request.app[SERVICE].list_tasks(flt, Page(query.page, query.size))
     return json_response(
         {

@@ -423,6 +423,8 @@ def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
         clauses.append(T.c.task_type == flt.task_type)
     if flt.data_source_id is not None:
         clauses.append(T.c.data_source_id == flt.data_source_id)
+    if flt.schedule_id is not None:
+        clauses.append(T.c.schedule_id == flt.schedule_id)
     return and_(True, *clauses)
 
 

@@ -144,7 +144,7 @@ async def cancel(store: TaskStore) -> Thunk:
 
 
 async def schedule(store: TaskStore) -> Thunk:
-    return lambda: ScheduleStore(store.db).ensure([("nightly", "noop")])
+    return lambda: ScheduleStore(store.db).set_paused("nightly", True, "a test", None)
 
 
 async def data_source(store: TaskStore) -> Thunk:

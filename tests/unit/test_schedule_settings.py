@@ -10,7 +10,7 @@ import pytest
 from config.exceptions import SettingsError
 from config.settings import load_settings
 from engine.handlers.partnumber_book_retention import policy_of
-from schedule.periodic import default_jobs
+from schedule.periodic import builtin_specs
 
 
 @pytest.mark.parametrize(
@@ -35,8 +35,8 @@ def test_jobs_and_policy_follow_the_settings(tmp_path: Path) -> None:
     settings = load_settings(
         state_dir=tmp_path, snapshot_cron="15 2 * * 1-5", keep_daily=0, keep_yearly=3
     )
-    jobs = {j.id: j for j in default_jobs(settings)}
-    assert jobs["partnumber_book_create"].cron == "15 2 * * 1-5"
-    assert jobs["task_retention"].setting == "SYNCD_TASK_RETENTION_CRON"
+    jobs = {j.id: j for j in builtin_specs(settings)}
+    assert jobs["partnumber_book_create"].trigger.cron == "15 2 * * 1-5"
+    assert jobs["task_retention"].trigger.cron == settings.task_retention_cron
     policy = policy_of(settings)
     assert (policy.daily, policy.weekly, policy.monthly, policy.yearly) == (0, 5, 12, 3)
