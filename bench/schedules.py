@@ -45,7 +45,9 @@ CREATE_CONCURRENCY = 16
 # ---- creating schedules -------------------------------------------------------------------
 
 
-async def _create(bases: list[str], count: int, trigger: dict[str, Any], start_at: str | None) -> float:
+async def _create(
+    bases: list[str], count: int, trigger: dict[str, Any], start_at: str | None
+) -> float:
     """POST `count` schedules, spread over the daemons; seconds taken."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
@@ -114,10 +116,15 @@ def run_once(
         sched0 = [_scrape(b, "syncd_scheduler_cpu_seconds_total") for b in bases]
         wall0 = time.monotonic()
         end = window_start + timedelta(seconds=duration_s)
-        time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 3)  # the run itself
+        # The run itself, and time for the window's last fires to be claimed (a fire claimed
+        # late is late, not missed).
+        time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 3 + count / 1000)
         wall = time.monotonic() - wall0
         cpu = [d.cpu_seconds() - c for d, c in zip(running, cpu0, strict=True)]
-        sched = [_scrape(b, "syncd_scheduler_cpu_seconds_total") - s for b, s in zip(bases, sched0, strict=True)]
+        sched = [
+            _scrape(b, "syncd_scheduler_cpu_seconds_total") - s
+            for b, s in zip(bases, sched0, strict=True)
+        ]
     figures = _measure(url, window_start, end, count, every_s)
     figures.update(
         nodes=nodes,
@@ -173,9 +180,8 @@ def _measure(
 
 
 def _time(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=None) if value.tzinfo else value
+    stamp: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return stamp.replace(tzinfo=None)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -286,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             with mariadb_database(args.mariadb) as url:
                 (workdir / "mariadb").mkdir()
                 f = run_once(
-                    url, args.nodes, args.schedules, args.duration_s, args.every_s,
+                    url,
+                    args.nodes,
+                    args.schedules,
+                    args.duration_s,
+                    args.every_s,
                     workdir / "mariadb",
                 )
             _report(f"MariaDB, {args.nodes} daemons ({args.schedules} schedules)", f)

@@ -98,7 +98,7 @@ async def create_schedule(request: web.Request) -> web.Response:
 @routes.post(PATH + "/preview")
 @doc(
     "Check a trigger and preview its next fires",
-    roles=READERS,
+    roles=OPERATORS,
     body=PreviewBody,
     responses={200: "the trigger in words and its next fires", 422: "a field is invalid"},
     tags=TAGS,
@@ -121,7 +121,7 @@ async def preview(request: web.Request) -> web.Response:
     tz = timing.zone
     return json_response(
         {
-            "description": trigger.describe(),
+            "description": await asyncio.to_thread(trigger.describe),
             "timezone": zone,
             "next_fires": [{"utc": iso(f), "local": f.astimezone(tz).isoformat()} for f in fires],
         }

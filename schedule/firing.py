@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from schedule.definition import CatchUp, FireOutcome, Overlap, ScheduleRecord
 from schedule.exceptions import ScheduleError
@@ -36,8 +37,9 @@ DEFAULT_WINDOW_S = 86_400.0
 #: At most this many fires of one schedule are enqueued by one catch-up or backfill.
 MAX_CATCH_UP = 1_000
 
-Prepare = Callable[[TaskRequest], NewTask]
-"""Checks a task request against its type and fills in the defaults (`ScheduleService.prepare`)."""
+Prepare = Callable[[ScheduleRecord, datetime], NewTask]
+"""The task of a schedule's fire, checked against its type with the defaults filled in
+(`ScheduleService.prepare` of `task_request`); `ScheduleError` when it is refused."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,18 @@ class FirePlan:
 
 @dataclass(frozen=True)
 class Context:
-    """What the rules need besides the schedule: the time, the zone, and the checks."""
+    """What the rules need besides the schedule: the time, the zone, and the checks.
+
+    `memo` keeps the due fires and the next fire of each distinct timing within one claim:
+    ten thousand `* * * * *` schedules due together share one computation."""
 
     now: datetime
     default_zone: str
     prepare: Prepare
     sources: frozenset[str]  # data sources that exist
+    memo: dict[tuple[Any, ...], tuple[list[datetime], datetime | None]] = field(
+        default_factory=dict
+    )
 
 
 def plan_due(
@@ -82,11 +90,25 @@ def plan_due(
 ) -> FirePlan:
     """The fires of a claimed schedule whose `next_fire_at` is due, and its next state."""
     assert schedule.next_fire_at is not None
-    timing = schedule.timing(ctx.default_zone)
-    due = _due(schedule, timing, ctx.now)
+    key = (
+        repr(schedule.trigger),
+        schedule.timezone,
+        schedule.start_at,
+        schedule.end_at,
+        schedule.created_at if "every_s" in schedule.trigger else None,
+        schedule.next_fire_at,
+        schedule.catch_up_policy,
+        schedule.catch_up_window_s,
+    )
+    known = ctx.memo.get(key)
+    if known is None:
+        timing = schedule.timing(ctx.default_zone)
+        due = _due(schedule, timing, ctx.now)
+        known = ctx.memo[key] = (due, timing.next_after(max(due[-1], ctx.now)))
+    due, nxt = known
     plan = FirePlan(
         schedule,
-        next_fire_at=timing.next_after(max(due[-1], ctx.now)),
+        next_fire_at=nxt,
         last_fire_at=due[-1],
         queued_fire_at=schedule.queued_fire_at,
     )
@@ -219,7 +241,7 @@ def _enqueue(
         problem = f"data source {schedule.data_source_id!r} does not exist"
     else:
         try:
-            return Fire(fire, outcome, ctx.prepare(task_request(schedule, fire)))
+            return Fire(fire, outcome, ctx.prepare(schedule, fire))
         except ScheduleError as exc:
             problem = str(exc)
     plan.error = problem

@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from config.settings import Role, ScheduleEntry, Settings
@@ -50,13 +51,15 @@ from schedule.firing import (
 )
 from schedule.schedules import Planner, ScheduleStore
 from schedule.service import ScheduleService
-from schedule.task import TaskRecord
+from schedule.task import NewTask, TaskRecord
 from schedule.triggers import Trigger, check_bounds, check_cron, check_interval, check_zone
 
 log = logging.getLogger(__name__)
 
 #: Schedules claimed per transaction.
 BATCH = 1000
+#: Checked task templates kept (one per schedule version; cleared when full).
+TEMPLATES = 50_000
 #: Fire times shown by `GET /api/schedules/{id}`.
 UPCOMING = 5
 
@@ -71,11 +74,7 @@ class ScheduleView:
     last_run: TaskRecord | None
     runs: list[TaskRecord] | None = None
     managed_by: str | None = None  # the file (or "built-in") when not changeable over the API
-
-    @property
-    def description(self) -> str:
-        """The trigger in words."""
-        return trigger_of(self.record.trigger).describe()
+    description: str = ""  # the trigger in words
 
 
 def builtin_specs(settings: Settings) -> list[ScheduleSpec]:
@@ -172,6 +171,7 @@ class PeriodicScheduler:
             else [*builtin_specs(settings), *(file_spec(e) for e in settings.schedules)]
         )
         self.poll_s = settings.schedule_poll_s
+        self._templates: dict[tuple[str, datetime], NewTask] = {}
         self.cpu_s = 0.0  # CPU time of the loop's thread during `tick` (the metrics read it)
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -255,7 +255,21 @@ class PeriodicScheduler:
         return done
 
     def _context(self, now: datetime) -> Context:
-        return Context(now, self.settings.timezone, self.service.prepare, frozenset())
+        return Context(now, self.settings.timezone, self._prepare, frozenset())
+
+    def _prepare(self, schedule: ScheduleRecord, fire: datetime) -> NewTask:
+        """The task of one fire: the template checked by the service once per version of the
+        schedule (kept by id and `updated_at`), with the fire's time and jitter."""
+        key = (schedule.id, schedule.updated_at)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= TEMPLATES:
+                self._templates.clear()
+            template = self.service.prepare(task_request(schedule, fire))
+            self._templates[key] = template
+        jitter = schedule.jitter_s or 0.0
+        run_after = fire + timedelta(seconds=random.uniform(0, jitter)) if jitter else None
+        return template._replace(scheduled_for=fire, run_after=run_after)
 
     async def _carry_out(self, batch: Sequence[tuple[FirePlan, list[TaskRecord]]]) -> None:
         """After the claim committed: tell the pool and the bus, cancel what a
@@ -436,14 +450,16 @@ class PeriodicScheduler:
         """Every schedule with its next fire and its last run."""
         records = await self.store.all()
         last = await self.store.last_runs([r.id for r in records])
-        return [self._view(r, 1, last.get(r.id)) for r in records]
+        words = await asyncio.to_thread(_describe, records)
+        return [replace(self._view(r, 1, last.get(r.id)), description=words[r.id]) for r in records]
 
     async def view(self, schedule_id: str, *, runs: bool = False) -> ScheduleView:
         """One schedule with its next `UPCOMING` fires (and its last 10 runs: `runs`)."""
         record = await self.store.require(schedule_id)
         recent = await self.store.runs(schedule_id, 10)
         view = self._view(record, UPCOMING, recent[0] if recent else None)
-        return ScheduleView(**{**view.__dict__, "runs": recent if runs else None})
+        words = await asyncio.to_thread(_describe, [record])
+        return replace(view, runs=recent if runs else None, description=words[record.id])
 
     def _view(self, record: ScheduleRecord, count: int, last: TaskRecord | None) -> ScheduleView:
         zone = record.timezone or self.settings.timezone
@@ -463,8 +479,13 @@ def _planner(
     return lambda schedule, unfinished, sources: rule(schedule, unfinished, _with(ctx, sources))
 
 
+def _describe(records: Sequence[ScheduleRecord]) -> dict[str, str]:
+    """Each schedule's trigger in words (run off the event loop: see `describe_cron`)."""
+    return {r.id: trigger_of(r.trigger).describe() for r in records}
+
+
 def _with(ctx: Context, sources: frozenset[str]) -> Context:
-    return Context(ctx.now, ctx.default_zone, ctx.prepare, sources)
+    return Context(ctx.now, ctx.default_zone, ctx.prepare, sources, ctx.memo)
 
 
 def _with_next(record: ScheduleRecord, first: datetime | None) -> ScheduleRecord:

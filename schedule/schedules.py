@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, select, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -322,15 +322,14 @@ def _definition(record: ScheduleRecord) -> tuple[Any, ...]:
 async def _unfinished(conn: AsyncConnection, ids: list[str]) -> dict[str, list[tuple[str, str]]]:
     """Each schedule's pending and running tasks, `(id, status)`."""
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for chunk in _chunks(ids, 500):
-        for status_clause in _UNFINISHED:
-            rows = await conn.execute(
-                select(T.c.schedule_id, T.c.id, T.c.status).where(
-                    T.c.schedule_id.in_(chunk), status_clause
-                )
+    for chunk in _chunks(ids, 1000):
+        rows = await conn.execute(
+            select(T.c.schedule_id, T.c.id, T.c.status).where(
+                T.c.schedule_id.in_(chunk), or_(*_UNFINISHED)
             )
-            for schedule_id, task_id, status in rows:
-                out[schedule_id].append((task_id, status))
+        )
+        for schedule_id, task_id, status in rows:
+            out[schedule_id].append((task_id, status))
     return out
 
 

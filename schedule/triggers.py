@@ -47,7 +47,7 @@ class Trigger:
     def describe(self) -> str:
         """The trigger in words ("Every 15 minutes"; cron-descriptor for a cron)."""
         if self.cron is not None:
-            return str(get_description(self.cron, Options()))
+            return describe_cron(self.cron)
         if self.every_s is not None:
             return "Every " + _duration(self.every_s)
         assert self.at is not None
@@ -116,6 +116,13 @@ class Timing:
             out.append(fire)
             fire = self.next_after(fire)
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def describe_cron(cron: str) -> str:
+    """A cron in words, by cron-descriptor (which reads its translation file on each call:
+    call it off the event loop; the result is kept)."""
+    return str(get_description(cron, Options()))
 
 
 def _duration(seconds: float) -> str:

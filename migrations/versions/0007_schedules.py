@@ -11,6 +11,7 @@ Create Date: 2026-11-30
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,7 +26,7 @@ Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"
 SCHEDULED_ONLY = sa.text("schedule_id IS NOT NULL")
 
 # name -> type of the columns sync_schedules gains (all NULL-able)
-SCHEDULE_COLUMNS: list[tuple[str, sa.types.TypeEngine[object]]] = [
+SCHEDULE_COLUMNS: list[tuple[str, sa.types.TypeEngine[Any]]] = [
     ("name", sa.String(255)),
     ("origin", sa.String(16)),
     ("trigger", sa.JSON()),

@@ -78,8 +78,7 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     assert samples[("syncd_scheduler_fire_lag_seconds_bucket", (("le", "0.5"),))] == 1
     assert samples[("syncd_scheduler_fire_lag_seconds_bucket", (("le", "0.1"),))] == 0
     assert (
-        samples[("syncd_scheduler_last_success_timestamp_seconds", (("schedule", "snapshot"),))]
-        > 0
+        samples[("syncd_scheduler_last_success_timestamp_seconds", (("schedule", "snapshot"),))] > 0
     )
     assert samples[("syncd_database_errors_total", ())] == 0
 
