@@ -40,3 +40,22 @@ def test_jobs_and_policy_follow_the_settings(tmp_path: Path) -> None:
     assert jobs["task_retention"].trigger.cron == settings.task_retention_cron
     policy = policy_of(settings)
     assert (policy.daily, policy.weekly, policy.monthly, policy.yearly) == (0, 5, 12, 3)
+
+
+def test_schedules_are_declared_in_the_settings_file(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        "[[schedules]]\n"
+        'id = "erp-parts-full"\n'
+        'task_type = "full_sync"\n'
+        'data_source_id = "erp-parts"\n'
+        'trigger = { cron = "0 2 * * *" }\n'
+        'timezone = "Europe/Moscow"\n'
+        'overlap = "queue_one"\n'
+    )
+    settings = load_settings(config, state_dir=tmp_path)
+    (entry,) = settings.schedules
+    assert entry.trigger == {"cron": "0 2 * * *"} and entry.overlap == "queue_one"
+    config.write_text('[[schedules]]\nid = "x"\ntask_type = "noop"\ntrigger = {}\ncolour = 1\n')
+    with pytest.raises(SettingsError, match="SYNCD_SCHEDULES"):
+        load_settings(config, state_dir=tmp_path)
