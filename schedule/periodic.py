@@ -122,6 +122,13 @@ def file_spec(entry: ScheduleEntry) -> ScheduleSpec:
     )
 
 
+def _file_spec(entry: ScheduleEntry) -> ScheduleSpec:
+    try:
+        return file_spec(entry)
+    except ScheduleError as exc:
+        raise ScheduleError(f"SYNCD_SCHEDULES: schedule {entry.id!r}: {exc}") from None
+
+
 def trigger_from(spec: dict[str, object], field: str = "trigger") -> Trigger:
     """`{"cron"}`, `{"every_s"}` or `{"at"}` as a checked `Trigger`."""
     if len(spec) != 1:
@@ -168,7 +175,7 @@ class PeriodicScheduler:
         self.declared = list(
             declared
             if declared is not None
-            else [*builtin_specs(settings), *(file_spec(e) for e in settings.schedules)]
+            else [*builtin_specs(settings), *(_file_spec(e) for e in settings.schedules)]
         )
         self.poll_s = settings.schedule_poll_s
         self._templates: dict[tuple[str, datetime], NewTask] = {}
@@ -183,7 +190,7 @@ class PeriodicScheduler:
         for tests that drive the clock by hand)."""
         await self.load_zones()
         now = self.clock()
-        records = [await self._record(spec, now) for spec in self.declared]
+        records = [await self._declared(spec, now) for spec in self.declared]
         await self.store.declare(records, (Origin.FILE, Origin.BUILTIN))
         if loop:
             self._loop = asyncio.create_task(self._run(), name="scheduler")
@@ -348,6 +355,14 @@ class PeriodicScheduler:
             )
         first = record.timing(self.settings.timezone).next_after(now)
         return _with_next(record, first)
+
+    async def _declared(self, spec: ScheduleSpec, now: datetime) -> ScheduleRecord:
+        """A declared schedule's record; a bad one stops start-up naming it and its field."""
+        try:
+            return await self._record(spec, now)
+        except ScheduleError as exc:
+            where = "SYNCD_SCHEDULES" if spec.origin is Origin.FILE else "built-in schedule"
+            raise ScheduleError(f"{where}: schedule {spec.id!r}: {exc}") from None
 
     async def save(
         self, spec: ScheduleSpec, *, create: bool, role: Role | None = None

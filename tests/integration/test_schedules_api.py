@@ -88,9 +88,9 @@ async def test_bad_definitions_are_422_naming_the_field(client: Client) -> None:
     assert fields_of(await post(task_type="nope")) == ["task_type"]
     assert fields_of(await post(data_source_id="gone")) == ["data_source_id"]
     assert fields_of(await post(parameters={"sleep_s": "long"})) == ["parameters.sleep_s"]
-    assert fields_of(await post(start_at="2026-05-01T00:00:00Z", end_at="2026-04-01T00:00:00Z")) == [
-        "end_at"
-    ]
+    assert fields_of(
+        await post(start_at="2026-05-01T00:00:00Z", end_at="2026-04-01T00:00:00Z")
+    ) == ["end_at"]
     assert fields_of(await post(colour="blue")) == ["colour"]
     assert fields_of(await post(id="Bad Id")) == ["id"]
     status, listed = await call(client, "GET", "/api/schedules")
