@@ -16,6 +16,7 @@ export function render({ root, query, go }) {
     status: query.status || "",
     task_type: query.task_type || "",
     data_source_id: query.data_source_id || "",
+    schedule_id: query.schedule_id || "",
     page: Number(query.page) || 1,
     size: Number(query.size) || 20,
   };
@@ -53,7 +54,7 @@ export function render({ root, query, go }) {
     if (!tasks.length) {
       tableParts = null;
       rows.clear();
-      const filtered = filters.status || filters.task_type || filters.data_source_id;
+      const filtered = filters.status || filters.task_type || filters.data_source_id || filters.schedule_id;
       clear(listBox, empty(filtered ? "No task matches these filters" : "No tasks yet",
         filtered ? "Change or clear the filters above." : "Tasks appear here as soon as they are created."));
       drawBatch();
