@@ -173,7 +173,12 @@ class ScheduleStore:
         async with self.db.write() as conn:
             rows = (await conn.execute(self.db.lock(select(S), skip_locked=False))).mappings().all()
             current = {r["id"]: ScheduleRecord.from_row(r) for r in rows}
-            gone = [i for i, r in current.items() if r.origin in names and i not in wanted]
+            # A row of no origin is a periodic job of an older version: a built-in, or gone.
+            gone = [
+                i
+                for i, r in current.items()
+                if (r.origin in names or r.origin is None) and i not in wanted
+            ]
             if gone:
                 await conn.execute(delete(S).where(S.c.id.in_(gone)))
             for record in wanted.values():

@@ -32,6 +32,7 @@ from schedule.datasources import DataSourceStore, TargetWriter
 from schedule.imports import ImportStore, StockEntry
 from schedule.models import lot_partnumbers
 from schedule.records import ExternalReport
+from schedule.definition import ScheduleRecord
 from schedule.schedules import ScheduleStore
 from schedule.store import SqliteConnector, TaskStore, connect, make_store
 from schedule.task import NewTask
@@ -144,7 +145,12 @@ async def cancel(store: TaskStore) -> Thunk:
 
 
 async def schedule(store: TaskStore) -> Thunk:
-    return lambda: ScheduleStore(store.db).set_paused("nightly", True, "a test", None)
+    schedules = ScheduleStore(store.db)
+    values: dict[str, Any] = {f.name: None for f in ScheduleRecord.row_fields()}
+    now = datetime.now(UTC)
+    values.update(id="nightly", task_type="noop", paused=False, created_at=now, updated_at=now)
+    await schedules.save(ScheduleRecord(**values), create=True)
+    return lambda: schedules.set_paused("nightly", True, "a test", None)
 
 
 async def data_source(store: TaskStore) -> Thunk:
