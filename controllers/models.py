@@ -351,7 +351,7 @@ class BackfillBody(Strict):
 
 
 class PreviewBody(Strict):
-    """POST /api/schedules/preview: a trigger to check and its next fires."""
+    """POST /api/schedule-preview: a trigger to check and its next fires."""
 
     trigger: TriggerBody
     timezone: str | None = Field(None, min_length=1, max_length=64)
@@ -644,7 +644,7 @@ class BackfillOut(Out):
 
 
 class PreviewOut(Out):
-    """`POST /api/schedules/preview`."""
+    """`POST /api/schedule-preview`."""
 
     description: str
     timezone: str

@@ -95,7 +95,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     return json_response(schedule_json(view), status=201)
 
 
-@routes.post(PATH + "/preview")
+@routes.post("/api/schedule-preview")
 @doc(
     "Check a trigger and preview its next fires",
     roles=OPERATORS,

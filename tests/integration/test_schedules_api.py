@@ -141,13 +141,13 @@ async def test_preview_and_roles(client: Client) -> None:
     status, preview = await call(
         client,
         "POST",
-        "/api/schedules/preview",
+        "/api/schedule-preview",
         {"trigger": {"cron": "0 2 * * 1"}, "timezone": "Europe/Moscow"},
         "ops",
     )
     assert status == 200 and preview["description"] == "At 02:00 AM, only on Monday"
     assert [f["local"][11:16] for f in preview["next_fires"]] == ["02:00"] * 5
-    bad = await call(client, "POST", "/api/schedules/preview", {"trigger": {"cron": "x"}})
+    bad = await call(client, "POST", "/api/schedule-preview", {"trigger": {"cron": "x"}})
     assert fields_of(bad) == ["trigger.cron"]
     assert (await call(client, "POST", "/api/schedules", ERP, "ops"))[0] == 403
     assert (await call(client, "POST", "/api/schedules", ERP, "rd"))[0] == 403

@@ -195,7 +195,7 @@ function scheduleForm(existing, done, cancel) {
     const body = { trigger: trigger() };
     if (inputs.timezone.value.trim()) body.timezone = inputs.timezone.value.trim();
     try {
-      const answer = await api("POST", "/api/schedules/preview", { body });
+      const answer = await api("POST", "/api/schedule-preview", { body });
       inputs.trigger.setCustomValidity("");
       clear(preview, h("strong.when", answer.description), h("span.muted", ` (${answer.timezone})`),
         h("ol.fires", answer.next_fires.map((f) => h("li", h("time", { datetime: f.utc }, f.local.replace("T", " "))))));
