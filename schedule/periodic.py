@@ -247,7 +247,8 @@ class PeriodicScheduler:
         """Fire everything due now (in batches), then the queued fires whose previous task
         ended. Returns the plans carried out."""
         done: list[FirePlan] = []
-        while True:
+        due = await self.store.next_due()  # a read: no write transaction while nothing is due
+        while due is not None and due <= self.clock():
             now = self.clock()
             batch = await self.store.claim_fires(now, BATCH, _planner(plan_due, self._context(now)))
             await self._carry_out(batch)

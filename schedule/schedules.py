@@ -88,10 +88,14 @@ class ScheduleStore:
             return bool(await _sources(conn, {source_id}))
 
     async def has_queued(self) -> bool:
-        """Whether any schedule has a fire waiting behind its previous task."""
+        """Whether a schedule has a fire waiting behind its previous task, and that task (and
+        every other of the schedule) has ended."""
+        busy = (
+            select(T.c.id).where(T.c.schedule_id == S.c.id, or_(*_UNFINISHED)).correlate(S).exists()
+        )
+        q = select(S.c.id).where(S.c.queued_fire_at.is_not(None), S.c.paused == false(), ~busy)
         async with self.db.read() as conn:
-            q = select(S.c.id).where(S.c.queued_fire_at.is_not(None)).limit(1)
-            return (await conn.execute(q)).first() is not None
+            return (await conn.execute(q.limit(1))).first() is not None
 
     async def runs(self, schedule_id: str, limit: int = 10) -> list[TaskRecord]:
         """The newest tasks of a schedule, newest fire first."""

@@ -192,6 +192,10 @@ async def test_pause_with_a_note_holds_on_every_daemon_and_resume_skips_its_fire
     clock.now = datetime(2026, 3, 10, 14, 0, 1, tzinfo=UTC)
     await first.tick()
     assert fires(await tasks_of(store, "erp")) == ["10 14:00"]
+    await first.delete("erp")  # deleted through one daemon: the other fires it no more
+    clock.now = datetime(2026, 3, 10, 14, 15, 1, tzinfo=UTC)
+    assert await second.tick() == []
+    assert fires(await tasks_of(store, "erp")) == ["10 14:00"]
 
 
 async def test_backfill_enqueues_the_past_fires_once(
