@@ -29,10 +29,10 @@ from controllers.app import create_app
 from controllers.keys import BUS, STORE
 from schedule.books import BookStore
 from schedule.datasources import DataSourceStore, TargetWriter
+from schedule.definition import ScheduleRecord
 from schedule.imports import ImportStore, StockEntry
 from schedule.models import lot_partnumbers
 from schedule.records import ExternalReport
-from schedule.definition import ScheduleRecord
 from schedule.schedules import ScheduleStore
 from schedule.store import SqliteConnector, TaskStore, connect, make_store
 from schedule.task import NewTask
