@@ -190,7 +190,8 @@ class PeriodicScheduler:
         for tests that drive the clock by hand)."""
         await self.load_zones()
         now = self.clock()
-        records = [await self._declared(spec, now) for spec in self.declared]
+        current = {r.id: r for r in await self.store.all()}
+        records = [await self._declared(_keep_anchor(s, current), now) for s in self.declared]
         await self.store.declare(records, (Origin.FILE, Origin.BUILTIN))
         if loop:
             self._loop = asyncio.create_task(self._run(), name="scheduler")
@@ -337,7 +338,7 @@ class PeriodicScheduler:
             interface_id=spec.interface_id,
             max_attempts=spec.max_attempts,
             timeout_s=spec.timeout_s,
-            start_at=spec.start_at.astimezone(UTC) if spec.start_at else None,
+            start_at=_anchor(spec, now),
             end_at=spec.end_at.astimezone(UTC) if spec.end_at else None,
             jitter_s=spec.jitter_s,
             overlap=spec.overlap.value,
@@ -485,6 +486,22 @@ class PeriodicScheduler:
             if count > 1:
                 nxt.extend(record.timing(zone).upcoming(record.next_fire_at, count - 1))
         return ScheduleView(record, zone, nxt, last, None, self.managed_by(record))
+
+
+def _anchor(spec: ScheduleSpec, now: datetime) -> datetime | None:
+    """`start_at`; an interval without one counts from when it is saved (kept as its
+    `start_at`, so that its fire times stay on one grid across edits and restarts)."""
+    if spec.start_at is not None:
+        return spec.start_at.astimezone(UTC)
+    return now if spec.trigger.every_s is not None else None
+
+
+def _keep_anchor(spec: ScheduleSpec, current: dict[str, ScheduleRecord]) -> ScheduleSpec:
+    """A declared interval keeps the grid it already has when its trigger did not change."""
+    row = current.get(spec.id)
+    if spec.start_at is None and row is not None and row.trigger == spec.trigger.spec():
+        return replace(spec, start_at=row.start_at)
+    return spec
 
 
 def _planner(

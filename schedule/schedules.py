@@ -193,8 +193,7 @@ class ScheduleStore:
     ) -> ScheduleRecord:
         """Pause (with a note) or resume; a resume moves the next fire on (`next_fire_at`) so
         that the fires of the pause are not caught up."""
-        now = naive(self.clock())
-        values: dict[str, Any] = {"paused": paused, "pause_note": note, "updated_at": now}
+        values: dict[str, Any] = {"paused": paused, "pause_note": note}
         if not paused:
             values["next_fire_at"] = None if next_fire_at is None else naive(next_fire_at)
             values["queued_fire_at"] = None

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import ScheduleEntry, Settings
 from engine.handlers import default_registry
+from schedule.datasources import DataSourceStore
 from schedule.definition import (
     CatchUp,
     FireOutcome,
@@ -235,6 +236,50 @@ async def test_a_fire_whose_task_cannot_be_made_is_recorded_and_the_rest_go_on(
     assert broken.last_error and "no_such_parameter" in broken.last_error
     assert broken.next_fire_at == datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
     assert any(r.getMessage() == "schedule fire failed" for r in caplog.records)
+
+
+async def test_a_fire_whose_data_source_was_deleted_fails_and_is_recorded(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    sources = DataSourceStore(scheduler.store.db, clock)
+    definition = {
+        "name": "ERP parts",
+        "kind": "sql",
+        "connection": {},
+        "target_table": "tools",
+        "key_columns": ["tool_id"],
+        "column_mapping": {},
+        "interfaces": {},
+    }
+    await sources.create("erp-parts", definition)
+    await scheduler.save(spec(task_type="full_sync", data_source_id="erp-parts"), create=True)
+    await sources.delete("erp-parts")
+    events = Events(scheduler.service.bus)
+    clock.now = datetime(2026, 3, 10, 12, 15, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert await tasks_of(store, "erp") == []
+    failed = await scheduler.store.require("erp")
+    assert failed.last_error == "data source 'erp-parts' does not exist"
+    assert failed.last_error_at == clock.now
+    outcomes = [e.outcome for e in events.seen if isinstance(e, FireEvent)]
+    assert outcomes == ["failed"]
+
+
+async def test_an_interval_keeps_its_grid_across_edits_and_pauses(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    made = await scheduler.save(spec(trigger=Trigger(every_s=600)), create=True)
+    assert made.record.start_at == START  # an interval counts from when it was saved
+    assert made.next_fires[:2] == [START + timedelta(minutes=10), START + timedelta(minutes=20)]
+    clock.advance(minutes=3)
+    edited = replace(spec(trigger=Trigger(every_s=600), priority=7), start_at=made.record.start_at)
+    again = await scheduler.save(edited, create=False)
+    assert again.next_fires[0] == START + timedelta(minutes=10)
+    await scheduler.pause("erp")
+    resumed = await scheduler.resume("erp")
+    assert resumed.next_fires[0] == START + timedelta(minutes=10)
 
 
 async def _with_params(
