@@ -364,10 +364,10 @@ def _task_row(record: TaskRecord) -> dict[str, Any]:
     return row
 
 
-async def _advance(conn: AsyncConnection, plans: Sequence[FirePlan], now: datetime) -> None:
-    """Write each schedule's state after its fires: one UPDATE per distinct new state (every
-    `* * * * *` schedule of a claim shares one), fenced by the `next_fire_at` it was claimed
-    at."""
+def state_groups(plans: Sequence[FirePlan]) -> dict[tuple[Any, ...], list[str]]:
+    """The schedules of a claim by the state their fires leave them in: `(next_fire_at as
+    claimed, next_fire_at, last_fire_at, queued_fire_at, error)`, times naive UTC. Every
+    `* * * * *` schedule of a claim shares one, so one UPDATE writes them all."""
     groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
     for p in plans:
         key = (
@@ -378,8 +378,14 @@ async def _advance(conn: AsyncConnection, plans: Sequence[FirePlan], now: dateti
             p.error,
         )
         groups[key].append(p.schedule.id)
+    return groups
+
+
+async def _advance(conn: AsyncConnection, plans: Sequence[FirePlan], now: datetime) -> None:
+    """Write each schedule's state after its fires (`state_groups`), fenced by the
+    `next_fire_at` it was claimed at."""
     stamp = naive(now)
-    for (was, nxt, last, queued, error), ids in groups.items():
+    for (was, nxt, last, queued, error), ids in state_groups(plans).items():
         values: dict[str, Any] = {
             "next_fire_at": nxt,
             "last_fire_at": last,

@@ -16,7 +16,8 @@ from schedule.clock import Clock, utcnow
 from schedule.datasources import DataSourceStore
 from schedule.imports import ImportStore
 from schedule.schedules import ScheduleStore
-from schedule.store import Connector, TaskStore, make_store
+from schedule.schedules_sqlite import SqliteScheduleStore
+from schedule.store import Connector, SqliteConnector, TaskStore, make_store
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class Stores:
     schedules: ScheduleStore
 
 
+def schedule_store(db: Connector, clock: Clock = utcnow) -> ScheduleStore:
+    """The schedule store for the connector's backend: on SQLite its claim of due fires runs
+    on the writer thread (`schedule.schedules_sqlite`)."""
+    if isinstance(db, SqliteConnector):
+        return SqliteScheduleStore(db, clock)
+    return ScheduleStore(db, clock)
+
+
 def open_stores(db: Connector, clock: Clock = utcnow) -> Stores:
     """Build every store on the connector `db` (see `schedule.store.connect`)."""
     return Stores(
@@ -37,5 +46,5 @@ def open_stores(db: Connector, clock: Clock = utcnow) -> Stores:
         books=BookStore(db, clock),
         data_sources=DataSourceStore(db, clock),
         imports=ImportStore(db, clock),
-        schedules=ScheduleStore(db, clock),
+        schedules=schedule_store(db, clock),
     )

@@ -27,9 +27,9 @@ from schedule.events import FireEvent
 from schedule.exceptions import InvalidInput, InvalidState, NotFound
 from schedule.periodic import PeriodicScheduler, file_spec
 from schedule.records import Outcome, Page, TaskFilter
-from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
 from schedule.store import Connector, TaskStore, connect, make_store
+from schedule.stores import schedule_store
 from schedule.task import TaskRecord, TaskStatus
 from schedule.triggers import Trigger
 from tests.conftest import make_settings
@@ -63,7 +63,7 @@ def make_scheduler(
     db = connect(ddb)
     service = ScheduleService(make_store(db, clock), default_registry(), settings)
     return PeriodicScheduler(
-        service, ScheduleStore(db, clock), settings, clock=clock, declared=declared or []
+        service, schedule_store(db, clock), settings, clock=clock, declared=declared or []
     )
 
 
