@@ -175,7 +175,10 @@ class ScheduleStore:
         wanted = {r.id: r for r in records}
         names = [o.value for o in origins]
         async with self.db.write() as conn:
-            rows = (await conn.execute(self.db.lock(select(S), skip_locked=False))).mappings().all()
+            # Only the rows this touches are locked: fires of the others are claimed meanwhile.
+            mine = or_(S.c.origin.in_(names), S.c.origin.is_(None), S.c.id.in_(list(wanted)))
+            query = self.db.lock(select(S).where(mine), skip_locked=False)
+            rows = (await conn.execute(query)).mappings().all()
             current = {r["id"]: ScheduleRecord.from_row(r) for r in rows}
             # A row of no origin is a periodic job of an older version: a built-in, or gone.
             gone = [
