@@ -155,3 +155,8 @@ async def test_preview_and_roles(client: Client) -> None:
     path = "/api/schedules/erp-parts-incremental"
     assert (await call(client, "DELETE", path, token="ops"))[0] == 403
     assert (await call(client, "POST", path + "/run", token="rd"))[0] == 403
+    rng = {"start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z"}
+    status, refused = await call(
+        client, "POST", "/api/schedules/task_retention/backfill", rng, "ops"
+    )
+    assert status == 403 and "maintenance" in refused["error"]["message"]
