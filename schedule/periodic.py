@@ -43,6 +43,7 @@ from schedule.exceptions import FieldProblem, InvalidInput, InvalidState, Schedu
 from schedule.firing import (
     MAX_CATCH_UP,
     Context,
+    Fire,
     FirePlan,
     plan_backfill,
     plan_due,
@@ -508,8 +509,32 @@ def _planner(
     rule: Callable[[ScheduleRecord, Sequence[tuple[str, str]], Context], FirePlan | None],
     ctx: Context,
 ) -> Planner:
-    """`rule` as the store's planner, with the data sources the claim found."""
-    return lambda schedule, unfinished, sources: rule(schedule, unfinished, _with(ctx, sources))
+    """`rule` as the store's planner, with the data sources the claim found. A schedule the
+    rules cannot handle at all (its stored zone is gone from this machine, say) is stopped
+    with the reason as its last error, so that it cannot hold up every other schedule's
+    claim."""
+
+    def plan(
+        schedule: ScheduleRecord, unfinished: Sequence[tuple[str, str]], sources: frozenset[str]
+    ) -> FirePlan | None:
+        try:
+            return rule(schedule, unfinished, _with(ctx, sources))
+        except Exception as exc:
+            log.exception(
+                "schedule cannot fire", extra={"action": "fire", "schedule_id": schedule.id}
+            )
+            fire = schedule.next_fire_at or ctx.now
+            problem = f"cannot fire, stopped: {exc}"
+            return FirePlan(
+                schedule,
+                [Fire(fire, FireOutcome.FAILED, error=problem)],
+                next_fire_at=None,
+                last_fire_at=schedule.last_fire_at,
+                queued_fire_at=None,
+                error=problem,
+            )
+
+    return plan
 
 
 def _describe(records: Sequence[ScheduleRecord]) -> dict[str, str]:

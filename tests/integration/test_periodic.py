@@ -266,6 +266,25 @@ async def test_a_fire_whose_data_source_was_deleted_fails_and_is_recorded(
     assert outcomes == ["failed"]
 
 
+async def test_a_schedule_that_cannot_fire_at_all_is_stopped_and_the_rest_go_on(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec("ok"), create=True)
+    made = await scheduler.save(spec("lost-zone"), create=True)
+    # Its zone is not on this machine (any more): no fire time can be computed for it.
+    await scheduler.store.save(replace(made.record, timezone="Mars/Olympus"), create=False)
+    clock.now = datetime(2026, 3, 10, 12, 15, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert fires(await tasks_of(store, "ok")) == ["10 12:15"]
+    stopped = await scheduler.store.require("lost-zone")
+    assert stopped.next_fire_at is None
+    assert stopped.last_error and "cannot fire, stopped" in stopped.last_error
+    clock.now = datetime(2026, 3, 10, 12, 30, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert len(await tasks_of(store, "ok")) == 1  # skip: the 12:15 task is still pending
+
+
 async def test_an_interval_keeps_its_grid_across_edits_and_pauses(
     ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
 ) -> None:
