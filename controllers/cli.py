@@ -32,7 +32,10 @@ HTTP_DRAIN_S = 3.0  # how long requests in flight at SIGTERM get before they are
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = _parser().parse_args(argv)
+    args, unknown = _parser().parse_known_args(argv)
+    if unknown:  # said with the usage of the command they were given to, not the top level
+        leaf: argparse.ArgumentParser = getattr(args, "parser", None) or _parser()
+        leaf.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "roles":
         return print_roles()
     if getattr(args, "run", None) is not None:
@@ -67,18 +70,32 @@ def _run_daemon_command(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncd", description="The syncd sync-engine daemon.")
+    parser.add_argument(
+        "--version", action="version", version=f"syncd {syncd_version()}", help="print the version"
+    )
     parser.add_argument("--config", type=Path, help="TOML settings file (or SYNCD_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the daemon").set_defaults(func=serve)
-    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
-        func=migrate
-    )
-    sub.add_parser("check-config", help="validate settings and the database").set_defaults(
-        func=check_config
-    )
-    sub.add_parser("roles", help="print who may call each route (Markdown table)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, text in (
+        ("serve", serve, "run the daemon"),
+        ("migrate", migrate, "create or upgrade the database schema"),
+        ("check-config", check_config, "validate settings and the database (changes nothing)"),
+        ("roles", None, "print who may call each route (Markdown table)"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.set_defaults(func=func, parser=command)
     add_client_commands(sub)
     return parser
+
+
+def syncd_version() -> str:
+    """The installed distribution's version (its metadata), or "unknown" when run from a
+    source tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("syncd")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def print_roles() -> int:

@@ -268,7 +268,16 @@ class BookItemsQuery(PageQuery):
 
 
 class CreateBookBody(Strict):
-    """POST /api/admin/pricing/partnumber-books: no fields (an empty object or no body)."""
+    """POST /api/admin/pricing/partnumber-books: an empty object or no body; `priority` of the
+    snapshot task (when a snapshot asked for here is still unfinished, that one is answered)."""
+
+    priority: Priority | None = None
+
+
+class UploadQuery(Strict):
+    """Query of an upload that starts a task: the task's `priority`."""
+
+    priority: Priority | None = None
 
 
 def schedule_json(view: ScheduleView) -> dict[str, Any]:
