@@ -332,6 +332,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise SettingsError(_describe(exc)) from None
     except ValueError as exc:  # a TOML file that does not parse
         raise SettingsError(f"SYNCD_CONFIG: {exc}") from None
+    except OSError as exc:  # say, a file the service's user may not read
+        reason = exc.strerror or str(exc)
+        raise SettingsError(f"SYNCD_CONFIG: cannot read {path}: {reason}") from None
 
 
 def _describe(exc: ValidationError) -> str:

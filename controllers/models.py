@@ -482,3 +482,17 @@ class TaskBatchOut(Out):
     """`POST /api/sync/tasks/batch`."""
 
     tasks: list[TaskOut]
+
+
+class TaskTypeOut(Out):
+    """One task type the daemon runs."""
+
+    task_type: str
+    description: str
+    maintenance: bool = Field(description="only admin may enqueue it by hand (retention)")
+
+
+class TaskTypesOut(Out):
+    """`GET /api/sync/task-types`."""
+
+    task_types: list[TaskTypeOut]

@@ -9,7 +9,7 @@ from aiohttp import web
 from controllers.auth import caller_role
 from controllers.errors import parse_body, parse_query, validation_error
 from controllers.jsonio import json_response
-from controllers.keys import ENGINE, SERVICE
+from controllers.keys import ENGINE, REGISTRY, SERVICE
 from controllers.models import (
     BatchCreateBody,
     CreateTaskBody,
@@ -21,6 +21,7 @@ from controllers.models import (
     TaskDetailOut,
     TaskListOut,
     TaskOut,
+    TaskTypesOut,
     ThroughputQuery,
     UpdateTaskBody,
     attempt_json,
@@ -90,6 +91,33 @@ async def list_tasks(request: web.Request) -> web.Response:
         {
             "tasks": [task_json(t) for t in tasks],
             "pagination": pagination_json(query.page, query.size, total),
+        }
+    )
+
+
+@routes.get("/api/sync/task-types")
+@doc(
+    "The task types this daemon runs (the dashboard's type filter)",
+    roles=READERS,
+    responses={200: "`{task_types: [{task_type, description, maintenance}]}`, by name"},
+    tags=["tasks"],
+    response=TaskTypesOut,
+)
+async def task_types(request: web.Request) -> web.Response:
+    """Every registered task type with its description; `maintenance` types are admin's to
+    enqueue by hand."""
+    registry = request.app[REGISTRY]
+    specs = sorted(registry, key=lambda spec: spec.task_type)
+    return json_response(
+        {
+            "task_types": [
+                {
+                    "task_type": spec.task_type,
+                    "description": spec.description,
+                    "maintenance": spec.maintenance,
+                }
+                for spec in specs
+            ]
         }
     )
 

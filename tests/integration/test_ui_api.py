@@ -14,6 +14,7 @@ from pytest_aiohttp import AiohttpClient
 
 from config.settings import Settings
 from controllers.app import create_app
+from engine.handlers import default_registry
 
 Client = TestClient[Any, Any]
 LATER = "2099-01-01T00:00:00Z"
@@ -64,3 +65,16 @@ async def test_stock_upload_takes_a_priority(client: Client) -> None:
         assert resp.status == 422, bad
         details = (await resp.json())["error"]["details"]
         assert [d["field"] for d in details] == ["priority"], bad
+
+
+async def test_task_types_lists_every_registered_type(client: Client) -> None:
+    resp = await client.get("/api/sync/task-types")
+    assert resp.status == 200
+    types = (await resp.json())["task_types"]
+    names = [t["task_type"] for t in types]
+    assert names == sorted(default_registry().names())
+    assert {"noop", "stock_import", "full_sync", "incremental_sync"} <= set(names)
+    by_name = {t["task_type"]: t for t in types}
+    assert by_name["task_retention"]["maintenance"] is True
+    assert by_name["noop"]["maintenance"] is False
+    assert by_name["noop"]["description"].startswith("Does nothing")

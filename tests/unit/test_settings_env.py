@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from config.exceptions import SettingsError
 from config.settings import default_state_dir, load_settings, unknown_variables
 
 
@@ -35,3 +36,11 @@ def test_state_directory_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert settings.database_url == f"sqlite:///{tmp_path}/relative/state/syncd.db"
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/syncd")
     assert default_state_dir() == Path("/var/lib/syncd")
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line() -> None:
+    # /proc/self/mem is a regular file whose read fails (EIO) even for root: the same path
+    # through the code as a 0600 file the service's dynamic user may not read (EACCES).
+    with pytest.raises(SettingsError) as caught:
+        load_settings(Path("/proc/self/mem"))
+    assert str(caught.value) == "SYNCD_CONFIG: cannot read /proc/self/mem: Input/output error"
