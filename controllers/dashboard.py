@@ -29,7 +29,13 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 @routes.get("/static/{path:.+}")
-@doc("A file of the dashboard", roles=PUBLIC, content_type="*/*", tags=["dashboard"])
+@doc(
+    "A file of the dashboard",
+    roles=PUBLIC,
+    responses={200: "the file", 404: "no such file of the dashboard"},
+    content_type="*/*",
+    tags=["dashboard"],
+)
 async def static(request: web.Request) -> web.FileResponse:
     """A file of the dashboard; revalidated on every load so an upgrade shows at once."""
     relative = request.match_info["path"]

@@ -19,12 +19,19 @@ from controllers.jsonio import json_response
 from controllers.keys import DATA_SOURCES, SETTINGS
 from controllers.openapi import doc
 from controllers.roles import ADMINS, READERS
-from engine.datasources import DataSourceBody, definition_problems, mask, unmask
+from engine.datasources import DataSourceBody, SourceId, definition_problems, mask, unmask
 from engine.policy import SourcePolicy
 from schedule.datasources import DataSourceRecord
 
 routes = web.RouteTableDef()
 PATH = "/api/sync/data-sources"
+
+
+class NewDataSourceBody(DataSourceBody):
+    """A data source definition to create: its `id` is required here (a PUT takes it from the
+    path), as the document says."""
+
+    id: SourceId
 
 
 class DataSourceOut(BaseModel):
@@ -87,16 +94,14 @@ async def _values(request: web.Request, body: DataSourceBody) -> dict[str, Any]:
 @doc(
     "Define a data source",
     roles=ADMINS,
-    body=DataSourceBody,
+    body=NewDataSourceBody,
     responses={201: "the data source (secrets masked)", 409: "the id is taken"},
     tags=["data sources"],
     response=DataSourceOut,
 )
 async def create_source(request: web.Request) -> web.Response:
     """Store a new definition after the kind-specific checks of its connection."""
-    body = await parse_body(request, DataSourceBody)
-    if body.id is None:
-        raise validation_error([{"field": "id", "message": "Field required"}])
+    body = await parse_body(request, NewDataSourceBody)
     source = await request.app[DATA_SOURCES].create(body.id, await _values(request, body))
     return json_response(source_json(source), status=201)
 

@@ -119,9 +119,14 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
-    """Query string validated into `model` (repeated keys: the last one wins)."""
-    query: Mapping[str, str] = {k: request.query.getone(k) for k in request.query}
-    return parse(model, dict(query))
+    """Query string validated into `model`. Every query field takes one value, so a key given
+    twice is a 422 naming it (rather than one of its values silently winning)."""
+    repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
+    if repeated:
+        raise validation_error(
+            [{"field": k, "message": "given more than once; give it once"} for k in repeated]
+        )
+    return parse(model, dict(request.query))
 
 
 @web.middleware

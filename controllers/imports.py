@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.auth import caller_role
@@ -80,11 +81,19 @@ class Seed002Status(BaseModel):
 # ---- stock workbook upload ------------------------------------------------------------------
 
 
+class StockUpload(BaseModel):
+    """The parts of a stock upload (multipart/form-data); parts with other names are skipped."""
+
+    file: bytes = Field(description="the .xlsx workbook")
+
+
 @routes.post("/api/imports/stock")
 @doc(
     "Upload a stock .xlsx (multipart/form-data, field `file`) and start its import",
     roles=OPERATORS,
     query=UploadQuery,
+    body=StockUpload,
+    body_content_type="multipart/form-data",
     responses={
         202: "the stock_import task",
         400: "a malformed multipart body, or one cut short (no closing boundary)",
@@ -142,13 +151,16 @@ async def _file_part(request: web.Request) -> tuple[MultipartReader, BodyPartRea
     while True:
         try:
             part = await reader.next()
-        except (ValueError, AssertionError) as exc:
-            raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
+        except (ValueError, AssertionError, BadHttpMessage) as exc:
+            raise _malformed(exc) from None
         if part is None:
             raise validation_error([{"field": "file", "message": "no `file` part in the upload"}])
         if isinstance(part, BodyPartReader) and part.name == "file":
             return reader, part
-        await part.release()
+        try:
+            await part.release()  # reads the skipped part up to its boundary
+        except (ValueError, AssertionError, BadHttpMessage) as exc:
+            raise _malformed(exc) from None
 
 
 async def _read_to_the_end(reader: MultipartReader) -> None:
@@ -157,7 +169,7 @@ async def _read_to_the_end(reader: MultipartReader) -> None:
     try:
         while (part := await reader.next()) is not None:
             await part.release()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, BadHttpMessage) as exc:
         raise ApiError(
             400,
             "invalid_multipart",
@@ -224,6 +236,13 @@ async def _read_chunk(part: BodyPartReader) -> bytes:
         raise ApiError(
             400, "invalid_multipart", f"the upload stopped before its end ({exc})"
         ) from None
+
+
+def _malformed(exc: Exception) -> ApiError:
+    """A 400 for a multipart body aiohttp cannot split into parts (a part's headers that are not
+    HTTP headers arrive as `BadHttpMessage`, which is neither a ValueError nor a 4xx by itself)."""
+    reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
+    return ApiError(400, "invalid_multipart", f"malformed multipart body: {reason}")
 
 
 def _too_large(limit: int) -> ApiError:

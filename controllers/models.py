@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -39,6 +41,18 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
+#: How a time the API takes begins: a date and the `T` (or a space) before the time of day.
+_ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _iso_text(value: Any) -> Any:
+    """Only ISO 8601 text is a time: pydantic would also read a number (or a numeric string,
+    as every query value is) as seconds since 1970, which the document does not offer."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_TIME.match(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date and time, such as 2024-01-31T12:00:00Z")
+
+
 def _in_range(value: datetime) -> datetime:
     try:
         utc_value = value.astimezone(UTC)
@@ -49,7 +63,7 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
-ApiTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+ApiTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
 
 
 class Strict(NoBoolNumbers):
@@ -83,13 +97,27 @@ class BatchCreateBody(Strict):
     tasks: list[CreateTaskBody] = Field(min_length=1, max_length=1000)
 
 
-class UpdateTaskBody(Strict):
-    """PUT /api/sync/tasks/{id}: `config` is accepted as an alias of `parameters` (seed 004)."""
+def _left_out(schema: dict[str, Any]) -> None:
+    """The document of a field that may be left out but not sent as null: its type without the
+    `null` branch, and no `default: null` (`None` only marks a field that was not sent)."""
+    schema.pop("default", None)
+    branches = [b for b in schema.pop("anyOf", []) if b != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
 
-    parameters: dict[str, Any] | None = None
-    priority: Priority | None = None
-    run_after: ApiTime | None = None
-    max_attempts: MaxAttempts | None = None
+
+class UpdateTaskBody(Strict):
+    """PUT /api/sync/tasks/{id}: `config` is accepted as an alias of `parameters` (seed 004).
+
+    A field left out keeps its value; none may be null, and the document says so.
+    """
+
+    parameters: dict[str, Any] | None = Field(None, json_schema_extra=_left_out)
+    priority: Priority | None = Field(None, json_schema_extra=_left_out)
+    run_after: ApiTime | None = Field(None, json_schema_extra=_left_out)
+    max_attempts: MaxAttempts | None = Field(None, json_schema_extra=_left_out)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -57,6 +57,8 @@ class RouteDoc:
     tags: tuple[str, ...] = ()
     content_type: str = "application/json"
     response: type[BaseModel] | None = None
+    body_required: bool = True
+    body_content_type: str = "application/json"
 
     @property
     def public(self) -> bool:
@@ -74,12 +76,16 @@ def doc(
     tags: list[str] | tuple[str, ...] = (),
     content_type: str = "application/json",
     response: type[BaseModel] | None = None,
+    body_required: bool = True,
+    body_content_type: str = "application/json",
 ) -> Callable[[F], F]:
     """Attach OpenAPI metadata to a route handler (put it under the `@routes.<method>`).
 
     `roles` is who may call it: `controllers.roles.PUBLIC` (no token; only outside `/api`) or
     the roles whose tokens may. `body`/`query` are the models the handler parses with;
-    `response` the model of its 2xx JSON answers (other than 204), when there is one.
+    `response` the model of its 2xx JSON answers (other than 204), when there is one;
+    `body_required=False` for a route that also takes no body at all; `body_content_type` for
+    a body that is not JSON (an upload: `multipart/form-data`, `body` naming its parts).
     """
     meta = RouteDoc(
         summary=summary,
@@ -90,6 +96,8 @@ def doc(
         tags=tuple(tags),
         content_type=content_type,
         response=response,
+        body_required=body_required,
+        body_content_type=body_content_type,
     )
 
     def mark(handler: F) -> F:
@@ -102,7 +110,12 @@ def doc(
 def route_doc(route: web.AbstractRoute) -> RouteDoc | None:
     """The metadata of a route: its handler's `@doc`, or a generic entry for static files."""
     if isinstance(route.resource, web.StaticResource):
-        return RouteDoc("A static file (dashboard)", roles=PUBLIC, content_type="*/*")
+        return RouteDoc(
+            "A static file (dashboard)",
+            roles=PUBLIC,
+            responses={200: "the file", 404: "no such file"},
+            content_type="*/*",
+        )
     found = getattr(route.handler, ATTR, None)
     return found if isinstance(found, RouteDoc) else None
 
@@ -169,8 +182,8 @@ def _operation(method: str, path: str, meta: RouteDoc, schemas: dict[str, Any]) 
         op["parameters"] = params
     if meta.body is not None:
         op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _schema_ref(meta.body, schemas)}},
+            "required": meta.body_required,
+            "content": {meta.body_content_type: {"schema": _schema_ref(meta.body, schemas)}},
         }
     answer = _schema_ref(meta.response, schemas) if meta.response is not None else {}
     op["responses"] = _responses(meta, path, answer, with_body=meta.body is not None)
@@ -195,11 +208,14 @@ def _responses(
             entry["content"] = {meta.content_type: {"schema": answer}}
         out[str(status)] = entry
     defaults: dict[int, str] = {}
+    if with_body and meta.body_content_type == "application/json":
+        defaults[400] = (
+            "the body is not JSON (NaN and Infinity are not; nesting deeper than 32 levels)"
+        )
+    elif with_body:
+        defaults[400] = f"the body is not well-formed {meta.body_content_type}"
     if with_body:
-        defaults |= {
-            400: "the body is not JSON (NaN and Infinity are not; nesting deeper than 32 levels)",
-            422: "a field is invalid (named in details)",
-        }
+        defaults[422] = "a field is invalid (named in details)"
     if meta.query is not None:
         defaults[422] = "a field is invalid (named in details)"
     if not meta.public:

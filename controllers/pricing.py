@@ -55,6 +55,7 @@ async def list_books(request: web.Request) -> web.Response:
     "Start a partnumber-book snapshot",
     roles=OPERATORS,
     body=CreateBookBody,
+    body_required=False,
     responses={200: '{"task_id": ...} of the (possibly already running) snapshot task'},
     tags=["partnumber books"],
 )

@@ -37,6 +37,12 @@ from schedule.models import TaskStatus
 from schedule.records import Page, TaskFilter
 
 routes = web.RouteTableDef()
+#: The routes of one task: `{id}` is a task id or reference, but never the name of a route beside
+#: it (`batch`, `statistics`, `throughput`), which is not a task. Without the exclusion, `PUT
+#: /api/sync/tasks/statistics` reached `update_task` (404, no such task) and a 405 there listed
+#: PUT and DELETE in `Allow`; the document, where a concrete path wins over a templated one,
+#: offers only GET at that path.
+TASK = "/api/sync/tasks/{id:(?!(?:batch|statistics|throughput)(?:/|$))[^{}/]+}"
 
 
 @routes.post("/api/sync/tasks")
@@ -205,7 +211,7 @@ async def batch_retry(request: web.Request) -> web.Response:
     return json_response({"results": [batch_json(r) for r in results]})
 
 
-@routes.get("/api/sync/tasks/{id}")
+@routes.get(TASK)
 @doc(
     "One task with its attempts and live progress",
     roles=READERS,
@@ -221,7 +227,7 @@ async def get_task(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-@routes.put("/api/sync/tasks/{id}")
+@routes.put(TASK)
 @doc(
     "Change a pending task",
     roles=ADMINS,
@@ -240,7 +246,7 @@ async def update_task(request: web.Request) -> web.Response:
     return json_response(task_json(task))
 
 
-@routes.post("/api/sync/tasks/{id}/cancel")
+@routes.post(TASK + "/cancel")
 @doc(
     "Cancel a task",
     roles=OPERATORS,
@@ -260,7 +266,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     return json_response(task_json(task), status=status)
 
 
-@routes.post("/api/sync/tasks/{id}/retry")
+@routes.post(TASK + "/retry")
 @doc(
     "Retry a failed or cancelled task as a new task",
     roles=OPERATORS,
@@ -274,7 +280,7 @@ async def retry_task(request: web.Request) -> web.Response:
     return json_response(task_json(task), status=201)
 
 
-@routes.delete("/api/sync/tasks/{id}")
+@routes.delete(TASK)
 @doc(
     "Delete a finished task",
     roles=ADMINS,
@@ -287,7 +293,7 @@ async def delete_task(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.get("/api/sync/tasks/{id}/errors")
+@routes.get(TASK + "/errors")
 @doc(
     "Per-record errors of a task",
     roles=READERS,

@@ -107,3 +107,36 @@ async def test_odd_static_paths_are_404(client: Client, path: str) -> None:
 async def test_dashboard_files_are_still_served(client: Client) -> None:
     resp = await client.get("/static/app.js")
     assert resp.status == 200 and "javascript" in resp.headers["Content-Type"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/api/sync/tasks/statistics", {"GET", "HEAD"}),
+        ("DELETE", "/api/sync/tasks/throughput", {"GET", "HEAD"}),
+        ("GET", "/api/sync/tasks/batch", {"POST"}),
+        ("OPTIONS", "/api/sync/tasks/batch", {"POST"}),
+        ("OPTIONS", "/api/sync/tasks/statistics", {"GET", "HEAD"}),
+    ],
+)
+async def test_routes_beside_a_task_are_not_task_ids(
+    client: Client, method: str, path: str, allowed: set[str]
+) -> None:
+    """`statistics`, `throughput` and `batch` are routes, not task ids: another method there is
+    a 405 that allows only what the document offers at that path (found by the API fuzz: PUT
+    and DELETE reached the task routes and were listed in `Allow`)."""
+    resp = await client.request(method, path)
+    assert resp.status == 405, await resp.text()
+    assert set(resp.headers["Allow"].split(",")) == allowed
+
+
+async def test_a_task_is_still_found_by_id_and_reference(client: Client) -> None:
+    later = {"task_type": "noop", "run_after": "2099-01-01T00:00:00Z"}
+    task = await (await client.post("/api/sync/tasks", json=later)).json()
+    for key in (task["id"], task["reference"]):
+        resp = await client.get(f"/api/sync/tasks/{key}")
+        assert resp.status == 200 and (await resp.json())["id"] == task["id"]
+        errors = await client.get(f"/api/sync/tasks/{key}/errors")
+        assert errors.status == 200
+    resp = await client.get("/api/sync/tasks/batchx")
+    assert resp.status == 404 and "batchx" in (await resp.json())["error"]["message"]

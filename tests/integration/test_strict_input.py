@@ -201,6 +201,45 @@ async def test_times_out_of_range_are_422(client: Client, moment: str) -> None:
     assert resp.status == 422 and (await resp.json())["error"]["details"][0]["field"] == "since"
 
 
+@pytest.mark.parametrize("moment", [0, 1700000000, 0.5, "0.5", "-8.7e-63", "1700000000"])
+async def test_a_number_is_not_a_time(client: Client, moment: Any) -> None:
+    """Times are ISO 8601 text, as the document's `date-time` says; pydantic alone read numbers
+    and numeric strings as seconds since 1970 (the API fuzz sent `since=0.5` and got 200)."""
+    body = json.dumps({"task_type": "noop", "run_after": moment})
+    status, answer = await send(client, "POST", "/api/sync/tasks", body)
+    assert status == 422 and answer["error"]["details"][0]["field"] == "run_after", answer
+    assert "ISO 8601" in answer["error"]["message"]
+    task = await create(client, run_after=LATER)
+    update = json.dumps({"run_after": moment})
+    status, answer = await send(client, "PUT", f"/api/sync/tasks/{task['id']}", update)
+    assert status == 422 and answer["error"]["details"][0]["field"] == "run_after"
+    resp = await client.get("/api/sync/tasks/statistics", params={"since": str(moment)})
+    assert resp.status == 422 and (await resp.json())["error"]["details"][0]["field"] == "since"
+    assert await count_tasks(client) == 1
+    resp = await client.get("/api/sync/tasks/statistics", params={"since": "2024-01-31 12:00Z"})
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/sync/tasks?status=pending&status=failed",
+        "/api/sync/tasks?page=1&size=5&page=2",
+        "/api/sync/tasks/statistics?since=2024-01-01T00:00:00Z&since=2024-02-01T00:00:00Z",
+        "/api/sync/tasks/throughput?hours=1&hours=2",
+        "/api/crontask?service=a&service=b",
+    ],
+)
+async def test_a_query_field_given_twice_is_422(client: Client, query: str) -> None:
+    """Every query field takes one value; a repeated key was answered with one of its values
+    picked silently (the API fuzz sent a list where the document allows one string)."""
+    resp = await client.get(query)
+    assert resp.status == 422, await resp.text()
+    error = (await resp.json())["error"]
+    field = query.split("?")[1].split("=")[0]
+    assert error["details"] == [{"field": field, "message": "given more than once; give it once"}]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
