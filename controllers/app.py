@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from aiohttp import web
 
 from config.settings import Settings
+from config.version import installed_version
 from controllers import (
     crontask,
     dashboard,
@@ -18,6 +21,7 @@ from controllers import (
     imports,
     live,
     metrics,
+    nodes,
     openapi,
     pricing,
     schedules,
@@ -33,15 +37,17 @@ from controllers.keys import (
     ENGINE,
     IMPORT_FILES,
     METRICS,
+    NODES,
     REGISTRY,
     SCHEDULER,
     SERVICE,
     SETTINGS,
     STORE,
+    WAITING,
 )
 from controllers.models import task_json
 from engine.callbacks import CallbackSender
-from engine.engine import SyncEngine
+from engine.engine import DB_ERRORS, SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
@@ -50,10 +56,14 @@ from schedule.books import BookStore
 from schedule.database import check_database, create_engine
 from schedule.datasources import DataSourceStore
 from schedule.imports import live_import_files
+from schedule.nodes import NodeBeat, NodeStore
 from schedule.periodic import PeriodicScheduler
 from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
 from schedule.store import make_store, utcnow
+from schedule.waiting import TypeRule, WaitExplainer
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -70,6 +80,7 @@ def create_app(
     app[REGISTRY] = registry or default_registry()
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_nodes(clock))  # stamped stopped after the engine has drained
     app.cleanup_ctx.append(_engine(clock))
     app.cleanup_ctx.append(_callbacks(clock))
     app.cleanup_ctx.append(_imports)
@@ -90,6 +101,7 @@ ROUTE_TABLES = (
     imports.routes,
     datasources.routes,
     metrics.routes,
+    nodes.routes,
     openapi.routes,
     identity.routes,
     live.routes,
@@ -137,6 +149,53 @@ def _engine(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncI
         await engine.stop()
 
     return ctx
+
+
+def _nodes(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """This daemon's row in `sync_nodes`, written at start and on every heartbeat (a third of
+    the lease), stamped stopped at the end; and the explanations of why tasks wait."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        interval = settings.lease_s / 3
+        store = NodeStore(app[DB], alive_s=3 * interval, clock=clock)
+        app[NODES] = store
+        rules = {s.task_type: TypeRule(s.external, s.concurrency) for s in app[REGISTRY]}
+        app[WAITING] = WaitExplainer(app[DB], store, rules, clock)
+        version = await asyncio.to_thread(installed_version)
+        started = clock()
+
+        def beat() -> NodeBeat:
+            return NodeBeat(settings.node_id, version, started, settings.concurrency)
+
+        loop = asyncio.create_task(heartbeats(store, beat, interval, settings.db_timeout_s))
+        yield
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        with contextlib.suppress(*DB_ERRORS, TimeoutError):
+            async with asyncio.timeout(settings.db_timeout_s):
+                await store.stopped(settings.node_id)
+
+    return ctx
+
+
+async def heartbeats(
+    store: NodeStore, beat: Callable[[], NodeBeat], interval: float, write_within_s: float
+) -> None:
+    """Beat now and every `interval`; a database outage is logged once and ridden out."""
+    failing = False
+    while True:
+        try:
+            async with asyncio.timeout(write_within_s):
+                await store.beat(beat())
+            if failing:
+                log.info("node heartbeat written again", extra={"action": "node_beat"})
+            failing = False
+        except (*DB_ERRORS, TimeoutError) as exc:
+            if not failing:
+                log.warning("node heartbeat not written: %s", exc, extra={"action": "node_beat"})
+            failing = True
+        await asyncio.sleep(interval)
 
 
 def _periodic(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -89,14 +89,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def syncd_version() -> str:
-    """The installed distribution's version (its metadata), or "unknown" when run from a
-    source tree that was never installed."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed distribution's version (see `config.version`)."""
+    from config.version import installed_version
 
-    try:
-        return version("syncd")
-    except PackageNotFoundError:
-        return "unknown"
+    return installed_version()
 
 
 def print_roles() -> int:

@@ -178,6 +178,12 @@ def add_client_commands(sub: Any) -> None:
     listing.add_argument(
         "--data-source", dest="data_source_id", metavar="ID", help="only this data source's tasks"
     )
+    listing.add_argument(
+        "--search",
+        "-q",
+        metavar="TEXT",
+        help="tasks whose reference or id starts with TEXT, or whose dedupe key does",
+    )
     listing.add_argument("--page", type=int, default=1, metavar="N", help="page number (from 1)")
     listing.add_argument(
         "--size", type=int, default=20, metavar="N", help="tasks per page, 1..500 (default 20)"
@@ -272,6 +278,7 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
         "status": args.status,
         "task_type": args.task_type,
         "data_source_id": args.data_source_id,
+        "q": args.search,
         "page": args.page,
         "size": args.size,
     }
@@ -474,17 +481,27 @@ def state_text(task: dict[str, Any], clock: Times) -> str:
 
 
 def waiting_text(task: dict[str, Any], clock: Times) -> str:
-    """Why a pending task waits, from the API's `waiting` (or its `run_after` and `attempt`
-    when the daemon does not say)."""
+    """Why a pending task waits, from the API's `waiting` (the reasons of `schedule.waiting`;
+    from its `run_after` and `attempt` alone when the answer has none)."""
     waiting = task.get("waiting") or {}
     reason = waiting.get("reason")
     nxt = f"attempt {task['attempt'] + 1} of {task['max_attempts']}"
     due = waiting.get("due_at") or task.get("run_after")
+    slots = waiting.get("slots") or {}
+    busy = f"{slots.get('busy', '?')}/{slots.get('total', '?')} busy"
+    place = waiting.get("position")
+    line = f", {_ordinal(place)} in line" if place else ""
     if reason == "retry_backoff" or (reason is None and task["attempt"] and _future(due)):
         text = f"retry: {nxt} at {clock.format(due)}"
-        return f"{text}; last error: {task['error']}" if task.get("error") else text
+        error = waiting.get("last_error") or task.get("error")
+        return f"{text}; last error: {error}" if error else text
     if reason == "due_later" or (reason is None and _future(due)):
         return f"due at {clock.format(due)}"
+    if reason == "external_worker":
+        service = task.get("service") or "its service"
+        return f"waiting for an external worker of {service} (GET /api/crontask{line})"
+    if reason == "no_node":
+        return "waiting: no daemon on this database is running"
     if reason == "type_limit":
         limit = waiting.get("type_limit") or {}
         return (
@@ -492,14 +509,10 @@ def waiting_text(task: dict[str, Any], clock: Times) -> str:
             f"({limit.get('running', '?')}/{limit.get('limit', '?')} running)"
         )
     if reason == "no_free_slot":
-        slots = waiting.get("slots") or {}
-        place = waiting.get("position")
-        where = f", {_ordinal(place)} in line" if place else ""
-        busy = f"{slots.get('busy', '?')}/{slots.get('total', '?')} busy"
-        return f"waiting for a free slot ({busy}{where})"
-    if reason == "no_node":
-        return "waiting: no daemon is running"
-    return "queued: starts at the next free slot" if task["attempt"] == 0 else f"queued: {nxt}"
+        return f"waiting for a free slot ({busy}{line})"
+    if reason == "queued":
+        return f"queued: a slot is free ({busy}{line}), starts within a poll"
+    return "queued" if task["attempt"] == 0 else f"queued: {nxt}"
 
 
 def _future(iso_time: str | None) -> bool:

@@ -15,9 +15,11 @@ from engine.metrics import Metrics
 from engine.uploads import ImportFiles
 from schedule.books import BookStore
 from schedule.datasources import DataSourceStore
+from schedule.nodes import NodeStore
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
 from schedule.store import TaskStore
+from schedule.waiting import WaitExplainer
 
 if TYPE_CHECKING:
     from controllers.live import LiveHub
@@ -36,3 +38,5 @@ METRICS = web.AppKey("metrics", Metrics)
 CALLBACKS = web.AppKey("callbacks", CallbackSender)
 IMPORT_FILES = web.AppKey("import_files", ImportFiles)
 DATA_SOURCES = web.AppKey("data_sources", DataSourceStore)
+NODES = web.AppKey("nodes", NodeStore)
+WAITING = web.AppKey("waiting", WaitExplainer)

@@ -7,6 +7,7 @@ import { applyTheme, clear, errorBox, h, prefs } from "./ui.js";
 import * as tasksPage from "./pages/tasks.js";
 import * as taskPage from "./pages/task.js";
 import * as statsPage from "./pages/stats.js";
+import * as nodesPage from "./pages/nodes.js";
 import * as schedulesPage from "./pages/schedules.js";
 import * as booksPage from "./pages/books.js";
 import * as sourcesPage from "./pages/sources.js";
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^\/tasks$/, "tasks", tasksPage],
   [/^\/task\/([^/]+)$/, "tasks", taskPage],
   [/^\/stats$/, "stats", statsPage],
+  [/^\/nodes$/, "nodes", nodesPage],
   [/^\/schedules$/, "schedules", schedulesPage],
   [/^\/books$/, "books", booksPage],
   [/^\/books\/([^/]+)$/, "books", booksPage],

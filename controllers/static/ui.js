@@ -220,27 +220,28 @@ function future(iso) {
   return !!iso && new Date(iso).getTime() > Date.now();
 }
 
-/** Why a pending task waits, in words, from the API's `waiting` (or from its run_after and
- * attempt when the daemon does not say). */
+/** Why a pending task waits, in words, from the API's `waiting` (the reasons of
+ * schedule/waiting.py; from its run_after and attempt alone when the answer has none). */
 export function waitingText(task) {
   const w = task.waiting || {};
   const next = `attempt ${task.attempt + 1} of ${task.max_attempts}`;
   const due = w.due_at || task.run_after;
+  const slots = w.slots || {};
+  const busy = `${slots.busy ?? "?"}/${slots.total ?? "?"} busy`;
+  const place = w.position ? `, ${ordinal(w.position)} in line` : "";
   if (w.reason === "retry_backoff" || (!w.reason && task.attempt && future(due))) {
     return `retry: ${next} at ${fmtTime(due)}`;
   }
   if (w.reason === "due_later" || (!w.reason && future(due))) return `due at ${fmtTime(due)}`;
+  if (w.reason === "external_worker") return `waiting for an external worker of ${task.service || "its service"}${place}`;
+  if (w.reason === "no_node") return "waiting: no daemon on this database is running";
   if (w.reason === "type_limit") {
     const limit = w.type_limit || {};
     return `waiting: ${task.task_type} limit reached (${limit.running ?? "?"}/${limit.limit ?? "?"} running)`;
   }
-  if (w.reason === "no_free_slot") {
-    const slots = w.slots || {};
-    const place = w.position ? `, ${ordinal(w.position)} in line` : "";
-    return `waiting for a free slot (${slots.busy ?? "?"}/${slots.total ?? "?"} busy${place})`;
-  }
-  if (w.reason === "no_node") return "waiting: no daemon is running";
-  return task.attempt ? `queued: ${next}` : "queued: starts at the next free slot";
+  if (w.reason === "no_free_slot") return `waiting for a free slot (${busy}${place})`;
+  if (w.reason === "queued") return `queued: a slot is free (${busy}${place}), starts within a poll`;
+  return task.attempt ? `queued: ${next}` : "queued";
 }
 
 /** What a task is doing, in words: why a pending one waits, a failed one's error, else its

@@ -17,6 +17,7 @@ export function render({ root, query, go }) {
     status: query.status || "",
     task_type: query.task_type || "",
     data_source_id: query.data_source_id || "",
+    q: (query.q || "").slice(0, 255),
     page: Math.max(1, Math.min(1_000_000, Math.round(Number(query.page)) || 1)),
     size: PAGE_SIZES.includes(Number(query.size)) ? Number(query.size) : 20,
   };
@@ -63,7 +64,7 @@ export function render({ root, query, go }) {
         drawBatch();
         return;
       }
-      const filtered = filters.status || filters.task_type || filters.data_source_id;
+      const filtered = filters.status || filters.task_type || filters.data_source_id || filters.q;
       clear(listBox, empty(filtered ? "No task matches these filters" : "No tasks yet",
         filtered ? "Change or clear the filters above." : "Tasks appear here as soon as they are created."));
       drawBatch();
@@ -286,6 +287,7 @@ function filterBar(filters, go) {
     h("option", { value: "" }, "Any type"),
     filters.task_type ? h("option", { value: filters.task_type, selected: true }, filters.task_type) : null);
   const source = h("input#f-source", { name: "data_source_id", placeholder: "Data source id", value: filters.data_source_id, maxlength: 64 });
+  const search = h("input#f-search", { type: "search", name: "q", placeholder: "Reference, id or dedupe key", value: filters.q, maxlength: 255 });
   api("GET", "/api/sync/task-types").then((answer) => {
     for (const { task_type: name } of answer.task_types) {
       if (name !== filters.task_type) type.append(h("option", { value: name }, name));
@@ -295,13 +297,14 @@ function filterBar(filters, go) {
     on: {
       submit: (e) => {
         e.preventDefault();
-        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), page: 1 }));
+        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), q: search.value.trim(), page: 1 }));
       },
     },
   },
   h("label", "Status", status),
   h("label", "Type", type),
   h("label", "Data source", source),
+  h("label", "Search", search),
   h("div.filter-actions",
     h("button.btn.primary", { type: "submit" }, "Apply"),
     h("button.btn.ghost", { type: "button", on: { click: () => go("/tasks") } }, "Clear")));
