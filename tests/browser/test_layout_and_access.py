@@ -66,6 +66,7 @@ def pages(tasks: dict[str, dict[str, Any]], daemon: Daemon) -> list[str]:
         f"task/{tasks['pending']['id']}",
         "stats?window=24h",
         "stats?window=30d",
+        "nodes",
         "schedules",
         "books",
         f"books/{version}",
@@ -299,3 +300,31 @@ def test_books_page_searches_by_partnumber(
     page.fill("#pn-search", "NO-SUCH-PN")
     page.locator("form.search-form button[type=submit]").click()
     expect(page.locator(".empty")).to_contain_text("No item with partnumber NO-SUCH-PN")
+
+
+def test_nodes_page_shows_this_daemon_and_what_it_runs(
+    daemon: Daemon, page: Any, tasks: dict[str, dict[str, Any]], settled: None
+) -> None:
+    page.goto(f"{daemon.url}/#/nodes")
+    line = page.locator('tr[data-node="test-daemon"]')
+    expect(line.locator(".badge")).to_have_text("alive")
+    expect(line.locator('td[data-label="Slots"]')).to_contain_text("/ 3 busy")
+    link = line.locator(f'a[href="#/task/{tasks["running"]["id"]}"]')
+    expect(link).to_have_text(tasks["running"]["reference"])
+    screenshot(page, "nodes")
+    link.click()
+    expect(page.locator("main h1")).to_contain_text(tasks["running"]["reference"])
+
+
+def test_search_finds_a_task_by_reference_prefix(
+    daemon: Daemon, page: Any, tasks: dict[str, dict[str, Any]], settled: None
+) -> None:
+    wanted = tasks["failed"]
+    page.goto(f"{daemon.url}/#/tasks")
+    page.fill("#f-search", wanted["reference"][:7].lower())
+    page.click("button:text('Apply')")
+    expect(page).to_have_url(f"{daemon.url}/#/tasks?q={wanted['reference'][:7].lower()}")
+    expect(row(page, wanted)).to_be_visible()
+    assert page.locator("tbody tr").count() == len(
+        daemon.call("GET", f"/api/sync/tasks?q={wanted['reference'][:7]}")["tasks"]
+    )
