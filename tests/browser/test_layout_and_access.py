@@ -116,10 +116,13 @@ LAYOUT_PROBLEMS = """() => {
 def test_every_page_fits_a_phone(
     daemon: Daemon, phone: Any, tasks: dict[str, dict[str, Any]], settled: None
 ) -> None:
-    for address in pages(tasks, daemon):
-        drawn(phone, address, daemon.url)
-        assert phone.evaluate(LAYOUT_PROBLEMS) == [], address
-        screenshot(phone, "phone-" + address.replace("/", "-").replace("?", "-"))
+    for width in (PHONE["width"], 360):  # a common phone, and the narrowest still in use
+        phone.set_viewport_size({"width": width, "height": PHONE["height"]})
+        for address in pages(tasks, daemon):
+            drawn(phone, address, daemon.url)
+            assert phone.evaluate(LAYOUT_PROBLEMS) == [], (width, address)
+            name = address.replace("/", "-").replace("?", "-")
+            screenshot(phone, f"phone-{width}-{name}")
 
 
 def test_every_column_and_row_button_of_the_task_list_on_a_phone(
