@@ -16,6 +16,7 @@ The facts come from the task, the alive daemons' slots (`sync_nodes`) and the ru
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -145,7 +146,9 @@ class WaitExplainer:
         if not pending:
             return {}
         now = self.clock()
-        load = await self.nodes.load()
+        # The daemons' load matters only to tasks that are due (read it only then).
+        due = any(t.run_after <= now for t in pending)
+        load = await self.nodes.load() if due else ClusterLoad(0, 0, 0, Counter())
         out: dict[str, Waiting] = {}
         for task in pending:
             place = None
