@@ -33,9 +33,9 @@ HTTP_DRAIN_S = 3.0  # how long requests in flight at SIGTERM get before they are
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args, unknown = _parser().parse_known_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # said with the usage of the command they were given to, not the top level
-        leaf: argparse.ArgumentParser = getattr(args, "parser", None) or _parser()
+        leaf: argparse.ArgumentParser = getattr(args, "parser", None) or build_parser()
         leaf.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "roles":
         return print_roles()
@@ -69,7 +69,7 @@ def _run_daemon_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncd", description="The syncd sync-engine daemon.")
     parser.add_argument(
         "--version", action="version", version=f"syncd {syncd_version()}", help="print the version"

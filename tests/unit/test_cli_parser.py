@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
-from controllers.cli import _parser
+from controllers.cli import build_parser
 
 
 def commands(
@@ -20,7 +20,7 @@ def commands(
 
 
 def test_every_option_and_argument_has_help() -> None:
-    found = list(commands(_parser()))
+    found = list(commands(build_parser()))
     assert {"syncd tasks list", "syncd snapshot create", "syncd import stock"} <= {
         name for name, _ in found
     }
@@ -37,7 +37,7 @@ def test_every_option_and_argument_has_help() -> None:
 def test_every_subcommand_has_help() -> None:
     missing = [
         f"{name} {choice.dest}"
-        for name, parser in commands(_parser())
+        for name, parser in commands(build_parser())
         for action in parser._actions
         if isinstance(action, argparse._SubParsersAction)
         for choice in action._choices_actions
@@ -48,5 +48,5 @@ def test_every_subcommand_has_help() -> None:
 
 def test_priority_is_offered_where_a_task_is_started() -> None:
     for line in ("tasks create noop", "snapshot create", "import stock f.xlsx"):
-        args = _parser().parse_args([*line.split(), "--priority", "5"])
+        args = build_parser().parse_args([*line.split(), "--priority", "5"])
         assert args.priority == 5, line
