@@ -56,6 +56,7 @@ class TaskFilter:
     task_type: str | None = None
     data_source_id: str | None = None
     schedule_id: str | None = None
+    search: str | None = None  # a reference or id prefix, or a dedupe key prefix
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from schedule.books import BookStore
 from schedule.clock import Clock, utcnow
 from schedule.datasources import DataSourceStore
 from schedule.imports import ImportStore
+from schedule.nodes import NodeStore
 from schedule.schedules import ScheduleStore
 from schedule.schedules_sqlite import SqliteScheduleStore
 from schedule.store import Connector, SqliteConnector, TaskStore, make_store
@@ -29,6 +30,7 @@ class Stores:
     data_sources: DataSourceStore
     imports: ImportStore
     schedules: ScheduleStore
+    nodes: NodeStore
 
 
 def schedule_store(db: Connector, clock: Clock = utcnow) -> ScheduleStore:
@@ -39,12 +41,19 @@ def schedule_store(db: Connector, clock: Clock = utcnow) -> ScheduleStore:
     return ScheduleStore(db, clock)
 
 
-def open_stores(db: Connector, clock: Clock = utcnow) -> Stores:
-    """Build every store on the connector `db` (see `schedule.store.connect`)."""
+#: How long a daemon counts as alive after its last heartbeat: three heartbeats, each a third
+#: of the lease (`SYNCD_LEASE_S`, 30 s by default).
+ALIVE_S = 30.0
+
+
+def open_stores(db: Connector, clock: Clock = utcnow, *, alive_s: float = ALIVE_S) -> Stores:
+    """Build every store on the connector `db` (see `schedule.store.connect`); a daemon is
+    alive for `alive_s` after its last heartbeat (the daemon passes its lease)."""
     return Stores(
         tasks=make_store(db, clock),
         books=BookStore(db, clock),
         data_sources=DataSourceStore(db, clock),
         imports=ImportStore(db, clock),
         schedules=schedule_store(db, clock),
+        nodes=NodeStore(db, alive_s, clock),
     )
