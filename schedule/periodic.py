@@ -191,8 +191,8 @@ class PeriodicScheduler:
         for tests that drive the clock by hand)."""
         await self.load_zones()
         now = self.clock()
-        current = {r.id: r for r in await self.store.all()}
-        records = [await self._declared(_keep_anchor(s, current), now) for s in self.declared]
+        current = {r.id: r.created_at for r in await self.store.all()}
+        records = [await self._declared(s, now, current.get(s.id)) for s in self.declared]
         await self.store.declare(records, (Origin.FILE, Origin.BUILTIN))
         if loop:
             self._loop = asyncio.create_task(self._run(), name="scheduler")
@@ -312,8 +312,12 @@ class PeriodicScheduler:
 
     # ---- definitions --------------------------------------------------------------------------
 
-    async def _record(self, spec: ScheduleSpec, now: datetime) -> ScheduleRecord:
-        """Check a spec (422 naming the field) and make its record, its first fire computed."""
+    async def _record(
+        self, spec: ScheduleSpec, now: datetime, created: datetime | None = None
+    ) -> ScheduleRecord:
+        """Check a spec (422 naming the field) and make its record, its first fire computed;
+        `created` is when an existing schedule was first saved (an interval's grid counts
+        from it when it has no `start_at`, across edits and restarts)."""
         zone = None
         if spec.timezone:
             zone = await asyncio.to_thread(check_zone, spec.timezone, "timezone")
@@ -327,7 +331,7 @@ class PeriodicScheduler:
             last_fire_at=None,
             last_run_at=None,
             last_task_id=None,
-            created_at=now,
+            created_at=created or now,
             updated_at=now,
             name=spec.name,
             origin=spec.origin.value,
@@ -339,7 +343,7 @@ class PeriodicScheduler:
             interface_id=spec.interface_id,
             max_attempts=spec.max_attempts,
             timeout_s=spec.timeout_s,
-            start_at=_anchor(spec, now),
+            start_at=spec.start_at.astimezone(UTC) if spec.start_at else None,
             end_at=spec.end_at.astimezone(UTC) if spec.end_at else None,
             jitter_s=spec.jitter_s,
             overlap=spec.overlap.value,
@@ -359,10 +363,12 @@ class PeriodicScheduler:
         first = record.timing(self.settings.timezone).next_after(now)
         return _with_next(record, first)
 
-    async def _declared(self, spec: ScheduleSpec, now: datetime) -> ScheduleRecord:
+    async def _declared(
+        self, spec: ScheduleSpec, now: datetime, created: datetime | None
+    ) -> ScheduleRecord:
         """A declared schedule's record; a bad one stops start-up naming it and its field."""
         try:
-            return await self._record(spec, now)
+            return await self._record(spec, now, created)
         except ScheduleError as exc:
             where = "SYNCD_SCHEDULES" if spec.origin is Origin.FILE else "built-in schedule"
             raise ScheduleError(f"{where}: schedule {spec.id!r}: {exc}") from None
@@ -371,10 +377,9 @@ class PeriodicScheduler:
         self, spec: ScheduleSpec, *, create: bool, role: Role | None = None
     ) -> ScheduleView:
         """Create or replace a schedule made over the API (a declared one: `InvalidState`)."""
-        if not create:
-            await self._changeable(spec.id)
+        created = None if create else (await self._changeable(spec.id)).created_at
         now = self.clock()
-        record = await self._record(spec, now)
+        record = await self._record(spec, now, created)
         if role is not None:
             self.service.prepare(task_request(record, None, now), role)
         saved = await self.store.save(record, create=create)
@@ -487,22 +492,6 @@ class PeriodicScheduler:
             if count > 1:
                 nxt.extend(record.timing(zone).upcoming(record.next_fire_at, count - 1))
         return ScheduleView(record, zone, nxt, last, None, self.managed_by(record))
-
-
-def _anchor(spec: ScheduleSpec, now: datetime) -> datetime | None:
-    """`start_at`; an interval without one counts from when it is saved (kept as its
-    `start_at`, so that its fire times stay on one grid across edits and restarts)."""
-    if spec.start_at is not None:
-        return spec.start_at.astimezone(UTC)
-    return now if spec.trigger.every_s is not None else None
-
-
-def _keep_anchor(spec: ScheduleSpec, current: dict[str, ScheduleRecord]) -> ScheduleSpec:
-    """A declared interval keeps the grid it already has when its trigger did not change."""
-    row = current.get(spec.id)
-    if spec.start_at is None and row is not None and row.trigger == spec.trigger.spec():
-        return replace(spec, start_at=row.start_at)
-    return spec
 
 
 def _planner(

@@ -290,15 +290,18 @@ async def test_an_interval_keeps_its_grid_across_edits_and_pauses(
 ) -> None:
     scheduler = make_scheduler(ddb, dialect_settings, clock)
     made = await scheduler.save(spec(trigger=Trigger(every_s=600)), create=True)
-    assert made.record.start_at == START  # an interval counts from when it was saved
+    # Without start_at an interval counts from when the schedule was first saved.
     assert made.next_fires[:2] == [START + timedelta(minutes=10), START + timedelta(minutes=20)]
     clock.advance(minutes=3)
-    edited = replace(spec(trigger=Trigger(every_s=600), priority=7), start_at=made.record.start_at)
-    again = await scheduler.save(edited, create=False)
+    again = await scheduler.save(spec(trigger=Trigger(every_s=600), priority=7), create=False)
     assert again.next_fires[0] == START + timedelta(minutes=10)
+    assert again.record.created_at == START and again.record.priority == 7
     await scheduler.pause("erp")
     resumed = await scheduler.resume("erp")
     assert resumed.next_fires[0] == START + timedelta(minutes=10)
+    clock.now = START + timedelta(minutes=10, seconds=1)
+    await scheduler.tick()
+    assert (await scheduler.store.require("erp")).next_fire_at == START + timedelta(minutes=20)
 
 
 async def _with_params(

@@ -42,7 +42,7 @@ export function render({ root }) {
     const last = s.last_run;
     const cells = [
       h("td", h("strong", s.id), s.name ? h("div.muted.small", s.name) : null,
-        h("div.small", h("code", s.task_type), " · ", h("a", { href: `#/tasks?schedule_id=${encodeURIComponent(s.id)}` }, "tasks"))),
+        h("div.small", h("code", s.task_type), " · ", h("a.inline-link", { href: `#/tasks?schedule_id=${encodeURIComponent(s.id)}` }, "tasks"))),
       h("td", h("span.when", s.description), h("div.muted.small", s.timezone, s.managed_by ? ` · ${s.origin}` : "")),
       h("td.nowrap", s.paused || !s.next_run_at ? h("span.muted", s.paused ? "paused" : "none") : h("span", { title: fmtTime(s.next_run_at) }, timeCell(s.next_run_at))),
       h("td.nowrap", last ? [badge(last.status), h("div.small", timeCell(last.scheduled_for))] : "never",
