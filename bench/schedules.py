@@ -7,9 +7,10 @@ Afterwards the database says what happened, fire by fire:
 * fire lag, p50 / p99: a task's `created_at` minus its `scheduled_for`;
 * duplicate fires: more than one task for one (schedule, fire time) (target 0);
 * missed fires: a fire time in the measured window with no task (target 0);
-* the scheduler's CPU share per daemon: CPU time of the event loop's thread while it claimed
-  fires (`syncd_scheduler_cpu_seconds_total`) over the wall time, and the daemon's whole CPU
-  share beside it (the daemon also runs every task).
+* the scheduler's CPU share per daemon: the CPU time of its claims
+  (`syncd_scheduler_cpu_seconds_total`: the event loop's thread during each scheduler turn,
+  and SQLite's writer thread while it runs a claim) over the wall time, and the daemon's whole
+  CPU share beside it (the daemon also runs every task).
 
 Parts: `sqlite` (one daemon on a SQLite file) and `mariadb` (`--nodes` daemons sharing one
 MariaDB database; `--mariadb auto` starts a private server, bench/mariadb.py). The smoke test

@@ -129,7 +129,7 @@ class Metrics:
         self.registry.register(
             _Reading(
                 "syncd_scheduler_cpu_seconds",
-                "CPU time of the event loop's thread while the scheduler claimed fires.",
+                "CPU time of the scheduler's claims (event loop and SQLite writer threads).",
                 read,
             )
         )

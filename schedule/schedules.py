@@ -52,6 +52,8 @@ class ScheduleStore:
     def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
         self.db = db
         self.clock = clock
+        # CPU time of claims done off the event loop's thread (SQLite's writer thread).
+        self.cpu_s = 0.0
 
     # ---- reads -------------------------------------------------------------------------------
 

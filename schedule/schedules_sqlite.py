@@ -13,6 +13,7 @@ SQLAlchemy's types store them, like the task store's.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -57,6 +58,13 @@ class SqliteScheduleStore(ScheduleStore):
         params_of = new_params(created)
 
         def work(conn: sqlite3.Connection) -> list[tuple[FirePlan, list[TaskRecord]]]:
+            began = time.thread_time()
+            try:
+                return claim(conn)
+            finally:
+                self.cpu_s += time.thread_time() - began
+
+        def claim(conn: sqlite3.Connection) -> list[tuple[FirePlan, list[TaskRecord]]]:
             rows = conn.execute(_DUE_SQL, (time_text(naive(now)), limit)).fetchall()
             if not rows:
                 return []
