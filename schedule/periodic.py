@@ -230,6 +230,7 @@ class PeriodicScheduler:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the turn: a change made during it is looked at next
             try:
                 began = time.thread_time()
                 await self.tick()
@@ -238,7 +239,6 @@ class PeriodicScheduler:
             except Exception:
                 log.exception("scheduler turn failed", extra={"action": "scheduler"})
                 wait = self.poll_s
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
