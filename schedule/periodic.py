@@ -182,6 +182,7 @@ class PeriodicScheduler:
         self._templates: dict[tuple[str, datetime], NewTask] = {}
         self.loop_cpu_s = 0.0  # CPU time of the loop's thread during `tick`
         self._wake = asyncio.Event()
+        self._stopping = False
         self._loop: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -213,6 +214,10 @@ class PeriodicScheduler:
     async def stop(self) -> None:
         """Stop firing (enqueued tasks are the engine's business)."""
         if self._loop is not None:
+            # The flag as well as the cancel: on Python 3.11 a cancel that lands as the wait's
+            # timeout expires can be swallowed by `asyncio.timeout`; the loop then sees the flag.
+            self._stopping = True
+            self._wake.set()
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
@@ -229,7 +234,7 @@ class PeriodicScheduler:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()  # before the turn: a change made during it is looked at next
             try:
                 began = time.thread_time()
