@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from itertools import repeat
+from types import NoneType
 from typing import Any
 
 import aiohttp
@@ -100,31 +102,69 @@ class RowMapper:
 
     def map(
         self, batch: Sequence[dict[str, Any]], start: int
-    ) -> tuple[list[dict[str, Any]], list[tuple[int, str, dict[str, Any]]]]:
-        """Target rows of the batch, and `(position, reason, source row)` of the rejects."""
+    ) -> tuple[dict[str, list[Any]], list[tuple[int, str, dict[str, Any]]]]:
+        """The batch's target rows column by column (`{target column: values}`, rejects left
+        out), and `(position, reason, source row)` of the rejects.
+
+        Column by column: a column whose values all have the target's Python type already
+        (text into a text column, say) is taken as it is, with C-level checks over the whole
+        column; only the values of other columns go through `coerce` one by one. A rejected
+        row's reason is that of its first failing column in the mapping's order, as if each
+        row were mapped on its own.
+        """
         if not self.pairs and batch:
             self.check(batch[0])
-        rows, rejects = [], []
-        for offset, record in enumerate(batch):
-            try:
-                rows.append(self._row(record))
-            except ValueError as exc:
-                rejects.append((start + offset, str(exc), _json_safe(record)))
-        return rows, rejects
-
-    def _row(self, record: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {}
+        get = dict.get
+        count = len(batch)
+        columns: dict[str, list[Any]] = {}
+        failed: dict[int, str] = {}
         for source, target in self.pairs:
-            column = self.writer.column(target)
-            value = coerce(record.get(source), column, target)
-            if value is None and target in self.keys:
-                raise ValueError(f"key column {target!r} is empty")
-            required = not column.nullable and column.server_default is None
-            generated = column.primary_key and column.autoincrement is True
-            if value is None and required and not generated:
-                raise ValueError(f"{target!r} must not be empty")
-            row[target] = value
-        return row
+            values = list(map(get, batch, repeat(source, count)))
+            values, errors = self._column(values, target)
+            columns[target] = values
+            for index, reason in errors.items():
+                failed.setdefault(index, reason)  # the first column's reason wins
+        if not failed:
+            return columns, []
+        rejects = [(start + i, failed[i], _json_safe(batch[i])) for i in sorted(failed)]
+        kept = [i for i in range(count) if i not in failed]
+        return {name: [values[i] for i in kept] for name, values in columns.items()}, rejects
+
+    def _column(self, values: list[Any], target: str) -> tuple[list[Any], dict[int, str]]:
+        """A column's values as the target column's type, and the reason of each row that
+        cannot be (by position in the batch)."""
+        column = self.writer.column(target)
+        try:
+            kind: type | None = column.type.python_type
+        except NotImplementedError:
+            kind = None
+        errors: dict[int, str] = {}
+        if kind is not None and not set(map(type, values)) <= {kind, NoneType}:
+            converted = []
+            for index, value in enumerate(values):
+                try:
+                    converted.append(coerce(value, column, target))
+                except ValueError as exc:
+                    converted.append(None)
+                    errors[index] = str(exc)
+            values = converted
+        if None in values and not self._may_be_empty(column, target):
+            reason = (
+                f"key column {target!r} is empty"
+                if target in self.keys
+                else f"{target!r} must not be empty"
+            )
+            for index, value in enumerate(values):
+                if value is None:
+                    errors.setdefault(index, reason)
+        return values, errors
+
+    def _may_be_empty(self, column: Any, target: str) -> bool:
+        if target in self.keys:
+            return False
+        required = not column.nullable and column.server_default is None
+        generated = column.primary_key and column.autoincrement is True
+        return not required or generated
 
 
 def coerce(value: Any, column: Any, name: str) -> Any:
@@ -292,7 +332,7 @@ async def _copy(
             batch = [r for r in batch if above(r.get(wm or ""), mark)]
         if wm is not None and batch:
             new_mark = highest([new_mark, *(r.get(wm) for r in batch)])
-        rows, rejects = mapper.map(batch, counts.read)
+        columns, rejects = mapper.map(batch, counts.read)
         counts.read += len(batch)
         counts.failed += len(rejects)
         for position, reason, record in rejects:
@@ -301,13 +341,13 @@ async def _copy(
             await writer.track_only(track_keys)
         if pending is not None:
             _add(counts, await writer.write(pending))
-        pending = rows
+        pending = columns
         ctx.report(processed=counts.read, message=f"{counts.read} rows read")
         await ctx.checkpoint()
     stored = None
     if wm is not None and new_mark is not None and new_mark != mark:
         stored = StoredMark(source.id, ctx.task.interface_id, watermark_json(new_mark), ctx.task.id)
-    _add(counts, await writer.write(pending or [], stored))
+    _add(counts, await writer.write(pending or {}, stored))
 
 
 def _keys_of(record: dict[str, Any], mapper: RowMapper) -> dict[str, Any] | None:
