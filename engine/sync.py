@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 from pydantic import Field
+from sqlalchemy.dialects.mysql import TINYINT
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.context import TaskContext
@@ -134,10 +135,7 @@ class RowMapper:
         """A column's values as the target column's type, and the reason of each row that
         cannot be (by position in the batch)."""
         column = self.writer.column(target)
-        try:
-            kind: type | None = column.type.python_type
-        except NotImplementedError:
-            kind = None
+        kind = python_kind(column)
         errors: dict[int, str] = {}
         if kind is not None and not set(map(type, values)) <= {kind, NoneType}:
             converted = []
@@ -167,13 +165,29 @@ class RowMapper:
         return not required or generated
 
 
+def python_kind(column: Any) -> type | None:
+    """The Python type a target column holds, or None when its type does not say.
+
+    MySQL/MariaDB have no boolean type: a `BOOLEAN` column is created as `TINYINT(1)` and
+    reflected as an integer. That display width is the convention for a boolean (the MySQL
+    drivers and SQLAlchemy follow it too), so such a column takes booleans as a boolean
+    column does on SQLite: `yes`, `0`, `true` ...
+    """
+    if isinstance(column.type, TINYINT) and column.type.display_width == 1:
+        return bool
+    try:
+        kind: type = column.type.python_type
+    except NotImplementedError:
+        return None
+    return kind
+
+
 def coerce(value: Any, column: Any, name: str) -> Any:
     """A source value as the Python type of the target column; ValueError saying why not."""
     if value is None:
         return None
-    try:
-        kind = column.type.python_type
-    except NotImplementedError:
+    kind = python_kind(column)
+    if kind is None:
         return value
     if isinstance(value, str) and not value.strip() and kind is not str:
         return None
