@@ -429,6 +429,29 @@ class TargetWriter:
         return int(gone[0] or 0)
 
 
+def _count_sql(table: str, keys: Sequence[str], qmark: bool, n: int) -> str:
+    """How many of `n` keys (bound in order) `table` holds.
+
+    On SQLite the keys are a `VALUES` list joined to the table, which looks each one up in
+    the key's index; SQLite answers `(a, b) IN (VALUES ...)` by scanning the whole table (the
+    index as a covering index), a cost that grows with the table, batch after batch. One key
+    column is a plain `IN` list on both dialects; several are a row `IN` list on MySQL.
+    """
+    mark = "?" if qmark else "%s"
+    if len(keys) == 1:
+        return f"SELECT COUNT(*) FROM {table} WHERE {keys[0]} IN ({', '.join([mark] * n)})"
+    one = "(" + ", ".join([mark] * len(keys)) + ")"
+    rows = ", ".join([one] * n)
+    if not qmark:
+        return f"SELECT COUNT(*) FROM {table} WHERE ({', '.join(keys)}) IN ({rows})"
+    names = [f"k{i}" for i in range(len(keys))]
+    match = " AND ".join(f"t.{key} = k.{name}" for key, name in zip(keys, names, strict=True))
+    return (
+        f"WITH k({', '.join(names)}) AS (VALUES {rows})"
+        f" SELECT COUNT(*) FROM k JOIN {table} AS t ON {match}"
+    )
+
+
 MARK_COLUMNS = ("data_source_id", "interface_id", "value", "task_id", "updated_at")
 MARK_UPDATE = ("value", "task_id", "updated_at")
 
@@ -465,15 +488,10 @@ class _WritePlan:
         qmark = dialect.paramstyle == "qmark"
         mark = "?" if qmark else "%s"
         key_list = ", ".join(quote(k) for k in keys)
-        head = f"SELECT COUNT(*) FROM {quote(table.name)} WHERE "
         one = "(" + ", ".join([mark] * len(keys)) + ")"
-
-        @functools.cache
-        def count(n: int) -> str:
-            if len(keys) == 1:
-                return f"{head}{key_list} IN ({', '.join([mark] * n)})"
-            rows = ", ".join([one] * n)
-            return f"{head}({key_list}) IN ({'VALUES ' if qmark else ''}{rows})"
+        count = functools.cache(
+            functools.partial(_count_sql, quote(table.name), [quote(k) for k in keys], qmark)
+        )
 
         track = None
         if seen is not None:
