@@ -10,6 +10,7 @@ saying how many rows earlier batches committed; those stay.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -332,7 +333,11 @@ async def _copy(
     writer: TargetWriter,
     counts: Counts,
 ) -> None:
-    """Stream the source into the target; the last batch carries the new watermark."""
+    """Stream the source into the target; the last batch carries the new watermark.
+
+    A batch is written while the next one is mapped (`_Writes`): the write runs mostly in
+    the database driver, outside the interpreter's lock, and the mapping in Python.
+    """
     mapper = RowMapper(dict(source.column_mapping), list(source.key_columns), writer)
     wm = source.watermark_column if reading.incremental else None
     mark = reading.mark
@@ -341,27 +346,67 @@ async def _copy(
     batches = read_batches(
         reading.connection, reading.size, wm, mark, reading.policy, reading.session
     )
-    async for batch in batches:
-        if filter_here:
-            batch = [r for r in batch if above(r.get(wm or ""), mark)]
-        if wm is not None and batch:
-            new_mark = highest([new_mark, *(r.get(wm) for r in batch)])
-        columns, rejects = mapper.map(batch, counts.read)
-        counts.read += len(batch)
-        counts.failed += len(rejects)
-        for position, reason, record in rejects:
-            await ctx.record_error(reason, record, position)
-        if track_keys := [r for r in (_keys_of(x, mapper) for _, _, x in rejects) if r]:
-            await writer.track_only(track_keys)
-        if pending is not None:
-            _add(counts, await writer.write(pending))
-        pending = columns
-        ctx.report(processed=counts.read, message=f"{counts.read} rows read")
-        await ctx.checkpoint()
+    async with _Writes(writer, counts) as writes:
+        async for batch in batches:
+            if filter_here:
+                batch = [r for r in batch if above(r.get(wm or ""), mark)]
+            if wm is not None and batch:
+                new_mark = highest([new_mark, *(r.get(wm) for r in batch)])
+            columns, rejects = mapper.map(batch, counts.read)
+            counts.read += len(batch)
+            counts.failed += len(rejects)
+            for position, reason, record in rejects:
+                await ctx.record_error(reason, record, position)
+            if track_keys := [r for r in (_keys_of(x, mapper) for _, _, x in rejects) if r]:
+                await writes.settle()  # one connection: the batch in flight first
+                await writer.track_only(track_keys)
+            if pending is not None:
+                await writes.start(pending)
+            pending = columns
+            ctx.report(processed=counts.read, message=f"{counts.read} rows read")
+            await ctx.checkpoint()
+        await writes.settle()
     stored = None
     if wm is not None and new_mark is not None and new_mark != mark:
         stored = StoredMark(source.id, ctx.task.interface_id, watermark_json(new_mark), ctx.task.id)
     _add(counts, await writer.write(pending or {}, stored))
+
+
+class _Writes:
+    """At most one batch write in flight, its counts added once it committed.
+
+    When the sync stops early, the batch in flight is waited for (it commits or fails on
+    its own, and the counts say which), unless the sync itself is being cancelled by force:
+    then the write is cancelled too, and rolled back if it had not committed.
+    """
+
+    def __init__(self, writer: TargetWriter, counts: Counts) -> None:
+        self.writer = writer
+        self.counts = counts
+        self.flight: asyncio.Task[tuple[int, int]] | None = None
+
+    async def start(self, columns: dict[str, list[Any]]) -> None:
+        """Wait for the batch in flight, then start writing `columns`."""
+        await self.settle()
+        self.flight = asyncio.ensure_future(self.writer.write(columns))
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight (its error, if it failed, is raised here)."""
+        flight, self.flight = self.flight, None
+        if flight is not None:
+            _add(self.counts, await flight)
+
+    async def __aenter__(self) -> _Writes:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        flight, self.flight = self.flight, None
+        if flight is None:
+            return
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            flight.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            _add(self.counts, await flight)
 
 
 def _keys_of(record: dict[str, Any], mapper: RowMapper) -> dict[str, Any] | None:

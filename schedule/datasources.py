@@ -356,8 +356,7 @@ class TargetWriter:
                 await self._save_mark(mark)
             return 0, 0
         plan = self._plan_for(list(columns))
-        params = plan.distinct(plan.prepared.column_parameters(columns))
-        keys = list(map(plan.key_of, params))
+        params, keys = plan.distinct(plan.prepared.column_parameters(columns))
         marks = self._mark_parameters(mark)
         sqlite_db = self._sqlite
         if sqlite_db is not None:
@@ -505,12 +504,14 @@ class _WritePlan:
             track = track_sql
         return cls(prepared, itemgetter(*positions), count, len(keys), track, qmark)
 
-    def distinct(self, params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """`params` with each key once: its last row (in the order of those last rows)."""
-        last = {key: i for i, key in enumerate(map(self.key_of, params))}
-        if len(last) == len(params):
-            return params
-        return [params[i] for i in sorted(last.values())]
+    def distinct(self, params: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """`params` with each key once (its last row, in the order of those last rows), and
+        their keys."""
+        keys = list(map(self.key_of, params))
+        if len(set(keys)) == len(keys):
+            return params, keys
+        last = sorted({key: i for i, key in enumerate(keys)}.values())
+        return [params[i] for i in last], [keys[i] for i in last]
 
     def _flat_keys(self, keys: Sequence[Any]) -> list[Any]:
         return list(chain.from_iterable(keys)) if self.width > 1 else list(keys)
