@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from itertools import repeat
 from types import NoneType
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.context import TaskContext
 from engine.datasources import (
+    SourceBatch,
     SqlConnection,
     above,
     highest,
@@ -88,9 +88,9 @@ class RowMapper:
     writer: TargetWriter
     pairs: list[tuple[str, str]] = field(default_factory=list)
 
-    def check(self, first: dict[str, Any]) -> None:
+    def check(self, fields: Sequence[str]) -> None:
         """Fix the column pairs from the mapping (or the first row's fields) and check them."""
-        pairs = list(self.mapping.items()) or [(name, name) for name in first]
+        pairs = list(self.mapping.items()) or [(name, name) for name in fields]
         unknown = sorted({t for _, t in pairs} - self.writer.columns)
         if unknown:
             raise TargetError(
@@ -103,7 +103,7 @@ class RowMapper:
         self.pairs = pairs
 
     def map(
-        self, batch: Sequence[dict[str, Any]], start: int
+        self, batch: SourceBatch, start: int
     ) -> tuple[dict[str, list[Any]], list[tuple[int, str, dict[str, Any]]]]:
         """The batch's target rows column by column (`{target column: values}`, rejects left
         out), and `(position, reason, source row)` of the rejects.
@@ -114,21 +114,19 @@ class RowMapper:
         row's reason is that of its first failing column in the mapping's order, as if each
         row were mapped on its own.
         """
-        if not self.pairs and batch:
-            self.check(batch[0])
-        get = dict.get
+        if not self.pairs and len(batch):
+            self.check(batch.fields)
         count = len(batch)
         columns: dict[str, list[Any]] = {}
         failed: dict[int, str] = {}
         for source, target in self.pairs:
-            values = list(map(get, batch, repeat(source, count)))
-            values, errors = self._column(values, target)
+            values, errors = self._column(batch.column(source), target)
             columns[target] = values
             for index, reason in errors.items():
                 failed.setdefault(index, reason)  # the first column's reason wins
         if not failed:
             return columns, []
-        rejects = [(start + i, failed[i], _json_safe(batch[i])) for i in sorted(failed)]
+        rejects = [(start + i, failed[i], _json_safe(batch.record(i))) for i in sorted(failed)]
         kept = [i for i in range(count) if i not in failed]
         return {name: [values[i] for i in kept] for name, values in columns.items()}, rejects
 
@@ -349,9 +347,10 @@ async def _copy(
     async with _Writes(writer, counts) as writes:
         async for batch in batches:
             if filter_here:
-                batch = [r for r in batch if above(r.get(wm or ""), mark)]
-            if wm is not None and batch:
-                new_mark = highest([new_mark, *(r.get(wm) for r in batch)])
+                marks = batch.column(wm or "")
+                batch = batch.take([i for i, value in enumerate(marks) if above(value, mark)])
+            if wm is not None and len(batch):
+                new_mark = highest([new_mark, *batch.column(wm)])
             columns, rejects = mapper.map(batch, counts.read)
             counts.read += len(batch)
             counts.failed += len(rejects)
