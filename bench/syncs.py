@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -628,15 +629,15 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
             clear_target(daemon)
             if kind == "sqlite":
                 path = sources / "source.db"
-                source = SqlSource(f"sqlite:///{path}", lambda p=path: sqlite3.connect(p))
+                source = SqlSource(f"sqlite:///{path}", functools.partial(sqlite3.connect, path))
                 bench_sql(daemon, kind, source, bare, rows, results)
             elif kind == "csv":
                 path = sources / "parts.csv"
                 bench_file_like(
                     daemon,
                     kind,
-                    lambda r, p=path: write_csv(p, r),
-                    lambda p=path: read_csv(p),
+                    functools.partial(write_csv, path),
+                    functools.partial(read_csv, path),
                     {"path": str(path)},
                     "file",
                     bare,
@@ -648,8 +649,8 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
                 bench_file_like(
                     daemon,
                     kind,
-                    lambda r, p=path: write_xlsx(p, r),
-                    lambda p=path: read_xlsx(p),
+                    functools.partial(write_xlsx, path),
+                    functools.partial(read_xlsx, path),
                     {"path": str(path)},
                     "file",
                     bare,
@@ -682,41 +683,69 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
         daemon.close()
 
 
-def bench_mariadb(folder: Path, rows: int, results: list[str]) -> None:
+@contextlib.contextmanager
+def mariadb_server(spec: str) -> Iterator[tuple[str, int]]:
+    """`auto`: a private server (bench/mariadb.py); else `host:port` of a running one where
+    the `syncd` user of bench/mariadb.py may create databases and users (the test suite's)."""
+    if spec != "auto":
+        host, _, port = spec.rpartition(":")
+        yield host, int(port)
+        return
     from bench.mariadb import MariaDBServer
 
     with MariaDBServer() as server:
-        url = server.create_database("syncd")
-        server.create_database("source")
-        server.create_database("bare")
+        yield "127.0.0.1", server.port
+
+
+def bench_mariadb(folder: Path, rows: int, spec: str, results: list[str]) -> None:
+    from bench.mariadb import PASSWORD, USER
+
+    prefix = f"bench_{uuid.uuid4().hex[:8]}"
+    names = {part: f"{prefix}_{part}" for part in ("syncd", "source", "bare")}
+    reader = f"{prefix}_r"
+    with mariadb_server(spec) as (host, port):
+
+        def connect(name: str | None = None) -> Callable[[], Any]:
+            return lambda: pymysql.connect(
+                host=host,
+                port=port,
+                user=USER,
+                password=PASSWORD,
+                database=name,
+                charset="utf8mb4",
+                autocommit=True,
+            )
+
+        def admin(statement: str) -> None:
+            with connect()() as conn, conn.cursor() as cursor:
+                cursor.execute(statement)
+
+        for name in names.values():
+            admin(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         # A source's user may not read syncd's own database (docs/security.md).
-        for host in ("127.0.0.1", "localhost"):
-            server.execute(f"CREATE USER 'reader'@'{host}' IDENTIFIED BY 'reader'")
-            server.execute(f"GRANT SELECT ON source.* TO 'reader'@'{host}'")
-        source_url = f"mysql+pymysql://reader:reader@127.0.0.1:{server.port}/source"
-
-        daemon = start_daemon(folder / "mariadb", url, folder / "sources")
+        for where in ("127.0.0.1", "localhost"):
+            admin(f"CREATE USER '{reader}'@'{where}' IDENTIFIED BY 'reader'")
+            admin(f"GRANT SELECT ON `{names['source']}`.* TO '{reader}'@'{where}'")
         try:
-            with server.connect("syncd") as conn, conn.cursor() as cursor:
-                cursor.execute("SHOW CREATE TABLE lot_partnumbers")
-                ddl = cursor.fetchone()[1]
-
-            def connect(name: str) -> Callable[[], Any]:
-                return lambda: pymysql.connect(
-                    host="127.0.0.1",
-                    port=server.port,
-                    user="syncd",
-                    password="syncd",
-                    database=name,
-                    charset="utf8mb4",
-                )
-
-            bare = MariaBare(connect("bare"), ddl)
-            source = MariaSource(source_url, connect("source"))
-            bench_sql(daemon, "mariadb", source, bare, rows, results)
-            daemon.terminate()
+            url = f"mysql+pymysql://{USER}:{PASSWORD}@{host}:{port}/{names['syncd']}"
+            daemon = start_daemon(folder / "mariadb", url, folder / "sources")
+            try:
+                with connect(names["syncd"])() as conn, conn.cursor() as cursor:
+                    cursor.execute("SHOW CREATE TABLE lot_partnumbers")
+                    ddl = cursor.fetchone()[1]
+                bare = MariaBare(connect(names["bare"]), ddl)
+                source_url = f"mysql+pymysql://{reader}:reader@{host}:{port}/{names['source']}"
+                source = MariaSource(source_url, connect(names["source"]))
+                bench_sql(daemon, "mariadb", source, bare, rows, results)
+                bare.conn.close()
+                daemon.terminate()
+            finally:
+                daemon.close()
         finally:
-            daemon.close()
+            for where in ("127.0.0.1", "localhost"):
+                admin(f"DROP USER IF EXISTS '{reader}'@'{where}'")
+            for name in names.values():
+                admin(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def main() -> None:
@@ -724,6 +753,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of every source")
     parser.add_argument("--kinds", default=",".join(KINDS), help="source kinds to run")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
+    parser.add_argument(
+        "--mariadb",
+        default="auto",
+        help="'auto' (a private server) or host:port of one where bench/mariadb.py's user may"
+        " create databases and users",
+    )
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -741,7 +776,7 @@ def main() -> None:
         if on_sqlite:
             bench_sqlite_daemon(folder, on_sqlite, args.rows, results)
         if "mariadb" in kinds:
-            bench_mariadb(folder, args.rows, results)
+            bench_mariadb(folder, args.rows, args.mariadb, results)
     print(f"summary ({args.rows:,} rows; ratio to the bare baseline, daemon RSS growth):")
     for line in results:
         print(f"  {line}")
