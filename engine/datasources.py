@@ -17,7 +17,8 @@ through read-only connections (`engine.sources.sql`), files only under the sourc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import repeat
@@ -46,7 +47,7 @@ from engine.sources.sql import (
     read_only,
     url_problem,
 )
-from engine.sources.streaming import ThreadedIterator
+from engine.sources.streaming import ThreadedIterator, read_ahead
 from engine.validation import NoBoolNumbers
 
 Kind = Literal["sql", "http", "file"]
@@ -513,13 +514,14 @@ async def read_batches(
     mark: Any,
     policy: SourcePolicy,
     session: aiohttp.ClientSession | None = None,
-) -> AsyncIterator[SourceBatch]:
+) -> AsyncGenerator[SourceBatch, None]:
     """Batches of source rows, whatever the kind (an HTTP source reads with `session`, which
     must obey `policy.egress`: see `engine.sources.egress.client_session`)."""
     if isinstance(connection, HttpSourceConfig):
         assert session is not None
-        async for page in HttpPager(connection, session).pages():
-            yield SourceBatch.of_records(page)
+        async with contextlib.aclosing(read_ahead(HttpPager(connection, session).pages())) as pages:
+            async for page in pages:
+                yield SourceBatch.of_records(page)
         return
     if isinstance(connection, SqlConnection):
 

@@ -344,7 +344,7 @@ async def _copy(
     batches = read_batches(
         reading.connection, reading.size, wm, mark, reading.policy, reading.session
     )
-    async with _Writes(writer, counts) as writes:
+    async with contextlib.aclosing(batches), _Writes(writer, counts) as writes:
         async for batch in batches:
             if filter_here:
                 marks = batch.column(wm or "")

@@ -327,7 +327,7 @@ async def test_cancel_stops_at_a_batch_and_keeps_the_batches_written(
     client: Client, db: AsyncEngine, aiohttp_server: AiohttpServer
 ) -> None:
     """A cancel is seen at the next batch: the batch being written then commits, the one
-    just read is not written, and nothing after it is read."""
+    just read is not written, and at most the page after it (read ahead) is asked for."""
     cancelled, waiting = asyncio.Event(), asyncio.Event()
     asked: list[str] = []
 
@@ -362,7 +362,7 @@ async def test_cancel_stops_at_a_batch_and_keeps_the_batches_written(
     task = await task_json_once(client, created["id"])
     assert task["status"] == "cancelled", task
     assert [r[1] for r in await target_rows(db)] == ["1-0", "1-1", "2-0", "2-1"]
-    assert asked == ["1", "2", "3"]
+    assert asked[:3] == ["1", "2", "3"] and asked[3:] in ([], ["4"])
 
 
 # ---- files --------------------------------------------------------------------------------
