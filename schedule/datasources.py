@@ -3,9 +3,9 @@
 `TargetWriter` writes only to a declared sync target (`DOMAIN_TARGETS` and the tables the
 operator lists in `SYNCD_SYNC_TARGET_TABLES`, never one of syncd's own), reflects it (an
 existing table of our database), checks the key and mapped columns before the first row, and
-upserts batches with the dialect's native upsert, one transaction per batch. For
-`delete_missing` it records every key it wrote in a temporary table on its own connection, then
-deletes the target rows whose key is not there.
+upserts batches with the dialect's native upsert, one transaction per batch (on SQLite on the
+connector's writer thread). For `delete_missing` it records every key it wrote in a temporary
+table of the connection that writes, then deletes the target rows whose key is not there.
 """
 
 from __future__ import annotations
@@ -233,7 +233,6 @@ class TargetWriter:
         self.clock = clock
         self.table: Table | None = None
         self.seen: Table | None = None
-        self.keys_tracked = 0
         self._conn: AsyncConnection | None = None
         self._held = contextlib.AsyncExitStack()
         self._plan: _WritePlan | None = None
@@ -367,7 +366,6 @@ class TargetWriter:
             assert self._conn is not None
             async with self.db.write_on(self._conn, bulk=True) as conn:
                 existing = await plan.write_held(conn, params, keys, marks)
-        self.keys_tracked += len(keys) if plan.track is not None else 0
         return len(params) - existing, existing
 
     def _mark_parameters(self, mark: Watermark | None) -> tuple[str, tuple[Any, ...]] | None:
@@ -406,7 +404,6 @@ class TargetWriter:
         await self._run_plain(
             lambda c: plan.track_plain(c, params), lambda c: plan.track_held(c, params)
         )
-        self.keys_tracked += len(params)
 
     async def delete_missing(self) -> int:
         """Delete the target rows whose key no written row had; how many went."""
