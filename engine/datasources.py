@@ -70,7 +70,7 @@ class SourceBatch:
     def __init__(
         self,
         names: Sequence[str] = (),
-        rows: list[Sequence[Any]] | None = None,
+        rows: Sequence[Sequence[Any]] | None = None,
         *,
         records: list[SourceRow] | None = None,
     ) -> None:
