@@ -21,7 +21,8 @@ and a `full_sync` with `delete_missing` after 1% of the source's rows went (its 
 upsert of every row with its key into a temporary table, then one `DELETE ... WHERE NOT
 EXISTS`).
 
-Each pass runs the baseline before and after it (the machine drifts) and prints the times,
+Each pass runs the baseline before and after it (the machine drifts; on two bare tables, so
+that neither needs a reset whose writes could still be settling) and prints the times,
 rows/s, the ratio to the mean baseline, and the daemon's peak RSS growth over the pass (VmHWM,
 reset before the pass through /proc/PID/clear_refs). Targets: full_sync new <= 2.5x, updates
 <= 3x, incremental <= 3x, delete_missing <= 3x; RSS growth < 150 MB for a 1,000,000-row sync.
@@ -113,7 +114,6 @@ class SqliteBare:
         "DELETE FROM lot_partnumbers WHERE NOT EXISTS (SELECT 1 FROM seen WHERE"
         " seen.vendor = lot_partnumbers.vendor AND seen.partnumber = lot_partnumbers.partnumber)"
     )
-    CONCAT = "description || '-'"
 
     def __init__(self, path: Path, ddl: str) -> None:
         self.conn: Any = sqlite3.connect(path, isolation_level=None)
@@ -164,14 +164,6 @@ class SqliteBare:
     def clear(self) -> None:
         self.run("DELETE FROM lot_partnumbers")
 
-    def stale(self) -> None:
-        """Change every row's description, so that the next upsert really updates."""
-        self.run(f"UPDATE lot_partnumbers SET description = {self.CONCAT}")
-
-    def restore(self, rows: Sequence[Row]) -> None:
-        """Put deleted rows back, so that the next delete_missing deletes them again."""
-        self.run(self.UPSERT, upsert_values(rows))
-
 
 class MariaBare(SqliteBare):
     """The baseline's target on MariaDB (PyMySQL, one transaction per batch)."""
@@ -186,7 +178,6 @@ class MariaBare(SqliteBare):
         " PRIMARY KEY (vendor, partnumber))"
     )
     TRACK = "INSERT IGNORE INTO seen VALUES (%s, %s)"
-    CONCAT = "CONCAT(description, '-')"
 
     def __init__(self, connect: Callable[[], Any], ddl: str) -> None:
         self.conn = connect()
@@ -444,34 +435,40 @@ class Pass:
         self,
         task_type: str,
         source_id: str,
-        baseline: Callable[[], Any],
+        baseline: Callable[[SqliteBare], Any],
+        bares: tuple[SqliteBare, SqliteBare],
         *,
-        before: Callable[[], Any] | None = None,
+        clear: bool = False,
         expect: dict[str, int],
     ) -> float:
-        """Baseline, sync, baseline; print the figures; the ratio."""
+        """Baseline, sync, baseline; print the figures; the ratio.
+
+        The baseline runs on one bare target before the sync and on the other after it, each
+        holding what the daemon's target held before the sync (`clear`: empty), so that both
+        do the same work as the sync without a reset in between whose writes could still be
+        settling in the database.
+        """
         assert self.daemon.proc is not None
         pid = self.daemon.proc.pid
-        if before is not None:
-            before()
-        first = timed(baseline)
+        if clear:
+            for bare in bares:
+                bare.clear()
+        first = timed(functools.partial(baseline, bares[0]))
         rss_before = rss_kb(pid, "VmRSS")
         reset = reset_peak(pid)
         task, ours = run_task(self.daemon, task_type, source_id)
         growth = (rss_kb(pid, "VmHWM") - rss_before) / 1024
-        if before is not None:
-            before()
-        second = timed(baseline)
+        second = timed(functools.partial(baseline, bares[1]))
         result = task["result"]
         wrong = {k: (result[k], v) for k, v in expect.items() if result[k] != v}
         if wrong:
             raise SystemExit(f"{self.label}: counts (got, expected) {wrong}; result {result}")
-        bare = (first + second) / 2
-        ratio = ours / bare
+        mean = (first + second) / 2
+        ratio = ours / mean
         peak = "" if reset else " (lifetime peak: clear_refs refused)"
         print(f"{self.label}:")
         print(
-            f"  bare baseline:     {bare:8.3f} s  ({self.rows / bare:10,.0f} rows/s;"
+            f"  bare baseline:     {mean:8.3f} s  ({self.rows / mean:10,.0f} rows/s;"
             f" before {first:.3f} s, after {second:.3f} s)"
         )
         print(
@@ -523,28 +520,33 @@ def start_daemon(folder: Path, database_url: str, sources: Path) -> Daemon:
 
 
 def bench_sql(
-    daemon: Daemon, kind: str, source: SqlSource, bare: SqliteBare, rows: int, results: list[str]
+    daemon: Daemon,
+    kind: str,
+    source: SqlSource,
+    bares: tuple[SqliteBare, SqliteBare],
+    rows: int,
+    results: list[str],
 ) -> None:
     """new, update, incremental (1% changed) and delete_missing (1% gone) of a SQL source."""
     source.create(source_rows(rows, ""))
     define(daemon, kind, "sql", source.connection(), watermark_column="version")
     define(daemon, f"{kind}-dm", "sql", source.connection(), delete_missing=True)
 
-    def full() -> None:
+    def full(bare: SqliteBare) -> None:
         bare.upsert(source.read())
 
     Pass(daemon, f"{kind}: full_sync, every row new", TARGETS["new"], rows, results).measure(
-        "full_sync", kind, full, before=bare.clear, expect={"inserted": rows, "updated": 0}
+        "full_sync", kind, full, bares, clear=True, expect={"inserted": rows, "updated": 0}
     )
     source.update("u", 2)
     Pass(
         daemon, f"{kind}: full_sync, every row an update", TARGETS["update"], rows, results
-    ).measure("full_sync", kind, full, before=bare.stale, expect={"inserted": 0, "updated": rows})
+    ).measure("full_sync", kind, full, bares, expect={"inserted": 0, "updated": rows})
     run_task(daemon, "incremental_sync", kind)  # stores the watermark (2)
     source.update("c", 3, "id % 100 = 0")
     changes = len(range(0, rows, 100))
 
-    def incremental() -> None:
+    def incremental(bare: SqliteBare) -> None:
         bare.upsert(source.read(above=2))
 
     label = f"{kind}: incremental_sync, 1% changed"
@@ -552,28 +554,21 @@ def bench_sql(
         "incremental_sync",
         kind,
         incremental,
+        bares,
         expect={"read": changes, "inserted": 0, "updated": changes},
     )
     gone = source.take("id % 100 = 50")
     left = rows - len(gone)
 
-    def delete() -> None:
+    def delete(bare: SqliteBare) -> None:
         bare.delete_missing(source.read())
-
-    restored = False
-
-    def restore() -> None:
-        nonlocal restored
-        if restored:
-            bare.restore(gone)
-        restored = True
 
     label = f"{kind}: full_sync + delete_missing, 1% gone"
     Pass(daemon, label, TARGETS["delete_missing"], rows, results).measure(
         "full_sync",
         f"{kind}-dm",
         delete,
-        before=restore,
+        bares,
         expect={"read": left, "inserted": 0, "updated": left, "deleted": len(gone)},
     )
 
@@ -585,7 +580,7 @@ def bench_file_like(
     read: Callable[[], Batches],
     connection: dict[str, Any],
     source_kind: str,
-    bare: SqliteBare,
+    bares: tuple[SqliteBare, SqliteBare],
     rows: int,
     results: list[str],
 ) -> None:
@@ -593,16 +588,16 @@ def bench_file_like(
     write(source_rows(rows, ""))
     define(daemon, kind, source_kind, connection)
 
-    def full() -> None:
+    def full(bare: SqliteBare) -> None:
         bare.upsert(read())
 
     Pass(daemon, f"{kind}: full_sync, every row new", TARGETS["new"], rows, results).measure(
-        "full_sync", kind, full, before=bare.clear, expect={"inserted": rows, "updated": 0}
+        "full_sync", kind, full, bares, clear=True, expect={"inserted": rows, "updated": 0}
     )
     write(source_rows(rows, " u"))
     Pass(
         daemon, f"{kind}: full_sync, every row an update", TARGETS["update"], rows, results
-    ).measure("full_sync", kind, full, before=bare.stale, expect={"inserted": 0, "updated": rows})
+    ).measure("full_sync", kind, full, bares, expect={"inserted": 0, "updated": rows})
 
 
 @contextlib.contextmanager
@@ -630,13 +625,14 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
     sources.mkdir()
     daemon = start_daemon(folder / "sqlite", f"sqlite:///{folder / 'syncd.db'}", sources)
     try:
-        bare = SqliteBare(folder / "bare.db", sqlite_ddl(daemon))
+        ddl = sqlite_ddl(daemon)
+        bares = (SqliteBare(folder / "bare-a.db", ddl), SqliteBare(folder / "bare-b.db", ddl))
         for kind in kinds:
             clear_target(daemon)
             if kind == "sqlite":
                 path = sources / "source.db"
                 source = SqlSource(f"sqlite:///{path}", functools.partial(sqlite3.connect, path))
-                bench_sql(daemon, kind, source, bare, rows, results)
+                bench_sql(daemon, kind, source, bares, rows, results)
             elif kind == "csv":
                 path = sources / "parts.csv"
                 bench_file_like(
@@ -646,7 +642,7 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
                     functools.partial(read_csv, path),
                     {"path": str(path)},
                     "file",
-                    bare,
+                    bares,
                     rows,
                     results,
                 )
@@ -659,7 +655,7 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
                     functools.partial(read_xlsx, path),
                     {"path": str(path)},
                     "file",
-                    bare,
+                    bares,
                     rows,
                     results,
                 )
@@ -680,7 +676,7 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
                         lambda: read_http(url),
                         connection,
                         "http",
-                        bare,
+                        bares,
                         rows,
                         results,
                     )
@@ -707,7 +703,7 @@ def bench_mariadb(folder: Path, rows: int, spec: str, results: list[str]) -> Non
     from bench.mariadb import PASSWORD, USER
 
     prefix = f"bench_{uuid.uuid4().hex[:8]}"
-    names = {part: f"{prefix}_{part}" for part in ("syncd", "source", "bare")}
+    names = {part: f"{prefix}_{part}" for part in ("syncd", "source", "bare_a", "bare_b")}
     reader = f"{prefix}_r"
     with mariadb_server(spec) as (host, port):
 
@@ -739,11 +735,15 @@ def bench_mariadb(folder: Path, rows: int, spec: str, results: list[str]) -> Non
                 with connect(names["syncd"])() as conn, conn.cursor() as cursor:
                     cursor.execute("SHOW CREATE TABLE lot_partnumbers")
                     ddl = cursor.fetchone()[1]
-                bare = MariaBare(connect(names["bare"]), ddl)
+                bares = (
+                    MariaBare(connect(names["bare_a"]), ddl),
+                    MariaBare(connect(names["bare_b"]), ddl),
+                )
                 source_url = f"mysql+pymysql://{reader}:reader@{host}:{port}/{names['source']}"
                 source = MariaSource(source_url, connect(names["source"]))
-                bench_sql(daemon, "mariadb", source, bare, rows, results)
-                bare.conn.close()
+                bench_sql(daemon, "mariadb", source, bares, rows, results)
+                for bare in bares:
+                    bare.conn.close()
                 daemon.terminate()
             finally:
                 daemon.close()
