@@ -98,7 +98,9 @@ class SyncEngine:
         self.bus = bus if bus is not None else EventBus()
         self.node_id = settings.node_id
         self._attempts = AttemptRunner(
-            RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), clock
+            RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s),
+            clock,
+            max_result_bytes=settings.max_parameters_kb * 1024,
         )
         self._running: dict[str, Running] = {}
         self._reserved = 0  # slots a claim in flight may fill (dispatcher or finish loop)

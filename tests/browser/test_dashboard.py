@@ -106,7 +106,14 @@ def test_a_refused_action_shows_the_api_message(daemon: Daemon, page: Any) -> No
     page.goto(daemon.url + "/#/tasks")
     button = row(page, task).locator("button[data-action=cancel]")
     expect(button).to_be_visible()
-    daemon.call("POST", f"/api/sync/tasks/{task['id']}/cancel")  # someone else was faster
+
+    def someone_else_was_faster(route: Any) -> None:
+        # Cancelled by another client just before the dashboard's request arrives (cancelling
+        # before the click raced the live feed, which redraws the row without its button).
+        daemon.call("POST", f"/api/sync/tasks/{task['id']}/cancel")
+        route.continue_()
+
+    page.route(f"**/api/sync/tasks/{task['id']}/cancel", someone_else_was_faster)
     button.click()
     page.click("#confirm-ok")
     expect(page.locator(".toast.error")).to_have_text("task is already cancelled")
