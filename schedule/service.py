@@ -234,8 +234,8 @@ class ScheduleService:
 
     async def get(self, key: str) -> TaskDetail:
         """One task with its attempts; a task running on this node shows live progress."""
-        task = self._merge_live(await self.store.require(key))
-        attempts = await self.store.attempts(task.id)
+        stored, attempts = await self.store.detail(key)
+        task = self._merge_live(stored)
         if task.status is TaskStatus.RUNNING and task.started_at is not None:
             attempts.append(
                 AttemptRecord(

@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schedule.database import BUSY_MS_OPTION, READONLY, is_full
+from schedule.store.sqlite_reader import Read, SqliteReader, reader_for
 from schedule.store.sqlite_writer import SqliteWriter, Work, writer_for
 from schedule.upsert import PreparedInsert, execute_rows
 
@@ -201,6 +202,18 @@ class SqliteConnector(Connector):
     def writer(self) -> SqliteWriter:
         """The engine's writer thread (one per engine)."""
         return writer_for(self.engine, self.busy_timeout_s)
+
+    @property
+    def reader(self) -> SqliteReader:
+        """The engine's reader thread (one per engine)."""
+        return reader_for(self.engine, self.busy_timeout_s)
+
+    async def read_plain(self, work: Read[R]) -> R:
+        """Run `work(conn)` (a plain, read-only `sqlite3` connection) in a read transaction on
+        the reader thread, within `timeout`: the hot reads' path (one hand-off, shared by the
+        reads that arrive together)."""
+        async with asyncio.timeout(self.timeout):
+            return await self.reader.read(work)
 
     async def run(self, work: Work[R], *, bulk: bool = False) -> R:
         """Run `work(conn)` (a plain `sqlite3` connection) as one write transaction on the

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -92,6 +92,14 @@ class SqlTaskStore(TaskStore, Generic[C]):
             raise NotFound(f"no task {key!r}")
         return task
 
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        async with self.db.read() as conn:
+            task = await read_task(conn, key)
+            if task is None:
+                raise NotFound(f"no task {key!r}")
+            rows = await conn.execute(_attempts_query(task.id))
+            return task, [self._attempt(r) for r in rows]
+
     async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
         if not ids:
             return []
@@ -111,20 +119,19 @@ class SqlTaskStore(TaskStore, Generic[C]):
         return tasks, int(total)
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
-        query = select(A).where(A.c.task_id == task_id).order_by(A.c.id)
         async with self.db.read() as conn:
-            rows = await conn.execute(query)
-            return [
-                AttemptRecord(
-                    attempt=r.attempt,
-                    node_id=r.node_id,
-                    started_at=utc(r.started_at) or utc(r.finished_at) or self.clock(),
-                    finished_at=utc(r.finished_at),
-                    outcome=r.outcome,
-                    error=r.error,
-                )
-                for r in rows
-            ]
+            rows = await conn.execute(_attempts_query(task_id))
+            return [self._attempt(r) for r in rows]
+
+    def _attempt(self, row: Any) -> AttemptRecord:
+        return AttemptRecord(
+            attempt=row.attempt,
+            node_id=row.node_id,
+            started_at=utc(row.started_at) or utc(row.finished_at) or self.clock(),
+            finished_at=utc(row.finished_at),
+            outcome=row.outcome,
+            error=row.error,
+        )
 
     async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
         where = E.c.task_id == task_id
@@ -413,6 +420,10 @@ async def _delete_ids(conn: AsyncConnection, ids: list[str]) -> None:
     await conn.execute(delete(E).where(E.c.task_id.in_(ids)))
     await conn.execute(delete(A).where(A.c.task_id.in_(ids)))
     await conn.execute(delete(T).where(T.c.id.in_(ids), T.c.status.in_(FINISHED_VALUES)))
+
+
+def _attempts_query(task_id: str) -> Select[Any]:
+    return select(A).where(A.c.task_id == task_id).order_by(A.c.id)
 
 
 def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:

@@ -29,8 +29,9 @@ from typing import Any
 from schedule import jsontext
 from schedule.clock import naive
 from schedule.columns import Kind, RowField
+from schedule.exceptions import NotFound
 from schedule.ids import new_ids
-from schedule.records import Outcome
+from schedule.records import AttemptRecord, Outcome
 from schedule.store.connector import SqliteConnector
 from schedule.store.queries import finish_values, in_claim_order
 from schedule.store.shared import SqlTaskStore
@@ -93,6 +94,15 @@ class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
                 assert key is not None
                 out.append((taken[key] if key in taken else first[key], False))
         return out
+
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        """Plain SQL on the reader thread: one hand-off for the task and its attempts."""
+        found = await self.db.read_plain(functools.partial(_detail_work, key))
+        if found is None:
+            raise NotFound(f"no task {key!r}")
+        row, attempts = found
+        fallback = self.clock()
+        return task_from_stored(row), [_attempt_from_stored(a, fallback) for a in attempts]
 
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
@@ -295,6 +305,38 @@ _PICK_NEW_PARAMS: Callable[[Sequence[Any]], tuple[Any, ...]] = operator.itemgett
         for f in NEW_FIELDS
     )
 )
+
+
+_BY_ID_SQL = f"SELECT {_SELECT_LIST} FROM sync_tasks WHERE id = ?"
+_BY_REFERENCE_SQL = f"SELECT {_SELECT_LIST} FROM sync_tasks WHERE reference = ?"
+_ATTEMPTS_SQL = (
+    "SELECT attempt, node_id, started_at, finished_at, outcome, error FROM sync_task_attempts "
+    "WHERE task_id = ? ORDER BY id"
+)
+
+
+def _detail_work(key: str, conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+    """The reader thread's part of `detail`: the stored row (by id, else by reference) and
+    its attempts' rows, or None."""
+    row = conn.execute(_BY_ID_SQL, (key,)).fetchone()
+    if row is None:
+        row = conn.execute(_BY_REFERENCE_SQL, (key,)).fetchone()
+    if row is None:
+        return None
+    return row, conn.execute(_ATTEMPTS_SQL, (row[0],)).fetchall()
+
+
+def _attempt_from_stored(row: Sequence[Any], fallback: datetime) -> AttemptRecord:
+    attempt, node_id, started, finished, outcome, error = row
+    finished_at = time_load(finished) if finished is not None else None
+    return AttemptRecord(
+        attempt=attempt,
+        node_id=node_id,
+        started_at=time_load(started) if started is not None else finished_at or fallback,
+        finished_at=finished_at,
+        outcome=outcome,
+        error=error,
+    )
 
 
 def task_from_stored(row: Sequence[Any]) -> TaskRecord:

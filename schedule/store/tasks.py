@@ -70,6 +70,11 @@ class TaskStore(ABC):
         """A task by id or reference, or `NotFound`."""
 
     @abstractmethod
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        """A task by id or reference with its finished attempts (oldest first), read in one
+        transaction, or `NotFound`: `GET` of one task, the API's hottest read."""
+
+    @abstractmethod
     async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
         """Tasks by id (unknown ids are skipped), in no particular order."""
 

@@ -114,6 +114,27 @@ async def test_finish_is_fenced_by_owner_and_attempt(st: TaskStore, clock: Clock
     assert outcomes == ["lost", "completed"]
 
 
+async def test_detail_is_the_task_and_its_attempts_by_id_or_reference(
+    st: TaskStore, clock: Clock
+) -> None:
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=10)
+    clock.advance(11)
+    await st.rescue()
+    await st.claim("n2", 1, lease_s=10)
+    clock.advance(2)
+    await st.finish("n2", [Outcome(task.id, 2, TaskStatus.COMPLETED, "completed")])
+    stored = await st.require(task.id)
+    attempts = await st.attempts(task.id)
+    assert [a.outcome for a in attempts] == ["lost", "completed"]
+    assert await st.detail(task.id) == (stored, attempts)
+    assert await st.detail(task.reference) == (stored, attempts)
+    fresh, _ = await st.create(noop())
+    assert await st.detail(fresh.reference) == (await st.require(fresh.id), [])
+    with pytest.raises(NotFound):
+        await st.detail("NOSUCHTASK0")
+
+
 async def test_heartbeat_extends_and_reports_cancel(st: TaskStore, clock: Clock) -> None:
     task, _ = await st.create(noop())
     await st.claim("n1", 1, lease_s=10)
