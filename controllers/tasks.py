@@ -28,6 +28,7 @@ from controllers.models import (
     pagination_json,
     record_error_json,
     task_json,
+    task_pagination_json,
     throughput_json,
 )
 from controllers.openapi import doc
@@ -91,11 +92,11 @@ async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
     flt = TaskFilter(query.status, query.task_type, query.data_source_id)
-    tasks, total = await request.app[SERVICE].list_tasks(flt, Page(query.page, query.size))
+    found = await request.app[SERVICE].list_tasks(flt, query.to_page())
     return json_response(
         {
-            "tasks": [task_json(t) for t in tasks],
-            "pagination": pagination_json(query.page, query.size, total),
+            "tasks": [task_json(t) for t in found.tasks],
+            "pagination": task_pagination_json(query.page, query.size, found),
         }
     )
 

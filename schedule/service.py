@@ -26,6 +26,7 @@ from schedule.records import (
     StoredRecordError,
     TaskDetail,
     TaskFilter,
+    TaskPage,
     TaskRequest,
 )
 from schedule.store import TaskStore
@@ -253,10 +254,10 @@ class ScheduleService:
         """One task (live progress merged), without attempts."""
         return self._merge_live(await self.store.require(key))
 
-    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> TaskPage:
         """A page of tasks, newest first, with live progress merged."""
-        tasks, total = await self.store.list_tasks(flt, page)
-        return [self._merge_live(t) for t in tasks], total
+        found = await self.store.list_tasks(flt, page)
+        return found._replace(tasks=[self._merge_live(t) for t in found.tasks])
 
     async def errors(self, key: str, page: Page) -> tuple[list[StoredRecordError], int]:
         """Per-record errors of a task."""

@@ -22,6 +22,7 @@ from schedule.columns import Kind
 from schedule.ids import new_ids
 from schedule.models import status_is
 from schedule.records import Outcome
+from schedule.store import rollups
 from schedule.store.connector import MySqlConnector
 from schedule.store.queries import (
     CLAIM_ORDER,
@@ -96,6 +97,8 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
             if not owned:
                 return set()
             await _write_outcomes(conn, [_finish_params(by_id[i], now) for i in owned])
+            ended = [(kind, by_id[i].status.value, started) for i, (started, kind) in owned.items()]
+            await rollups.add(conn, rollups.increments(now, ended))
             await conn.execute(
                 insert(A),
                 [
@@ -103,7 +106,7 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
                         "task_id": i,
                         "attempt": by_id[i].attempt,
                         "node_id": node_id,
-                        "started_at": owned[i] or now,
+                        "started_at": owned[i][0] or now,
                         "finished_at": now,
                         "outcome": by_id[i].outcome,
                         "error": by_id[i].error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -19,10 +20,10 @@ def _setup(conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT INTO t (k, v) VALUES (?, ?)", [(i, f"v{i}") for i in range(100)])
 
 
-def _value(key: int) -> object:
-    def read(conn: sqlite3.Connection) -> object:
+def _value(key: int) -> Callable[[sqlite3.Connection], str | None]:
+    def read(conn: sqlite3.Connection) -> str | None:
         row = conn.execute("SELECT v FROM t WHERE k = ?", (key,)).fetchone()
-        return row[0] if row else None
+        return str(row[0]) if row else None
 
     return read
 

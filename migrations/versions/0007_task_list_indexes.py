@@ -1,0 +1,62 @@
+"""Indexes for the task list: each filter with the list's order (`created_at`, `id`).
+
+The list is newest first with `id` breaking ties (its cursor is the pair); the created,
+type and data-source indexes gain `id`, and the status filter (alone, with a type, with a data
+source) gets indexes of its own, so a page reads only its rows at any depth.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: name -> (columns before, columns after); None: the index is new
+CHANGED: dict[str, tuple[list[str] | None, list[str]]] = {
+    "ix_sync_tasks_created": (["created_at"], ["created_at", "id"]),
+    "ix_sync_tasks_type_created": (["task_type", "created_at"], ["task_type", "created_at", "id"]),
+    "ix_sync_tasks_source_created": (
+        ["data_source_id", "created_at"],
+        ["data_source_id", "created_at", "id"],
+    ),
+    "ix_sync_tasks_status_created": (None, ["status", "created_at", "id"]),
+    "ix_sync_tasks_status_type_created": (None, ["status", "task_type", "created_at", "id"]),
+    "ix_sync_tasks_status_source_created": (
+        None,
+        ["status", "data_source_id", "created_at", "id"],
+    ),
+}
+#: the partial indexes' WHERE on SQLite
+PARTIAL = {
+    "ix_sync_tasks_source_created": "data_source_id IS NOT NULL",
+    "ix_sync_tasks_status_source_created": "data_source_id IS NOT NULL",
+}
+
+
+def _create(name: str, columns: list[str]) -> None:
+    where = PARTIAL.get(name)
+    op.create_index(
+        name, "sync_tasks", columns, sqlite_where=sa.text(where) if where is not None else None
+    )
+
+
+def upgrade() -> None:
+    for name, (before, after) in CHANGED.items():
+        if before is not None:
+            op.drop_index(name, table_name="sync_tasks")
+        _create(name, after)
+
+
+def downgrade() -> None:
+    for name, (before, _) in CHANGED.items():
+        op.drop_index(name, table_name="sync_tasks")
+        if before is not None:
+            _create(name, before)
