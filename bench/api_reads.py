@@ -13,7 +13,9 @@ test dependencies script installs it). For each database (a SQLite file, and Mar
 3. drives it with wrk: `/healthz` and `GET` of one task (random ids and references) at
    `--connections` (32), and, one connection at a time, the list (page 1, every filter, a
    shallow page by number, a deep page and the last page through the cursor), the statistics
-   (7 and 30 days), the throughput chart and `/metrics`.
+   (7 and 30 days), the throughput chart and `/metrics`;
+4. with `--browser`, loads the dashboard's task list and statistics pages in Debian's Chromium
+   (Playwright, as the browser tests do) and times each until it is drawn.
 
 It prints, per request, the rate, p50 and p99, the ratio of the single-task GET to /healthz
 in the same run, and the growth of each p50 from the smallest size to the largest; the last
@@ -29,6 +31,7 @@ import argparse
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +65,7 @@ SOURCES = (None, None, "erp", "crm", "warehouse")
 DAYS = 30
 BATCH = 20_000
 WRK = shutil.which("wrk")
+CHROMIUM = "/usr/bin/chromium"
 LUA = """
 local paths = {}
 for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
@@ -325,6 +329,41 @@ def measure(
     return out
 
 
+#: Dashboard pages timed in Chromium, and what shows that each is drawn.
+PAGES = {
+    "dashboard: tasks": ("#/tasks", "main tbody tr"),
+    "dashboard: tasks, status=failed": ("#/tasks?status=failed", "main tbody tr"),
+    "dashboard: statistics (7 days)": ("#/stats", "main svg.chart"),
+}
+
+
+def draw_times(base: str, loads: int = 5) -> dict[str, float]:
+    """Median milliseconds from navigating to each dashboard page (a fresh load: HTML, modules,
+    API calls) until it is drawn, in Debian's Chromium through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    chromium_args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    out: dict[str, float] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 860})
+            tab.goto(base + "/#/tasks")  # the first load fills the cache as a visit would
+            tab.wait_for_selector("main tbody tr", timeout=30_000)
+            for name, (address, drawn) in PAGES.items():
+                times = []
+                for _ in range(loads):
+                    tab.goto("about:blank")
+                    started = time.perf_counter()
+                    tab.goto(base + "/" + address)
+                    tab.wait_for_selector(drawn, timeout=30_000)
+                    times.append((time.perf_counter() - started) * 1000)
+                out[name] = statistics.median(times)
+        finally:
+            browser.close()
+    return out
+
+
 def serve(url: str, workdir: Path) -> Daemon:
     """A real `syncd serve` on `url`, ready."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -347,6 +386,10 @@ def run_database(
         daemon = serve(url, workdir / f"{name}-{count}")
         try:
             results[count] = measure(daemon, keys, count, args, workdir)
+            if args.browser:
+                for name, ms in draw_times(daemon.url).items():
+                    print(f"  {name:<44} drawn in {ms:8.1f} ms (median of 5 loads)", flush=True)
+                    results[count][name] = Figure(1000 / ms, ms, ms)
         finally:
             daemon.stop()
         _print(name, count, results[count])
@@ -401,6 +444,11 @@ def _parser() -> argparse.ArgumentParser:
         "--mariadb", default="", help="'auto' (private server) or a mysql+pymysql:// URL"
     )
     parser.add_argument("--keep", default="", help="keep (and reuse) the SQLite files here")
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="also time the dashboard's task list and statistics pages in Chromium",
+    )
     parser.add_argument(
         "--only",
         default="",

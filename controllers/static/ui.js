@@ -142,13 +142,26 @@ export function table(headers, rows, { className = "" } = {}) {
     h("tbody", rows));
 }
 
-export function pager(pagination, go) {
+/**
+ * Previous / next buttons and where we are. `next(cursor)`, when given, turns the page after
+ * this one through the list's cursor (`pagination.next_cursor`), which costs the same at any
+ * depth; without it, pages go by number. A total the API did not count to the end
+ * (`total_exact: false`) reads "more than N".
+ */
+export function pager(pagination, go, { next } = {}) {
   const { page, total_pages: pages, total } = pagination;
   const last = Math.max(1, pages);
+  const counted = pagination.total_exact !== false;
+  const more = next ? Boolean(pagination.next_cursor) : page < last;
   return h("div.pager",
     h("button.btn.small.ghost", { type: "button", disabled: page <= 1, on: { click: () => go(page - 1) } }, "‹ Previous"),
-    h("span.muted", `Page ${page} of ${last} · ${fmtNumber(total)} total`),
-    h("button.btn.small.ghost", { type: "button", disabled: page >= last, on: { click: () => go(page + 1) } }, "Next ›"));
+    h("span.muted", counted
+      ? `Page ${page} of ${last} · ${fmtNumber(total)} total`
+      : `Page ${page} · more than ${fmtNumber(total)} tasks`),
+    h("button.btn.small.ghost", {
+      type: "button", disabled: !more,
+      on: { click: () => (next ? next(pagination.next_cursor) : go(page + 1)) },
+    }, "Next ›"));
 }
 
 export function pageHeader(title, subtitle, ...actions) {

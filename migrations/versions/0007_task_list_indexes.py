@@ -53,6 +53,22 @@ def upgrade() -> None:
         if before is not None:
             op.drop_index(name, table_name="sync_tasks")
         _create(name, after)
+    _refresh_sqlite_statistics()
+
+
+def _refresh_sqlite_statistics() -> None:
+    """On a SQLite database that was analyzed (it has `sqlite_stat1`), analyze the task table
+    again: with statistics for the old indexes and none for the new ones, the planner took a
+    new status index for the claim (a sort of every pending row, measured 100-300 ms at a
+    million tasks) over the claim index. Without statistics it chooses right by itself."""
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        return
+    analyzed = bind.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+    ).first()
+    if analyzed is not None:
+        bind.exec_driver_sql("ANALYZE sync_tasks")
 
 
 def downgrade() -> None:

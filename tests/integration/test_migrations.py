@@ -93,3 +93,38 @@ def test_the_rollups_migration_counts_the_tasks_that_finished_before(database_ur
 def _on(cfg: Any, conn: Any) -> Any:
     cfg.attributes["connection"] = conn
     return cfg
+
+
+def test_an_analyzed_sqlite_database_keeps_claiming_through_the_claim_index(
+    sqlite_url: str,
+) -> None:
+    """Statistics for the old indexes and none for 0007's would make SQLite's planner claim
+    through a new status index, sorting every pending row; 0007 analyzes the table again."""
+    from alembic import command
+
+    from schedule.store.sqlite import due_sql
+
+    cfg = alembic_config(sqlite_url)
+    engine = create_engine(sync_url(sqlite_url))
+    try:
+        with engine.begin() as conn:
+            command.downgrade(_on(cfg, conn), "0006")
+            stamp = "2026-03-01 06:00:00.000000"
+            conn.exec_driver_sql(
+                "INSERT INTO sync_tasks (id, reference, task_type, status, parameters, message, "
+                "max_attempts, run_after, created_at, updated_at) "
+                "VALUES (?, ?, 'noop', ?, '{}', '', 1, ?, ?, ?)",
+                [
+                    (f"t{i}", f"R{i:010d}", "pending" if i % 50 == 0 else "completed")
+                    + (stamp,) * 3
+                    for i in range(5000)
+                ],
+            )
+            conn.exec_driver_sql("ANALYZE")
+            command.upgrade(_on(cfg, conn), "head")
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + due_sql(1), ("2026-03-01 07:00:00.000000", "noop", 5)
+            ).all()
+    finally:
+        engine.dispose()
+    assert "ix_sync_tasks_claim" in " | ".join(str(r[3]) for r in plan), plan

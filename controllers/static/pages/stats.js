@@ -16,7 +16,7 @@ export function render({ root, query, go }) {
   const cards = h("div.cards", loading());
   const breakdown = h("div.grid-2");
   const chart = h("div.card", h("h2", "Finished per hour, last 24 hours"), loading());
-  clear(root, pageHeader("Statistics", "Tasks created in the chosen window; engine counters of this node.", select), cards, chart, breakdown);
+  clear(root, pageHeader("Statistics", "Tasks finished in the chosen window (from its first hour) and pending or running now; engine counters of this node.", select), cards, chart, breakdown);
 
   const reload = serialized(async () => {
     const since = new Date(Date.now() - WINDOWS[windowKey] * 1000).toISOString();
@@ -43,7 +43,7 @@ function drawCards(box, stats) {
   const engine = stats.engine;
   const rate = db.success_rate === null ? "—" : `${(db.success_rate * 100).toFixed(1)}%`;
   clear(box,
-    card("Tasks", fmtNumber(db.total), "created in the window"),
+    card("Tasks", fmtNumber(db.total), "finished in the window, pending and running"),
     card("Success rate", rate, "completed ÷ (completed + failed)"),
     card("Mean duration", fmtDuration(db.avg_duration_s), "of completed tasks"),
     card("Running", `${engine.running_tasks} / ${engine.max_concurrent}`, `on ${engine.node_id}`),

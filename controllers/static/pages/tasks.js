@@ -18,6 +18,7 @@ export function render({ root, query, go }) {
     data_source_id: query.data_source_id || "",
     page: Number(query.page) || 1,
     size: Number(query.size) || 20,
+    cursor: query.cursor || "", // set when the page was reached with "Next" (any depth)
   };
   const selected = new Set();
   const rows = new Map(); // task id -> {row, task}
@@ -35,7 +36,8 @@ export function render({ root, query, go }) {
 
   const reload = serialized(async () => {
     try {
-      const answer = await api("GET", "/api/sync/tasks", { query: filters });
+      const { page, cursor, ...rest } = filters;
+      const answer = await api("GET", "/api/sync/tasks", { query: cursor ? { ...rest, cursor } : { ...rest, page } });
       tasks = answer.tasks;
       lastAnswer = answer;
       draw(answer);
@@ -86,7 +88,10 @@ export function render({ root, query, go }) {
     const pagerKey = JSON.stringify(answer.pagination);
     if (pagerKey !== tableParts.pagerKey) {
       tableParts.pagerKey = pagerKey;
-      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", { ...filters, page })));
+      // Next goes by the cursor (the same cost at any depth); Previous by number.
+      clear(tableParts.pagerBox, pager({ ...answer.pagination, page: filters.page },
+        (page) => go("/tasks", { ...filters, cursor: "", page }),
+        { next: (cursor) => go("/tasks", { ...filters, cursor, page: filters.page + 1 }) }));
     }
     drawBatch();
   }
