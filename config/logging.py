@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 from urllib.parse import unquote_plus
@@ -196,30 +198,53 @@ def _text_value(value: object) -> str:
     return text
 
 
+def resolve_format(
+    fmt: str, environ: Mapping[str, str] | None = None, stream: TextIO | None = None
+) -> Literal["json", "text"]:
+    """`auto`: JSON lines under systemd (it sets `JOURNAL_STREAM` or `INVOCATION_ID` for the
+    unit's processes) and when the output is a file or a pipe (a log shipper), readable lines
+    on a terminal. `json` and `text` are taken as they are."""
+    if fmt == "json":
+        return "json"
+    if fmt == "text":
+        return "text"
+    env = os.environ if environ is None else environ
+    if env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"):
+        return "json"
+    out = sys.stderr if stream is None else stream
+    try:
+        return "text" if out.isatty() else "json"
+    except ValueError:  # a closed stream
+        return "json"
+
+
 class _SyncdHandler(logging.StreamHandler[TextIO]):
     """Marks the handler `configure_logging` installed, so a second call replaces it."""
 
 
 def configure_logging(
-    fmt: Literal["json", "text"],
+    fmt: Literal["auto", "json", "text"],
     level: str = "INFO",
     node_id: str | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """Send every log record to `stream` (stderr by default) as JSON lines or text lines.
+    """Send every log record to `stream` (stderr by default) as JSON lines or text lines
+    (`auto`: see `resolve_format`).
 
     Installs one handler on the root logger, replacing the one a previous call installed (so it
     is safe to call again, e.g. after reading the settings) and leaving other handlers alone.
     `node_id` is added to every record that does not carry its own. Raises ValueError for an
     unknown format or level, naming it.
     """
-    if fmt not in ("json", "text"):
-        raise ValueError(f"SYNCD_LOG_FORMAT: expected json or text, got {fmt!r}")
+    if fmt not in ("auto", "json", "text"):
+        raise ValueError(f"SYNCD_LOG_FORMAT: expected auto, json or text, got {fmt!r}")
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"SYNCD_LOG_LEVEL: unknown level {level!r}")
-    handler = _SyncdHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter(node_id) if fmt == "json" else TextFormatter(node_id))
+    out = sys.stderr if stream is None else stream
+    handler = _SyncdHandler(out)
+    chosen = resolve_format(fmt, stream=out)
+    handler.setFormatter(JsonFormatter(node_id) if chosen == "json" else TextFormatter(node_id))
     handler.addFilter(RedactBearerFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _SyncdHandler)]:

@@ -6,10 +6,12 @@ the environment at import time.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -104,9 +106,29 @@ def parse_host_entry(
 
 
 def default_state_dir() -> Path:
-    """`$STATE_DIRECTORY` (set by systemd's StateDirectory=) or `./var`."""
+    """`$STATE_DIRECTORY` (set by systemd's StateDirectory=) or `./var`, made absolute."""
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state) if state else Path("var")
+    return (Path(state) if state else Path("var")).absolute()
+
+
+#: `SYNCD_*` variables read by something other than the daemon's settings (the CLI client).
+CLIENT_VARIABLES = frozenset({"SYNCD_URL", "SYNCD_TOKEN"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `SYNCD_*` variable that is no setting, naming the nearest one
+    (`SYNCD_CONCURENCY` is not a setting; did you mean `SYNCD_CONCURRENCY`?). Such a variable
+    is otherwise ignored without a word."""
+    known = {f"SYNCD_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("SYNCD_") or name in known:
+            continue
+        # Compared without the prefix, which every name shares.
+        near = difflib.get_close_matches(name[6:], sorted(k[6:] for k in known), n=1, cutoff=0.7)
+        hint = f"; did you mean SYNCD_{near[0]}?" if near else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 class Settings(BaseSettings):
@@ -177,7 +199,7 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(8, ge=1, le=50)
     callback_backoff_s: float = Field(2.0, ge=0, le=3600)
     external_lease_s: float = Field(300.0, ge=1, le=86400)
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
@@ -266,6 +288,11 @@ class Settings(BaseSettings):
                 )
         return dirs
 
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        return value.absolute()
+
     @field_validator("node_id")
     @classmethod
     def _check_node_id(cls, value: str) -> str:
@@ -305,6 +332,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise SettingsError(_describe(exc)) from None
     except ValueError as exc:  # a TOML file that does not parse
         raise SettingsError(f"SYNCD_CONFIG: {exc}") from None
+    except OSError as exc:  # say, a file the service's user may not read
+        reason = exc.strerror or str(exc)
+        raise SettingsError(f"SYNCD_CONFIG: cannot read {path}: {reason}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from config.settings import Settings
+from config.version import installed_version
 from controllers import (
     crontask,
     dashboard,
@@ -17,6 +20,7 @@ from controllers import (
     imports,
     live,
     metrics,
+    nodes,
     openapi,
     pricing,
     schedules,
@@ -32,6 +36,7 @@ from controllers.keys import (
     DB,
     IMPORT_FILES,
     METRICS,
+    NODES,
     POOL,
     REGISTRY,
     SCHEDULER,
@@ -39,10 +44,11 @@ from controllers.keys import (
     SETTINGS,
     STORE,
     STORES,
+    WAITING,
 )
 from controllers.models import task_json
 from engine.callbacks import CallbackSender
-from engine.engine import SyncEngine
+from engine.engine import DB_ERRORS, SyncEngine
 from engine.handlers import default_registry
 from engine.handlers.base import Registry
 from engine.metrics import Metrics
@@ -51,10 +57,14 @@ from schedule.clock import Clock, utcnow
 from schedule.database import check_database, create_engine
 from schedule.events import EventBus
 from schedule.imports import live_import_files
+from schedule.nodes import NodeBeat, NodeStore
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
 from schedule.store import connect
 from schedule.stores import open_stores
+from schedule.waiting import TypeRule, WaitExplainer
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -79,6 +89,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[METRICS].subscribe(app[BUS])
     app.cleanup_ctx.append(_database(clock))
+    app.cleanup_ctx.append(_nodes(clock))  # stamped stopped after the pool has drained
     app.cleanup_ctx.append(_pool(clock))
     app.cleanup_ctx.append(_callbacks(clock))
     app.cleanup_ctx.append(_imports)
@@ -99,6 +110,7 @@ ROUTE_TABLES = (
     imports.routes,
     datasources.routes,
     metrics.routes,
+    nodes.routes,
     openapi.routes,
     identity.routes,
     live.routes,
@@ -134,7 +146,7 @@ def _database(clock: Clock) -> Context:
             await engine.dispose()
             raise
         db = app[DB] = connect(engine, settings.db_timeout_s)
-        stores = open_stores(db, clock)
+        stores = open_stores(db, clock, alive_s=settings.lease_s)
         app[STORES] = stores
         app[STORE] = stores.tasks
         app[BOOKS] = stores.books
@@ -143,6 +155,52 @@ def _database(clock: Clock) -> Context:
         await db.dispose()
 
     return ctx
+
+
+def _nodes(clock: Clock) -> Context:
+    """This daemon's row in `sync_nodes`, written at start and on every heartbeat (a third of
+    the lease), stamped stopped at the end; and the explanations of why tasks wait."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        interval = settings.lease_s / 3
+        store = app[NODES] = app[STORES].nodes
+        rules = {s.task_type: TypeRule(s.external, s.concurrency) for s in app[REGISTRY]}
+        app[WAITING] = WaitExplainer(app[DB], store, rules, clock)
+        version = await asyncio.to_thread(installed_version)
+        started = clock()
+
+        def beat() -> NodeBeat:
+            return NodeBeat(settings.node_id, version, started, settings.concurrency)
+
+        loop = asyncio.create_task(heartbeats(store, beat, interval, settings.db_timeout_s))
+        yield
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        with contextlib.suppress(*DB_ERRORS, TimeoutError):
+            async with asyncio.timeout(settings.db_timeout_s):
+                await store.stopped(settings.node_id)
+
+    return ctx
+
+
+async def heartbeats(
+    store: NodeStore, beat: Callable[[], NodeBeat], interval: float, write_within_s: float
+) -> None:
+    """Beat now and every `interval`; a database outage is logged once and ridden out."""
+    failing = False
+    while True:
+        try:
+            async with asyncio.timeout(write_within_s):
+                await store.beat(beat())
+            if failing:
+                log.info("node heartbeat written again", extra={"action": "node_beat"})
+            failing = False
+        except (*DB_ERRORS, TimeoutError) as exc:
+            if not failing:
+                log.warning("node heartbeat not written: %s", exc, extra={"action": "node_beat"})
+            failing = True
+        await asyncio.sleep(interval)
 
 
 def _pool(clock: Clock) -> Context:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -32,7 +33,10 @@ HTTP_DRAIN_S = 3.0  # how long requests in flight at SIGTERM get before they are
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = _parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said with the usage of the command they were given to, not the top level
+        leaf: argparse.ArgumentParser = getattr(args, "parser", None) or build_parser()
+        leaf.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "roles":
         return print_roles()
     if getattr(args, "run", None) is not None:
@@ -65,20 +69,30 @@ def _run_daemon_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncd", description="The syncd sync-engine daemon.")
+    parser.add_argument(
+        "--version", action="version", version=f"syncd {syncd_version()}", help="print the version"
+    )
     parser.add_argument("--config", type=Path, help="TOML settings file (or SYNCD_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the daemon").set_defaults(func=serve)
-    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
-        func=migrate
-    )
-    sub.add_parser("check-config", help="validate settings and the database").set_defaults(
-        func=check_config
-    )
-    sub.add_parser("roles", help="print who may call each route (Markdown table)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, text in (
+        ("serve", serve, "run the daemon"),
+        ("migrate", migrate, "create or upgrade the database schema"),
+        ("check-config", check_config, "validate settings and the database (changes nothing)"),
+        ("roles", None, "print who may call each route (Markdown table)"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.set_defaults(func=func, parser=command)
     add_client_commands(sub)
     return parser
+
+
+def syncd_version() -> str:
+    """The installed distribution's version (see `config.version`)."""
+    from config.version import installed_version
+
+    return installed_version()
 
 
 def print_roles() -> int:
@@ -99,18 +113,17 @@ def migrate(settings: Settings) -> int:
     from alembic import command
     from sqlalchemy import create_engine as create_sync_engine
 
-    from config.logging import configure_logging
     from schedule.database import (
         alembic_config,
         check_server_version,
-        ensure_sqlite_dir,
         head_revision,
         is_sqlite,
+        prepare_sqlite_dir,
         sync_url,
     )
 
-    configure_logging(settings.log_format, settings.log_level, settings.node_id)
-    ensure_sqlite_dir(settings.database_url)
+    _start_logging(settings)
+    prepare_sqlite_dir(settings.database_url, settings.state_dir)
     cfg = alembic_config(settings.database_url)
     engine = create_sync_engine(
         sync_url(settings.database_url), connect_args=_connect_args(settings)
@@ -128,8 +141,10 @@ def migrate(settings: Settings) -> int:
 
 
 def check_config(settings: Settings) -> int:
-    """Print the effective settings (secrets hidden) and check the database schema."""
-    from schedule.database import head_revision, sync_url
+    """Print the effective settings (secrets hidden) and check the database schema; creates
+    nothing (a SQLite file that does not exist is reported, not made)."""
+    from config.settings import unknown_variables
+    from schedule.database import head_revision, missing_sqlite_file, sync_url
     from schedule.exceptions import SchemaError
 
     for name, value in settings.model_dump().items():
@@ -137,6 +152,11 @@ def check_config(settings: Settings) -> int:
         if name == "database_url":
             shown = sync_url(str(value)).render_as_string(hide_password=True)
         print(f"{name} = {shown}")
+    for warning in unknown_variables(os.environ):
+        print(f"syncd: warning: {warning}", file=sys.stderr)
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        raise SchemaError(missing)
     current = _current_heads(settings)
     head = head_revision(settings.database_url)
     if tuple(current) != (head,):
@@ -180,21 +200,41 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; exit 0 after a graceful stop."""
-    from config.logging import configure_logging
     from controllers import process
     from controllers.auth import check_exposure
     from controllers.server import HttpLimits, fit_open_file_limit
-    from schedule.database import ensure_sqlite_dir
+    from schedule.database import sync_url
 
     check_exposure(settings)
-    configure_logging(settings.log_format, settings.log_level, settings.node_id)
+    check_port(settings)
+    _start_logging(settings)
     limits = fit_open_file_limit(HttpLimits.from_settings(settings))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
-    ensure_sqlite_dir(settings.database_url)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # "Adding job tentatively"...
+    database = sync_url(settings.database_url).render_as_string(hide_password=True)
+    log.info(
+        "starting syncd %s: state directory %s, database %s",
+        syncd_version(),
+        settings.state_dir,
+        database.replace("+pysqlite", "").replace("+pymysql", ""),
+        extra={"action": "start", "state_dir": str(settings.state_dir)},
+    )
     process.run(
         _serve(settings, limits)
     )  # asyncio.run, without waiting for blocked threads at exit
+    log.info("stopped", extra={"action": "stopped"})
     return 0
+
+
+def _start_logging(settings: Settings) -> None:
+    """Logging as the settings say, then a warning for each `SYNCD_*` variable that is no
+    setting (a misspelt one would be ignored without a word)."""
+    from config.logging import configure_logging
+    from config.settings import unknown_variables
+
+    configure_logging(settings.log_format, settings.log_level, settings.node_id)
+    for warning in unknown_variables(os.environ):
+        log.warning(warning, extra={"action": "settings"})
 
 
 async def _serve(settings: Settings, limits: HttpLimits) -> None:
@@ -225,8 +265,7 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
     background: list[asyncio.Task[None]] = []
     try:
         site = GuardedSite(runner, settings.host, settings.port, limits)
-        await site.start()
-        log.info("listening on %s", ", ".join(str(a) for a in runner.addresses))
+        await _listen(site, settings)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -234,6 +273,11 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
             raise RuntimeError("the engine is not running after start-up")
         tune_interpreter()
         notifier.ready()  # migrated (checked in setup), listening, engine running
+        log.info(
+            "ready: the dashboard is at %s",
+            ", ".join(dashboard_urls(runner.addresses)),
+            extra={"action": "ready"},
+        )
         background = _start_notifications(notifier, app)
         await stop.wait()
         log.info("stopping", extra={"action": "stop"})
@@ -247,6 +291,58 @@ async def _serve(settings: Settings, limits: HttpLimits) -> None:
             task.cancel()
         await runner.cleanup()
         notifier.close()
+
+
+async def _listen(site: web.BaseSite, settings: Settings) -> None:
+    """Start listening; a port in use (or not ours to take) is said as such, not as a
+    database error."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise _cannot_listen(exc, settings) from None
+
+
+def check_port(settings: Settings) -> None:
+    """Before anything starts (the engine would claim work): can the API listen where the
+    settings say? The socket is closed at once; `_listen` still checks the real one."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise _cannot_listen(exc, settings) from None
+
+
+def _cannot_listen(exc: OSError, settings: Settings) -> Exception:
+    from config.exceptions import CannotListen
+
+    reasons = {
+        errno.EADDRINUSE: "the port is already in use (another syncd, or another program:"
+        " stop it or choose another SYNCD_PORT)",
+        errno.EACCES: "permission denied (ports below 1024 need privileges: choose another"
+        " SYNCD_PORT)",
+        errno.EADDRNOTAVAIL: "the address is not one of this machine's (check SYNCD_HOST)",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return CannotListen(f"cannot listen on {settings.host}:{settings.port}: {reason}")
+
+
+def dashboard_urls(addresses: Sequence[object]) -> list[str]:
+    """`http://HOST:PORT/` for each listening address (a wildcard as the loopback address)."""
+    urls = []
+    for address in addresses:
+        if not isinstance(address, tuple) or len(address) < 2:
+            continue
+        host, port = str(address[0]), address[1]
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        urls.append(f"http://{host}:{port}/")
+    return urls
 
 
 def tune_interpreter() -> None:

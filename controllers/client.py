@@ -3,7 +3,8 @@
 They talk to a running daemon over HTTP (stdlib urllib: a command-line tool has no event loop
 to share) and need no daemon settings: only `--url`/`SYNCD_URL` and `--token`/`SYNCD_TOKEN`.
 Exit codes: 0 done; 1 the API answered an error or could not be reached; 2 bad usage;
-3 a followed task ended `failed` or `cancelled`.
+3 a followed task ended `failed` or `cancelled`. Times are printed in the local time zone with
+their UTC offset (`2026-03-01 13:12:03+03:00`), or in UTC with `--utc`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -33,6 +35,18 @@ CHUNK = 1 << 16
 
 class ClientError(Exception):
     """The API answered an error, or could not be reached; the message is one line."""
+
+
+def daemon_url(given: str) -> str:
+    """The daemon's base URL from `--url`/`SYNCD_URL`: `localhost:8080` means
+    `http://localhost:8080`; only http and https are spoken."""
+    text = given.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"--url {given!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return text.rstrip("/")
 
 
 @dataclass
@@ -56,7 +70,7 @@ class ApiClient:
         headers = {"Content-Type": "application/json"} if data is not None else {}
         return self._send(method, self._url(path, query), data, headers)
 
-    def upload(self, path: str, field: str, file: Path) -> Any:
+    def upload(self, path: str, field: str, file: Path, query: dict[str, Any] | None = None) -> Any:
         """POST one file as `multipart/form-data`, streamed from disk."""
         boundary = f"syncd-{uuid.uuid4().hex}"
         kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
@@ -74,7 +88,7 @@ class ApiClient:
             "Content-Type": f"multipart/form-data; boundary={boundary}",
             "Content-Length": str(len(head) + size + len(tail)),
         }
-        return self._send("POST", self._url(path, None), _multipart(head, file, tail), headers)
+        return self._send("POST", self._url(path, query), _multipart(head, file, tail), headers)
 
     def _url(self, path: str, query: dict[str, Any] | None) -> str:
         url = self.base_url.rstrip("/") + path
@@ -125,35 +139,63 @@ def _describe_http_error(exc: HTTPError) -> str:
 
 # ---- argument parsing -------------------------------------------------------------------------
 
+STATUSES = ("pending", "running", *FINISHED)
+
 
 def add_client_commands(sub: Any) -> None:
-    """Add `tasks`, `import` and `snapshot` to the `syncd` sub-command parser."""
+    """Add `tasks`, `import` and `snapshot` to the `syncd` sub-command parser. Every leaf
+    parser is remembered as the `parser` default, so an unknown option is reported with that
+    command's own usage (see `controllers.cli.main`)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=None, help=f"daemon URL (SYNCD_URL, {DEFAULT_URL})")
+    common.add_argument(
+        "--url", default=None, help=f"daemon URL, http:// if not said (SYNCD_URL, {DEFAULT_URL})"
+    )
     common.add_argument("--token", default=None, help="API token (SYNCD_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument("--json", action="store_true", help="print the API's JSON, for scripts")
+    common.add_argument(
+        "--utc", action="store_true", help="print times in UTC (default: local time with offset)"
+    )
     follow = argparse.ArgumentParser(add_help=False)
     follow.add_argument(
         "--follow", "-f", action="store_true", help="draw the task's progress until it ends"
     )
+    priority = argparse.ArgumentParser(add_help=False)
+    priority.add_argument(
+        "--priority", type=int, metavar="N", help="-100..100, higher runs first (default 0)"
+    )
+
+    def leaf(group: Any, name: str, parents: list[argparse.ArgumentParser], **kw: Any) -> Any:
+        parser = group.add_parser(name, parents=parents, **kw)
+        parser.set_defaults(parser=parser)
+        return parser
 
     tasks = sub.add_parser("tasks", help="list, inspect and steer tasks").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
-    listing = tasks.add_parser("list", parents=[common], help="list tasks, newest first")
-    listing.add_argument("--status", choices=["pending", "running", *FINISHED])
-    listing.add_argument("--type", dest="task_type")
-    listing.add_argument("--data-source", dest="data_source_id")
-    listing.add_argument("--page", type=int, default=1)
-    listing.add_argument("--size", type=int, default=20)
+    listing = leaf(tasks, "list", [common], help="list tasks, newest first")
+    listing.add_argument("--status", choices=STATUSES, help="only tasks with this status")
+    listing.add_argument("--type", dest="task_type", metavar="TYPE", help="only this task type")
+    listing.add_argument(
+        "--data-source", dest="data_source_id", metavar="ID", help="only this data source's tasks"
+    )
+    listing.add_argument(
+        "--search",
+        "-q",
+        metavar="TEXT",
+        help="tasks whose reference or id starts with TEXT, or whose dedupe key does",
+    )
+    listing.add_argument("--page", type=int, default=1, metavar="N", help="page number (from 1)")
+    listing.add_argument(
+        "--size", type=int, default=20, metavar="N", help="tasks per page, 1..500 (default 20)"
+    )
     listing.set_defaults(run=_tasks_list)
 
-    show = tasks.add_parser("show", parents=[common, follow], help="one task in detail")
+    show = leaf(tasks, "show", [common, follow], help="one task in detail")
     show.add_argument("id", help="task id or reference")
     show.set_defaults(run=_tasks_show)
 
-    create = tasks.add_parser("create", parents=[common, follow], help="create a task")
-    create.add_argument("task_type")
+    create = leaf(tasks, "create", [common, follow, priority], help="create a task")
+    create.add_argument("task_type", metavar="TYPE", help="task type, e.g. noop (see the README)")
     create.add_argument(
         "-p",
         "--param",
@@ -162,50 +204,59 @@ def add_client_commands(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="a parameter (VALUE is read as JSON when it parses, else as text)",
     )
-    create.add_argument("--params", help="all parameters as a JSON object")
-    create.add_argument("--priority", type=int)
-    create.add_argument("--data-source", dest="data_source_id")
-    create.add_argument("--interface", dest="interface_id")
-    create.add_argument("--max-attempts", type=int)
-    create.add_argument("--timeout", dest="timeout_s", type=float)
-    create.add_argument("--run-after", help="ISO 8601 time with a zone")
-    create.add_argument("--dedupe-key")
+    create.add_argument("--params", metavar="JSON", help="all parameters as a JSON object")
+    create.add_argument(
+        "--data-source", dest="data_source_id", metavar="ID", help="the data source to read"
+    )
+    create.add_argument(
+        "--interface", dest="interface_id", metavar="NAME", help="the data source's interface"
+    )
+    create.add_argument(
+        "--max-attempts", type=int, metavar="N", help="attempts before it fails, 1..20"
+    )
+    create.add_argument(
+        "--timeout", dest="timeout_s", type=float, metavar="S", help="seconds one attempt may run"
+    )
+    create.add_argument("--run-after", metavar="ISO", help="not before this ISO 8601 time")
+    create.add_argument(
+        "--dedupe-key", metavar="KEY", help="answer the unfinished task holding KEY instead"
+    )
     create.set_defaults(run=_tasks_create)
 
-    cancel = tasks.add_parser("cancel", parents=[common], help="cancel tasks")
-    cancel.add_argument("ids", nargs="+", metavar="id")
+    cancel = leaf(tasks, "cancel", [common], help="cancel tasks")
+    cancel.add_argument("ids", nargs="+", metavar="ID", help="task ids or references")
     cancel.set_defaults(run=_tasks_cancel)
 
-    retry = tasks.add_parser("retry", parents=[common, follow], help="retry a failed task")
-    retry.add_argument("id")
+    retry = leaf(tasks, "retry", [common, follow], help="retry a failed or cancelled task")
+    retry.add_argument("id", help="task id or reference")
     retry.set_defaults(run=_tasks_retry)
 
-    stats = tasks.add_parser("stats", parents=[common], help="counts by status and type")
-    stats.add_argument("--since", help="ISO 8601 time (default: 7 days ago)")
+    stats = leaf(tasks, "stats", [common], help="counts by status and type")
+    stats.add_argument("--since", metavar="ISO", help="ISO 8601 time (default: 7 days ago)")
     stats.set_defaults(run=_tasks_stats)
 
     imports = sub.add_parser("import", help="upload data to import").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="KIND"
     )
-    stock = imports.add_parser("stock", parents=[common, follow], help="import a stock .xlsx")
-    stock.add_argument("file", type=Path)
+    stock = leaf(imports, "stock", [common, follow, priority], help="import a stock .xlsx")
+    stock.add_argument("file", type=Path, metavar="FILE", help="the .xlsx workbook to upload")
     stock.set_defaults(run=_import_stock)
 
     snapshot = sub.add_parser("snapshot", help="partnumber-book snapshots").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
-    make = snapshot.add_parser("create", parents=[common, follow], help="create a snapshot now")
+    make = leaf(snapshot, "create", [common, follow, priority], help="create a snapshot now")
     make.set_defaults(run=_snapshot_create)
 
 
 def run_client(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run a client command; API errors become one line on stderr and exit code 1."""
     stream = out or sys.stdout
-    client = ApiClient(
-        base_url=args.url or os.environ.get("SYNCD_URL") or DEFAULT_URL,
-        token=args.token or os.environ.get("SYNCD_TOKEN") or None,
-    )
     try:
+        client = ApiClient(
+            base_url=daemon_url(args.url or os.environ.get("SYNCD_URL") or DEFAULT_URL),
+            token=args.token or os.environ.get("SYNCD_TOKEN") or None,
+        )
         code: int = args.run(client, args, stream)
         return code
     except ClientError as exc:
@@ -214,6 +265,9 @@ def run_client(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         stream.write("\n")
         return 130
+    except BrokenPipeError:  # `syncd tasks list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -224,6 +278,7 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
         "status": args.status,
         "task_type": args.task_type,
         "data_source_id": args.data_source_id,
+        "q": args.search,
         "page": args.page,
         "size": args.size,
     }
@@ -231,15 +286,16 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
     if args.json:
         _print_json(answer, out)
         return 0
+    clock = Times(args.utc)
     rows = [
         [
             t["reference"],
             t["task_type"],
             t["status"],
-            f"{t['progress']:>3}%",
+            f"{shown_progress(t):>3}%",
             f"{t['attempt']}/{t['max_attempts']}",
-            _short_time(t["created_at"]),
-            t["error"] or t["message"],
+            clock.format(t["created_at"]),
+            state_text(t, clock),
         ]
         for t in answer["tasks"]
     ]
@@ -247,7 +303,7 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
         out.write("no tasks\n")
     else:
         headers = ["REFERENCE", "TYPE", "STATUS", "PROGRESS", "ATTEMPT", "CREATED", "MESSAGE"]
-        out.write(table(headers, rows))
+        out.write(table(headers, rows, max_width=_message_width(rows)))
     page = answer["pagination"]
     out.write(f"page {page['page']} of {max(1, page['total_pages'])}, {page['total']} task(s)\n")
     return 0
@@ -260,7 +316,7 @@ def _tasks_show(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
     if args.json:
         _print_json(task, out)
         return 0
-    out.write(describe_task(task))
+    out.write(describe_task(task, Times(args.utc)))
     return 0
 
 
@@ -278,25 +334,32 @@ def _tasks_create(client: ApiClient, args: argparse.Namespace, out: TextIO) -> i
 
 
 def _tasks_cancel(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
+    """One line per task, worded alike for one id and for several: `cancelled X`,
+    `cancel requested for X (it is running)`, or `X: refused: why` (exit 1 if any was)."""
     if len(args.ids) == 1:
         task = client.call("POST", f"/api/sync/tasks/{_q(args.ids[0])}/cancel")
         if args.json:
             _print_json(task, out)
-        elif task["status"] == "cancelled":
-            out.write(f"cancelled {task['reference']}\n")
         else:
-            out.write(f"cancel requested for {task['reference']} (it is {task['status']})\n")
+            out.write(cancel_line(task["reference"], task["status"]))
         return 0
     answer = client.call("POST", "/api/sync/tasks/batch/cancel", body={"ids": args.ids})
     if args.json:
         _print_json(answer, out)
     else:
-        rows = [
-            [r["id"], "ok" if r["ok"] else "refused", r.get("status") or r.get("error") or ""]
-            for r in answer["results"]
-        ]
-        out.write(table(["ID", "RESULT", "STATUS OR ERROR"], rows))
+        for result in answer["results"]:
+            if result["ok"]:
+                out.write(cancel_line(result["id"], result["status"]))
+            else:
+                out.write(f"{result['id']}: refused: {result['error']}\n")
     return 0 if all(r["ok"] for r in answer["results"]) else EXIT_API_ERROR
+
+
+def cancel_line(name: str, status: str) -> str:
+    """What a cancel did to one task, by the status it answered with."""
+    if status == "cancelled":
+        return f"cancelled {name}\n"
+    return f"cancel requested for {name} (it is {status})\n"
 
 
 def _tasks_retry(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -312,7 +375,7 @@ def _tasks_stats(client: ApiClient, args: argparse.Namespace, out: TextIO) -> in
     db, engine = answer["database"], answer["engine"]
     rate = db["success_rate"]
     avg = db["avg_duration_s"]
-    out.write(f"since {db['since']}: {db['total']} task(s)\n")
+    out.write(f"since {Times(args.utc).format(db['since'])}: {db['total']} task(s)\n")
     out.write(f"success rate: {'-' if rate is None else f'{rate * 100:.1f}%'}")
     out.write(f"   mean duration: {'-' if avg is None else f'{avg:.2f} s'}\n\n")
     out.write(table(["STATUS", "COUNT"], [[k, str(v)] for k, v in db["by_status"].items()]))
@@ -329,12 +392,14 @@ def _tasks_stats(client: ApiClient, args: argparse.Namespace, out: TextIO) -> in
 def _import_stock(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
     if not args.file.is_file():
         raise ClientError(f"no such file: {args.file}")
-    task = client.upload("/api/imports/stock", "file", args.file)
+    query = None if args.priority is None else {"priority": args.priority}
+    task = client.upload("/api/imports/stock", "file", args.file, query=query)
     return _created(client, task, args, out, "stock import")
 
 
 def _snapshot_create(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    answer = client.call("POST", "/api/admin/pricing/partnumber-books")
+    body = None if args.priority is None else {"priority": args.priority}
+    answer = client.call("POST", "/api/admin/pricing/partnumber-books", body=body)
     task_id = answer.get("task_id") if isinstance(answer, dict) else None
     if not task_id:
         raise ClientError("the API did not answer with a task_id")
@@ -361,9 +426,10 @@ def _follow(client: ApiClient, task: dict[str, Any], args: argparse.Namespace, o
     """Poll the task every 0.5 s until it ends: a bar redrawn in place on a terminal, a line
     per change otherwise, a JSON line per change with `--json`."""
     tty = out.isatty() and not args.json
+    clock = Times(args.utc)
     last = ""
     while True:
-        line = json.dumps(task) if args.json else progress_line(task, _width(tty))
+        line = json.dumps(task) if args.json else progress_line(task, _width(tty), clock)
         if tty:
             out.write("\r\x1b[2K" + line)
         elif line != last:
@@ -381,19 +447,82 @@ def _follow(client: ApiClient, task: dict[str, Any], args: argparse.Namespace, o
     return 0 if task["status"] == "completed" else EXIT_TASK_FAILED
 
 
-def progress_line(task: dict[str, Any], width: int = 100) -> str:
+def shown_progress(task: dict[str, Any]) -> int:
+    """The percentage a bar shows: where the work is, or where it stopped; a pending task has
+    not started its next attempt, so it shows 0 whatever an earlier attempt reached."""
+    if task["status"] == "pending":
+        return 0
+    return max(0, min(100, int(task["progress"])))
+
+
+def progress_line(task: dict[str, Any], width: int = 100, clock: Times | None = None) -> str:
     """`HD6EKSD8DO9 noop running [########------------]  40% step 4/10 (4/10 rows)`."""
-    percent = max(0, min(100, int(task["progress"])))
+    percent = shown_progress(task)
     bar_width = 24
     filled = round(bar_width * percent / 100)
     bar = "#" * filled + "-" * (bar_width - filled)
     rows = ""
-    if task.get("total_rows"):
+    if task.get("total_rows") and task["status"] != "pending":
         rows = f" ({task['processed_rows']}/{task['total_rows']} rows)"
-    text = task.get("error") if task["status"] == "failed" else task.get("message")
+    text = state_text(task, clock or Times())
     head = f"{task['reference']} {task['task_type']} {task['status']:<9} [{bar}] {percent:>3}%"
-    line = f"{head} {text or ''}{rows}".rstrip()
+    line = f"{head} {text}{rows}".rstrip()
     return line if len(line) <= width else line[: max(10, width - 1)] + "…"
+
+
+def state_text(task: dict[str, Any], clock: Times) -> str:
+    """What a task is doing, in words: why a pending one waits, the error of a failed one,
+    else its last message."""
+    if task["status"] == "pending":
+        return waiting_text(task, clock)
+    if task["status"] == "failed":
+        return str(task.get("error") or task.get("message") or "")
+    return str(task.get("message") or "")
+
+
+def waiting_text(task: dict[str, Any], clock: Times) -> str:
+    """Why a pending task waits, from the API's `waiting` (the reasons of `schedule.waiting`;
+    from its `run_after` and `attempt` alone when the answer has none)."""
+    waiting = task.get("waiting") or {}
+    reason = waiting.get("reason")
+    nxt = f"attempt {task['attempt'] + 1} of {task['max_attempts']}"
+    due = waiting.get("due_at") or task.get("run_after")
+    slots = waiting.get("slots") or {}
+    busy = f"{slots.get('busy', '?')}/{slots.get('total', '?')} busy"
+    place = waiting.get("position")
+    line = f", {_ordinal(place)} in line" if place else ""
+    if reason == "retry_backoff" or (reason is None and task["attempt"] and _future(due)):
+        text = f"retry: {nxt} at {clock.format(due)}"
+        error = waiting.get("last_error") or task.get("error")
+        return f"{text}; last error: {error}" if error else text
+    if reason == "due_later" or (reason is None and _future(due)):
+        return f"due at {clock.format(due)}"
+    if reason == "external_worker":
+        service = task.get("service") or "its service"
+        return f"waiting for an external worker of {service} (GET /api/crontask{line})"
+    if reason == "no_node":
+        return "waiting: no daemon on this database is running"
+    if reason == "type_limit":
+        limit = waiting.get("type_limit") or {}
+        return (
+            f"waiting: {task['task_type']} limit reached "
+            f"({limit.get('running', '?')}/{limit.get('limit', '?')} running)"
+        )
+    if reason == "no_free_slot":
+        return f"waiting for a free slot ({busy}{line})"
+    if reason == "queued":
+        return f"queued: a slot is free ({busy}{line}), starts within a poll"
+    return "queued" if task["attempt"] == 0 else f"queued: {nxt}"
+
+
+def _future(iso_time: str | None) -> bool:
+    moment = parse_time(iso_time)
+    return moment is not None and moment > datetime.now(UTC)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _width(tty: bool) -> int:
@@ -401,6 +530,32 @@ def _width(tty: bool) -> int:
 
 
 # ---- formatting -------------------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An API time (`2026-01-01T12:00:00.000Z`) as an aware datetime; None for null."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Times:
+    """Formats API times for people: local time with its UTC offset, or UTC (`--utc`)."""
+
+    utc: bool = False
+
+    def format(self, value: str | None) -> str:
+        """`2026-01-01 15:00:00+03:00`, or `2026-01-01 12:00:00+00:00` in UTC; `-` for none."""
+        moment = parse_time(value)
+        if moment is None:
+            return value or "-"
+        shown = moment.astimezone(UTC) if self.utc else moment.astimezone()
+        return shown.isoformat(sep=" ", timespec="seconds")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 60) -> str:
@@ -414,22 +569,42 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int 
     return "\n".join(lines) + "\n"
 
 
-def describe_task(task: dict[str, Any]) -> str:
-    """A human summary of one task with its attempts."""
+def _message_width(rows: Sequence[Sequence[str]]) -> int:
+    """How wide the last column (the message) may be: what the terminal leaves of its width,
+    at least 60; on a pipe or a file, no cut at all."""
+    if not sys.stdout.isatty():
+        return 10_000
+    used = sum(max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]) - 1))
+    return max(60, shutil.get_terminal_size((120, 20)).columns - used)
+
+
+def describe_task(task: dict[str, Any], clock: Times | None = None) -> str:
+    """A human summary of one task with its attempts; nothing cut."""
+    clock = clock or Times()
+    status = task["status"] + (" (cancel requested)" if task["cancel_requested"] else "")
+    rows = ""
+    if task.get("total_rows"):
+        rows = f" ({task['processed_rows']}/{task['total_rows']} rows)"
     fields = [
         ("reference", task["reference"]),
         ("id", task["id"]),
         ("type", task["task_type"]),
-        ("status", task["status"] + (" (cancel requested)" if task["cancel_requested"] else "")),
-        ("progress", progress_line(task).split("] ", 1)[-1]),
+        ("status", status),
+        ("progress", f"{shown_progress(task)}%{rows}"),
+    ]
+    if task["status"] == "pending":
+        fields.append(("waiting", waiting_text(task, clock)))
+    fields += [
+        ("message", task["message"] or "-"),
         ("priority", task["priority"]),
         ("data source", task["data_source_id"] or "-"),
         ("attempt", f"{task['attempt']} of {task['max_attempts']}"),
         ("record errors", task["error_count"]),
         ("retry of", task["retry_of"] or "-"),
-        ("created", task["created_at"]),
-        ("started", task["started_at"] or "-"),
-        ("finished", task["finished_at"] or "-"),
+        ("created", clock.format(task["created_at"])),
+        *([("run after", clock.format(task["run_after"]))] if task["status"] == "pending" else []),
+        ("started", clock.format(task["started_at"])),
+        ("finished", clock.format(task["finished_at"])),
         ("error", task["error"] or "-"),
     ]
     text = "".join(f"{name + ':':<15}{value}\n" for name, value in fields)
@@ -438,28 +613,24 @@ def describe_task(task: dict[str, Any]) -> str:
         text += "result:        " + json.dumps(task["result"], ensure_ascii=False) + "\n"
     attempts = task.get("attempts") or []
     if attempts:
-        rows = [
+        rows_ = [
             [
                 str(a["attempt"]),
                 a["node_id"],
-                _short_time(a["started_at"]),
+                clock.format(a["started_at"]),
                 a["outcome"] or "running",
                 a["error"] or "",
             ]
             for a in attempts
         ]
-        text += "\n" + table(["ATTEMPT", "NODE", "STARTED", "OUTCOME", "ERROR"], rows)
+        headers = ["ATTEMPT", "NODE", "STARTED", "OUTCOME", "ERROR"]
+        text += "\n" + table(headers, rows_, max_width=10_000)
     return text
 
 
 def _cell(value: Any, max_width: int) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
-
-
-def _short_time(value: str | None) -> str:
-    """`2026-01-01T12:00:00.000Z` as `2026-01-01 12:00:00`."""
-    return value.replace("T", " ")[:19] if value else "-"
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from controllers.auth import caller_role
 from controllers.errors import ApiError, parse_json, parse_query, validation_error
 from controllers.jsonio import json_response
 from controllers.keys import IMPORT_FILES, SERVICE, SETTINGS
-from controllers.models import TaskOut, task_json
+from controllers.models import TaskOut, UploadQuery, task_json
 from controllers.openapi import doc
 from controllers.roles import OPERATORS, READERS
 from engine.sources.exceptions import (
@@ -91,6 +91,7 @@ class StockUpload(BaseModel):
 @doc(
     "Upload a stock .xlsx (multipart/form-data, field `file`) and start its import",
     roles=OPERATORS,
+    query=UploadQuery,
     body=StockUpload,
     body_content_type="multipart/form-data",
     responses={
@@ -108,6 +109,7 @@ class StockUpload(BaseModel):
 async def upload_stock(request: web.Request) -> web.Response:
     """Stream the workbook to the state directory, check how far it unpacks, then enqueue
     `stock_import`."""
+    query = parse_query(request, UploadQuery)
     files = request.app[IMPORT_FILES]
     settings = request.app[SETTINGS]
     limit = settings.max_upload_mb * 1024 * 1024
@@ -122,7 +124,11 @@ async def upload_stock(request: web.Request) -> web.Response:
         await _read_to_the_end(reader)
         await _check_workbook(path, filename, UnpackLimits.from_settings(settings))
         task, _ = await request.app[SERVICE].create(
-            TaskRequest(task_type="stock_import", parameters={"file": name, "filename": filename}),
+            TaskRequest(
+                task_type="stock_import",
+                parameters={"file": name, "filename": filename},
+                priority=query.priority,
+            ),
             role=caller_role(request),
         )
     except BaseException:

@@ -19,10 +19,12 @@ from engine.uploads import ImportFiles
 from schedule.books import BookStore
 from schedule.datasources import DataSourceStore
 from schedule.events import EventBus
+from schedule.nodes import NodeStore
 from schedule.periodic import PeriodicScheduler
 from schedule.service import ScheduleService
 from schedule.store import Connector, TaskStore
 from schedule.stores import Stores
+from schedule.waiting import WaitExplainer
 
 if TYPE_CHECKING:
     from controllers.live import LiveHub
@@ -43,3 +45,5 @@ METRICS = web.AppKey("metrics", Metrics)
 CALLBACKS = web.AppKey("callbacks", CallbackSender)
 IMPORT_FILES = web.AppKey("import_files", ImportFiles)
 DATA_SOURCES = web.AppKey("data_sources", DataSourceStore)
+NODES = web.AppKey("nodes", NodeStore)
+WAITING = web.AppKey("waiting", WaitExplainer)

@@ -24,6 +24,7 @@ from pydantic import (
 from engine.validation import NoBoolNumbers
 from schedule.books import BookItem, BookRecord
 from schedule.columns import Kind, RowField
+from schedule.nodes import NodeRecord
 from schedule.periodic import ScheduleView
 from schedule.records import (
     AttemptRecord,
@@ -37,6 +38,7 @@ from schedule.records import (
     TaskRequest,
 )
 from schedule.task import TASK_FIELDS, TaskRecord, TaskStatus
+from schedule.waiting import Waiting
 
 Priority = Annotated[int, Field(ge=-100, le=100)]
 MaxAttempts = Annotated[int, Field(ge=1, le=20)]
@@ -161,12 +163,26 @@ class ListQuery(Strict):
     status: TaskStatus | None = None
     task_type: str | None = Field(None, max_length=64)
     data_source_id: str | None = Field(None, max_length=64)
+    q: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="a reference or id prefix, or a dedupe key prefix (ASCII case ignored)",
+    )
+
     cursor: str | None = Field(
         None,
         max_length=200,
         description="`pagination.next_cursor` of the previous page: the next page, at any "
         "depth (instead of `page`)",
     )
+
+    @field_validator("q")
+    @classmethod
+    def _trimmed(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip() if value is not None else None
 
     @field_validator("cursor")
     @classmethod
@@ -255,7 +271,54 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
         values[index] = iso(values[index])
     for index in _API_ENUMS:
         values[index] = values[index].value
-    return dict(zip(_API_NAMES, values, strict=True))
+    out = dict(zip(_API_NAMES, values, strict=True))
+    out["waiting"] = None  # said by GET of one task and the list (`waiting_json`)
+    return out
+
+
+def waiting_json(waiting: Waiting | None) -> dict[str, Any] | None:
+    """Why a pending task waits (`schedule.waiting`); None for other tasks."""
+    if waiting is None:
+        return None
+    slots = None
+    if waiting.slots_total is not None:
+        slots = {"busy": waiting.slots_busy, "total": waiting.slots_total}
+    limit = None
+    if waiting.type_limit is not None:
+        limit = {"running": waiting.type_running, "limit": waiting.type_limit}
+    return {
+        "reason": waiting.reason,
+        "due_at": iso(waiting.due_at),
+        "next_attempt": waiting.next_attempt,
+        "max_attempts": waiting.max_attempts,
+        "last_error": waiting.last_error,
+        "slots": slots,
+        "position": waiting.position,
+        "type_limit": limit,
+    }
+
+
+def node_json(node: NodeRecord) -> dict[str, Any]:
+    """One daemon of `GET /api/nodes`."""
+    return {
+        "node_id": node.node_id,
+        "version": node.version,
+        "alive": node.alive,
+        "started_at": iso(node.started_at),
+        "heartbeat_at": iso(node.heartbeat_at),
+        "stopped_at": iso(node.stopped_at),
+        "slots": {"busy": node.busy, "total": node.slots},
+        "running_tasks": [
+            {
+                "id": t.id,
+                "reference": t.reference,
+                "task_type": t.task_type,
+                "progress": t.progress,
+                "started_at": iso(t.started_at),
+            }
+            for t in node.running
+        ],
+    }
 
 
 #: The task fields the API shows, with their names there.
@@ -344,7 +407,16 @@ class BookItemsQuery(PageQuery):
 
 
 class CreateBookBody(Strict):
-    """POST /api/admin/pricing/partnumber-books: no fields (an empty object or no body)."""
+    """POST /api/admin/pricing/partnumber-books: an empty object or no body; `priority` of the
+    snapshot task (when a snapshot asked for here is still unfinished, that one is answered)."""
+
+    priority: Priority | None = None
+
+
+class UploadQuery(Strict):
+    """Query of an upload that starts a task: the task's `priority`."""
+
+    priority: Priority | None = None
 
 
 def schedule_json(view: ScheduleView) -> dict[str, Any]:
@@ -473,15 +545,88 @@ class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SlotsOut(Out):
+    """Slots of the alive daemons (or of one daemon): busy and in all."""
+
+    busy: int
+    total: int
+
+
+class TypeLimitOut(Out):
+    """Tasks of a type running on the alive daemons, and how many they may run together."""
+
+    running: int
+    limit: int
+
+
+class WaitingOut(Out):
+    """Why a pending task waits (`waiting_json`)."""
+
+    reason: Literal[
+        "due_later",
+        "retry_backoff",
+        "external_worker",
+        "no_node",
+        "type_limit",
+        "no_free_slot",
+        "queued",
+    ]
+    due_at: str | None = Field(description="when it may start (due_later, retry_backoff)")
+    next_attempt: int
+    max_attempts: int
+    last_error: str | None = Field(description="the error of the attempt before (retry_backoff)")
+    slots: SlotsOut | None
+    position: int | None = Field(
+        description="its place in the claim order among due tasks (GET of one task)"
+    )
+    type_limit: TypeLimitOut | None
+
+
 _TASK_OUT_FIELDS: dict[str, Any] = {
     name: (_api_type(f), Field(description=f.spec.doc)) for name, f in _API
 }
+_TASK_OUT_FIELDS["waiting"] = (
+    WaitingOut | None,
+    Field(
+        description="why a pending task waits; given by GET of one task and by the list, null"
+        " in other answers and for tasks that are not pending"
+    ),
+)
 TaskOut = create_model(
     "TaskOut",
     __base__=Out,
     __doc__="The task JSON every task endpoint answers with (`task_json`).",
     **_TASK_OUT_FIELDS,
 )
+
+
+class RunningTaskOut(Out):
+    """A task a daemon holds the lease of."""
+
+    id: str
+    reference: str
+    task_type: str
+    progress: int
+    started_at: str | None
+
+
+class NodeOut(Out):
+    """One daemon (`node_json`)."""
+
+    node_id: str
+    version: str
+    alive: bool = Field(description="heartbeats keep coming (within three heartbeat intervals)")
+    started_at: str
+    heartbeat_at: str
+    stopped_at: str | None = Field(description="when it stopped gracefully")
+    slots: SlotsOut
+    running_tasks: list[RunningTaskOut]
+
+
+class NodeListOut(Out):
+    """`GET /api/nodes`."""
+
+    nodes: list[NodeOut]
 
 
 class AttemptOut(Out):
@@ -532,3 +677,17 @@ class TaskBatchOut(Out):
     """`POST /api/sync/tasks/batch`."""
 
     tasks: list[TaskOut]
+
+
+class TaskTypeOut(Out):
+    """One task type the daemon runs."""
+
+    task_type: str
+    description: str
+    maintenance: bool = Field(description="only admin may enqueue it by hand (retention)")
+
+
+class TaskTypesOut(Out):
+    """`GET /api/sync/task-types`."""
+
+    task_types: list[TaskTypeOut]

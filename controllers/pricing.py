@@ -61,10 +61,13 @@ async def list_books(request: web.Request) -> web.Response:
 )
 async def create_book(request: web.Request) -> web.Response:
     """Enqueue a snapshot; a snapshot requested here and not finished yet is reused."""
-    if request.can_read_body:
-        parse(CreateBookBody, await read_json(request))
+    body = parse(CreateBookBody, await read_json(request)) if request.can_read_body else None
     task, _ = await request.app[SERVICE].create(
-        TaskRequest(task_type="partnumber_book_create", dedupe_key=CREATE_DEDUPE_KEY),
+        TaskRequest(
+            task_type="partnumber_book_create",
+            dedupe_key=CREATE_DEDUPE_KEY,
+            priority=body.priority if body else None,
+        ),
         role=caller_role(request),
     )
     return json_response({"task_id": task.id})

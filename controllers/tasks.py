@@ -9,7 +9,7 @@ from aiohttp import web
 from controllers.auth import caller_role
 from controllers.errors import parse_body, parse_query, validation_error
 from controllers.jsonio import json_response
-from controllers.keys import POOL, SERVICE
+from controllers.keys import POOL, REGISTRY, SERVICE, WAITING
 from controllers.models import (
     BatchCreateBody,
     CreateTaskBody,
@@ -21,6 +21,7 @@ from controllers.models import (
     TaskDetailOut,
     TaskListOut,
     TaskOut,
+    TaskTypesOut,
     ThroughputQuery,
     UpdateTaskBody,
     attempt_json,
@@ -30,6 +31,7 @@ from controllers.models import (
     task_json,
     task_pagination_json,
     throughput_json,
+    waiting_json,
 )
 from controllers.openapi import doc
 from controllers.roles import ADMINS, OPERATORS, READERS
@@ -91,12 +93,42 @@ async def create_tasks(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
-    flt = TaskFilter(query.status, query.task_type, query.data_source_id)
+    flt = TaskFilter(query.status, query.task_type, query.data_source_id, query.q)
     found = await request.app[SERVICE].list_tasks(flt, query.to_page())
+    waiting = await request.app[WAITING].explain(found.tasks)
     return json_response(
         {
-            "tasks": [task_json(t) for t in found.tasks],
+            "tasks": [
+                {**task_json(t), "waiting": waiting_json(waiting.get(t.id))} for t in found.tasks
+            ],
             "pagination": task_pagination_json(query.page, query.size, found),
+        }
+    )
+
+
+@routes.get("/api/sync/task-types")
+@doc(
+    "The task types this daemon runs (the dashboard's type filter)",
+    roles=READERS,
+    responses={200: "`{task_types: [{task_type, description, maintenance}]}`, by name"},
+    tags=["tasks"],
+    response=TaskTypesOut,
+)
+async def task_types(request: web.Request) -> web.Response:
+    """Every registered task type with its description; `maintenance` types are admin's to
+    enqueue by hand."""
+    registry = request.app[REGISTRY]
+    specs = sorted(registry, key=lambda spec: spec.task_type)
+    return json_response(
+        {
+            "task_types": [
+                {
+                    "task_type": spec.task_type,
+                    "description": spec.description,
+                    "maintenance": spec.maintenance,
+                }
+                for spec in specs
+            ]
         }
     )
 
@@ -196,6 +228,8 @@ async def get_task(request: web.Request) -> web.Response:
     """One task by id or reference, with attempts and live progress."""
     detail = await request.app[SERVICE].get(request.match_info["id"])
     body = task_json(detail.task)
+    waiting = await request.app[WAITING].explain([detail.task], positions=True)
+    body["waiting"] = waiting_json(waiting.get(detail.task.id))
     body["attempts"] = [attempt_json(a) for a in detail.attempts]
     return json_response(body)
 

@@ -98,7 +98,9 @@ class SyncEngine:
         self.bus = bus if bus is not None else EventBus()
         self.node_id = settings.node_id
         self._attempts = AttemptRunner(
-            RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s), clock
+            RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s),
+            clock,
+            max_result_bytes=settings.max_parameters_kb * 1024,
         )
         self._running: dict[str, Running] = {}
         self._reserved = 0  # slots a claim in flight may fill (dispatcher or finish loop)
@@ -113,6 +115,7 @@ class SyncEngine:
         self._loops: list[asyncio.Task[None]] = []
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self._given_back = 0  # tasks released to the queue while stopping (for the stop log)
         self._started_at = time.monotonic()
         self._db_failures = 0
         self.db_errors = 0  # database errors since start, for the metrics (never reset)
@@ -148,7 +151,12 @@ class SyncEngine:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         jobs = [r.job for r in self._running.values() if r.job is not None]
         if jobs:
-            log.info("waiting for %d running task(s) to finish", len(jobs))
+            log.info(
+                "waiting up to %g s for %d running task(s) to finish",
+                self.settings.shutdown_grace_s,
+                len(jobs),
+                extra={"action": "drain"},
+            )
             await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_s)
         for run in list(self._running.values()):
             if run.job is not None and not run.job.done():
@@ -168,6 +176,15 @@ class SyncEngine:
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if jobs:
+            finished = len(jobs) - self._given_back
+            log.info(
+                "%d task(s) finished, %d given back to the queue (another node, or this one"
+                " restarted, runs them again)",
+                finished,
+                self._given_back,
+                extra={"action": "release", "finished": finished, "released": self._given_back},
+            )
 
     async def _give_back_stuck(self) -> None:
         """Release the tasks whose attempt did not end when cancelled (a handler that ignores
@@ -190,6 +207,7 @@ class SyncEngine:
             return
         for run in stuck:
             if run.task.id in released:
+                self._given_back += 1
                 self._emit(EventKind.RELEASED, run.task)
 
     # ---- requests from the service ----------------------------------------------------------
@@ -360,6 +378,7 @@ class SyncEngine:
         if run.cancel.shutdown:
             released = await self._until_written(lambda: self._release(run))
             if released:
+                self._given_back += 1
                 self._emit(EventKind.RELEASED, task)
             return
         log.warning("lease lost; result not written", extra=self._extra(task, action="fenced"))

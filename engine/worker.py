@@ -11,10 +11,16 @@ from engine.context import TaskContext
 from engine.exceptions import LeaseLost, PermanentError, RetryableError, TaskCancelled
 from engine.handlers.base import HandlerSpec, JsonObject
 from engine.retry import RetryPolicy, has_attempts_left
+from schedule import jsontext
 from schedule.records import Outcome
 from schedule.task import TaskStatus
 
 log = logging.getLogger(__name__)
+
+#: An attempt's error is stored (and listed) at most this long: an exception's text can carry a
+#: whole statement or source row, and MariaDB's TEXT column takes 64 KB at most, so a longer one
+#: could never be written and its outcome would wait for the database forever.
+MAX_ERROR_CHARS = 4000
 
 
 class AttemptRunner:
@@ -24,9 +30,12 @@ class AttemptRunner:
     engine gives the task back) or lost the lease (another node owns the task now).
     """
 
-    def __init__(self, retry: RetryPolicy, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, retry: RetryPolicy, clock: Callable[[], datetime], max_result_bytes: int
+    ) -> None:
         self.retry = retry
         self.clock = clock
+        self.max_result_bytes = max_result_bytes
 
     async def run(self, spec: HandlerSpec, ctx: TaskContext) -> Outcome | None:
         """Run the attempt to its end; never raises except for the caller's own cancellation."""
@@ -59,7 +68,31 @@ class AttemptRunner:
         except Exception as exc:  # a handler bug must fail its task, never the daemon
             ctx.log.exception("handler raised an unexpected error", extra={"action": "crash"})
             return self._failure(ctx, _describe(exc), retryable=False)
+        try:
+            size = self._result_size(result)
+        except ValueError as exc:  # a handler bug: what it did cannot be reported
+            ctx.log.error("%s", exc, extra={"action": "crash"})
+            return self._failure(ctx, str(exc), retryable=False)
+        if size > self.max_result_bytes:  # the work is done, only its report is too long
+            note = (
+                f"the result was {size:,} bytes as JSON; at most {self.max_result_bytes:,} are "
+                "stored (SYNCD_MAX_PARAMETERS_KB)"
+            )
+            ctx.log.warning("%s", note, extra={"action": "result_omitted"})
+            result = {"result_omitted": note}
         return self._outcome(ctx, TaskStatus.COMPLETED, "completed", result=result or {})
+
+    @staticmethod
+    def _result_size(result: JsonObject | None) -> int:
+        """The handler's result's size as stored JSON; ValueError when it is not JSON (a
+        handler bug may return anything). Results larger than the stored-value cap, which the
+        API applies to parameters and which every list page carries, are not stored."""
+        if not result:
+            return 0
+        try:
+            return len(jsontext.dumps(result).encode())
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"the handler's result is not JSON: {_describe(exc)}") from None
 
     def _failure(self, ctx: TaskContext, error: str, *, retryable: bool) -> Outcome:
         task = ctx.task
@@ -84,7 +117,7 @@ class AttemptRunner:
             status=status,
             outcome=outcome,
             result=result,
-            error=error,
+            error=clip(error, MAX_ERROR_CHARS) if error is not None else None,
             retry_at=retry_at,
             progress=ctx.live.snapshot(),
         )
@@ -108,6 +141,14 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, RetryableError | PermanentError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    note = f" ... ({len(text) - limit:,} more characters)"
+    return text[: limit - len(note)] + note
 
 
 def _uncancel() -> None:

@@ -62,11 +62,38 @@ def sync_url(url: str) -> URL:
     return parsed.set(drivername="mysql+pymysql")
 
 
-def ensure_sqlite_dir(url: str) -> None:
-    """Create the folder of a SQLite file so a fresh state directory just works."""
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (absolute), or None for another database or `:memory:`."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).absolute()
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """Why `serve` and `check-config` cannot open a SQLite database: its file does not exist
+    (connecting would create an empty one, which only `syncd migrate` may do); else None."""
+    path = sqlite_path(url)
+    if path is None or path.exists():
+        return None
+    return f"no database at {path}: run `syncd migrate` first (or set SYNCD_DATABASE_URL)"
+
+
+def prepare_sqlite_dir(url: str, state_dir: Path) -> None:
+    """Before `migrate` creates a SQLite file: its folder must exist, except the state
+    directory itself, which is syncd's own and is made (not its parents). A mistyped path is
+    refused (`SchemaError`) instead of growing a tree of folders."""
+    path = sqlite_path(url)
+    if path is None or path.parent.is_dir():
+        return
+    folder = path.parent
+    if folder == state_dir.absolute() and folder.parent.is_dir():
+        folder.mkdir(exist_ok=True)
+        return
+    raise SchemaError(
+        f"directory {folder} does not exist: create it first, or fix SYNCD_DATABASE_URL"
+        " (migrate creates the database file, not the folders above it)"
+    )
 
 
 def mysql_connect_args(timeout: float, blocking: bool = False) -> dict[str, Any]:
@@ -181,6 +208,9 @@ async def check_database(engine: AsyncEngine, database_url: str, limit_s: float)
     Raises `DatabaseUnreachable`, `UnsupportedDatabase` or `SchemaError`, each with one line
     that names the problem (the CLI prints it and exits non-zero).
     """
+    missing = await asyncio.to_thread(missing_sqlite_file, database_url)
+    if missing is not None:
+        raise SchemaError(missing)
     try:
         async with asyncio.timeout(limit_s):
             if not is_sqlite(database_url):

@@ -338,3 +338,17 @@ sync_watermarks = Table(
     Column("task_id", String(36)),
     Column("updated_at", Timestamp, nullable=False),
 )
+
+# The daemons sharing this database: each writes its row at start and on every heartbeat, and
+# says when it stopped. What each runs is in `sync_tasks` (`lease_owner`).
+sync_nodes = Table(
+    "sync_nodes",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("heartbeat_at", Timestamp, nullable=False),
+    Column("stopped_at", Timestamp),
+    Column("slots", Integer, nullable=False),
+    Index("ix_sync_nodes_heartbeat", "heartbeat_at"),
+)

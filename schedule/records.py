@@ -55,6 +55,7 @@ class TaskFilter:
     status: TaskStatus | None = None
     task_type: str | None = None
     data_source_id: str | None = None
+    search: str | None = None  # a reference or id prefix, or a dedupe key prefix
 
 
 @dataclass(frozen=True)

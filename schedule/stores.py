@@ -15,6 +15,7 @@ from schedule.books import BookStore
 from schedule.clock import Clock, utcnow
 from schedule.datasources import DataSourceStore
 from schedule.imports import ImportStore
+from schedule.nodes import NodeStore
 from schedule.schedules import ScheduleStore
 from schedule.store import Connector, TaskStore, make_store
 
@@ -28,14 +29,22 @@ class Stores:
     data_sources: DataSourceStore
     imports: ImportStore
     schedules: ScheduleStore
+    nodes: NodeStore
 
 
-def open_stores(db: Connector, clock: Clock = utcnow) -> Stores:
-    """Build every store on the connector `db` (see `schedule.store.connect`)."""
+#: How long a daemon counts as alive after its last heartbeat: three heartbeats, each a third
+#: of the lease (`SYNCD_LEASE_S`, 30 s by default).
+ALIVE_S = 30.0
+
+
+def open_stores(db: Connector, clock: Clock = utcnow, *, alive_s: float = ALIVE_S) -> Stores:
+    """Build every store on the connector `db` (see `schedule.store.connect`); a daemon is
+    alive for `alive_s` after its last heartbeat (the daemon passes its lease)."""
     return Stores(
         tasks=make_store(db, clock),
         books=BookStore(db, clock),
         data_sources=DataSourceStore(db, clock),
         imports=ImportStore(db, clock),
         schedules=ScheduleStore(db, clock),
+        nodes=NodeStore(db, alive_s, clock),
     )

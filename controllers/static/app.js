@@ -3,10 +3,11 @@
 
 import { ApiError, session, whoami } from "./api.js";
 import { live } from "./live.js";
-import { clear, errorBox, h } from "./ui.js";
+import { applyTheme, clear, errorBox, h, prefs } from "./ui.js";
 import * as tasksPage from "./pages/tasks.js";
 import * as taskPage from "./pages/task.js";
 import * as statsPage from "./pages/stats.js";
+import * as nodesPage from "./pages/nodes.js";
 import * as schedulesPage from "./pages/schedules.js";
 import * as booksPage from "./pages/books.js";
 import * as sourcesPage from "./pages/sources.js";
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^\/tasks$/, "tasks", tasksPage],
   [/^\/task\/([^/]+)$/, "tasks", taskPage],
   [/^\/stats$/, "stats", statsPage],
+  [/^\/nodes$/, "nodes", nodesPage],
   [/^\/schedules$/, "schedules", schedulesPage],
   [/^\/books$/, "books", booksPage],
   [/^\/books\/([^/]+)$/, "books", booksPage],
@@ -55,12 +57,15 @@ function route() {
     const match = path.match(pattern);
     if (!match) continue;
     markSection(section);
-    clear(view);
+    // Each page draws into a box of its own: an answer that arrives after the user moved on
+    // lands in the old, detached box instead of over the new page.
+    const root = h("div.page");
+    clear(view, root);
     const params = match.slice(1).map(decodeURIComponent);
     try {
-      cleanup = page.render({ root: view, params, query, go }) || null;
+      cleanup = page.render({ root, params, query, go }) || null;
     } catch (error) {
-      clear(view, errorBox(error, "This page failed to render"));
+      clear(root, errorBox(error, "This page failed to render"));
     }
     return;
   }
@@ -144,6 +149,33 @@ window.addEventListener("syncd:unauthorized", (event) => {
   session.token = "";
   showLogin(`Your session ended: ${event.detail}. Sign in again.`);
 });
+
+// ---- preferences: the zone of the times shown and the colour theme, remembered ---------------
+
+const zoneSwitch = document.getElementById("zone-switch");
+const themeSwitch = document.getElementById("theme-switch");
+
+function showPrefs() {
+  zoneSwitch.value = prefs.zone;
+  themeSwitch.value = prefs.theme;
+  const offset = -new Date().getTimezoneOffset();
+  const local = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+  const sign = offset < 0 ? "-" : "+";
+  const hours = String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0");
+  const minutes = String(Math.abs(offset) % 60).padStart(2, "0");
+  zoneSwitch.options[0].textContent = `Local (UTC${sign}${hours}:${minutes})`;
+  zoneSwitch.options[0].title = `This browser's zone: ${local}`;
+}
+
+zoneSwitch.addEventListener("change", () => {
+  prefs.zone = zoneSwitch.value;
+  route(); // redraw the page with every time in the chosen zone
+});
+themeSwitch.addEventListener("change", () => {
+  prefs.theme = themeSwitch.value;
+});
+applyTheme();
+showPrefs();
 
 window.addEventListener("hashchange", route);
 window.syncd = { live, session }; // for the browser tests and for poking around in devtools

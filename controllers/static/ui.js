@@ -44,15 +44,71 @@ export function clear(node, ...children) {
   return node;
 }
 
-// ---- formatting ------------------------------------------------------------------------------
+// ---- preferences: time zone of the times shown, colour theme (kept in localStorage) -------------
 
+const ZONE_KEY = "syncd.zone";
+const THEME_KEY = "syncd.theme";
+
+export const prefs = {
+  /** "local" (the browser's zone) or "utc". */
+  get zone() {
+    return localStorage.getItem(ZONE_KEY) === "utc" ? "utc" : "local";
+  },
+  set zone(value) {
+    localStorage.setItem(ZONE_KEY, value === "utc" ? "utc" : "local");
+  },
+  /** "auto" (follow the system), "light" or "dark". */
+  get theme() {
+    const value = localStorage.getItem(THEME_KEY);
+    return value === "light" || value === "dark" ? value : "auto";
+  },
+  set theme(value) {
+    if (value === "light" || value === "dark") localStorage.setItem(THEME_KEY, value);
+    else localStorage.removeItem(THEME_KEY);
+    applyTheme();
+  },
+};
+
+/** Put the chosen theme on <html> (the CSS reads data-theme; none: follow the system). */
+export function applyTheme() {
+  const theme = prefs.theme;
+  if (theme === "auto") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+}
+
+function pad(n, width = 2) {
+  return String(n).padStart(width, "0");
+}
+
+/** The zone times are shown in: "UTC", or the browser's offset at that moment ("UTC+03:00"). */
+export function zoneLabel(date = new Date()) {
+  if (prefs.zone === "utc") return "UTC";
+  const minutes = -date.getTimezoneOffset();
+  if (minutes === 0) return "UTC+00:00";
+  const sign = minutes > 0 ? "+" : "-";
+  const a = Math.abs(minutes);
+  return `UTC${sign}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
+/** The calendar parts of a moment in the chosen zone. */
+export function zoned(date) {
+  const utc = prefs.zone === "utc";
+  return {
+    year: utc ? date.getUTCFullYear() : date.getFullYear(),
+    month: (utc ? date.getUTCMonth() : date.getMonth()) + 1,
+    day: utc ? date.getUTCDate() : date.getDate(),
+    hour: utc ? date.getUTCHours() : date.getHours(),
+    minute: utc ? date.getUTCMinutes() : date.getMinutes(),
+    second: utc ? date.getUTCSeconds() : date.getSeconds(),
+  };
+}
+
+/** "2026-03-01 13:12:03 UTC+03:00" (or "... UTC"): every time shown says its zone. */
 export function fmtTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
-  return d.toLocaleString(undefined, {
-    year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", second: "2-digit",
-  });
+  const p = zoned(d);
+  return `${p.year}-${pad(p.month)}-${pad(p.day)} ${pad(p.hour)}:${pad(p.minute)}:${pad(p.second)} ${zoneLabel(d)}`;
 }
 
 export function relTime(iso) {
@@ -69,8 +125,14 @@ export function relTime(iso) {
   return future ? `in ${text}` : `${text} ago`;
 }
 
+/** A time in a table: the moment with its zone, and how long ago (or until) below it. */
 export function timeCell(iso) {
-  return h("time", { datetime: iso || "", title: iso ? fmtTime(iso) : "" }, relTime(iso));
+  if (!iso) return h("span.muted", "—");
+  const text = fmtTime(iso);
+  const cut = text.lastIndexOf(" ");
+  return h("time.when", { datetime: iso, title: text },
+    h("span", text.slice(0, cut)),
+    h("span.muted.small", `${text.slice(cut + 1)} · ${relTime(iso)}`));
 }
 
 export function fmtDuration(seconds) {
@@ -95,21 +157,99 @@ export function badge(status, label) {
   return h(`span.badge.s-${status}`, { dataset: { status } }, label || status);
 }
 
+const FINISHED = new Set(["completed", "failed", "cancelled"]);
+
+/** The percentage a bar shows: where the work is, or where it stopped. A pending task has not
+ * started its next attempt, so it shows nothing of an earlier one; only a completed task is
+ * at 100% because it completed. */
+export function shownProgress(task) {
+  if (task.status === "pending") return 0;
+  return Math.max(0, Math.min(100, task.progress || 0));
+}
+
+function progressText(task, pct) {
+  if (task.status === "pending") return "waiting";
+  return `${pct}%`;
+}
+
 export function progressBar(task) {
-  const pct = Math.max(0, Math.min(100, task.progress || 0));
+  const pct = shownProgress(task);
+  const label = h("span.progress-label", progressText(task, pct));
   const bar = h("div.progress", { dataset: { status: task.status } },
-    h("div.progress-fill", { style: `width:${pct}%` }),
-    h("span.progress-label", `${pct}%`));
+    h("div.progress-track", h("div.progress-fill", { style: `width:${pct}%` })),
+    label);
   bar.setAttribute("role", "progressbar");
   bar.setAttribute("aria-valuenow", String(pct));
+  bar.setAttribute("aria-valuemin", "0");
+  bar.setAttribute("aria-valuemax", "100");
+  bar.setAttribute("aria-label", describeProgress(task, pct));
   return bar;
 }
 
+function describeProgress(task, pct) {
+  if (task.status === "pending") return "waiting to start";
+  if (FINISHED.has(task.status) && task.status !== "completed") return `stopped at ${pct}%`;
+  return `${pct}%`;
+}
+
+/** Move a running task's bar (live progress). */
 export function setProgress(bar, pct) {
   const value = Math.max(0, Math.min(100, pct || 0));
   bar.querySelector(".progress-fill").style.width = `${value}%`;
   bar.querySelector(".progress-label").textContent = `${value}%`;
   bar.setAttribute("aria-valuenow", String(value));
+  bar.setAttribute("aria-label", `${value}%`);
+}
+
+/** Redraw a bar for a task's current state (status and progress). */
+export function updateBar(bar, task) {
+  const pct = shownProgress(task);
+  bar.dataset.status = task.status;
+  bar.querySelector(".progress-fill").style.width = `${pct}%`;
+  bar.querySelector(".progress-label").textContent = progressText(task, pct);
+  bar.setAttribute("aria-valuenow", String(pct));
+  bar.setAttribute("aria-label", describeProgress(task, pct));
+}
+
+function ordinal(n) {
+  const suffix = n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
+function future(iso) {
+  return !!iso && new Date(iso).getTime() > Date.now();
+}
+
+/** Why a pending task waits, in words, from the API's `waiting` (the reasons of
+ * schedule/waiting.py; from its run_after and attempt alone when the answer has none). */
+export function waitingText(task) {
+  const w = task.waiting || {};
+  const next = `attempt ${task.attempt + 1} of ${task.max_attempts}`;
+  const due = w.due_at || task.run_after;
+  const slots = w.slots || {};
+  const busy = `${slots.busy ?? "?"}/${slots.total ?? "?"} busy`;
+  const place = w.position ? `, ${ordinal(w.position)} in line` : "";
+  if (w.reason === "retry_backoff" || (!w.reason && task.attempt && future(due))) {
+    return `retry: ${next} at ${fmtTime(due)}`;
+  }
+  if (w.reason === "due_later" || (!w.reason && future(due))) return `due at ${fmtTime(due)}`;
+  if (w.reason === "external_worker") return `waiting for an external worker of ${task.service || "its service"}${place}`;
+  if (w.reason === "no_node") return "waiting: no daemon on this database is running";
+  if (w.reason === "type_limit") {
+    const limit = w.type_limit || {};
+    return `waiting: ${task.task_type} limit reached (${limit.running ?? "?"}/${limit.limit ?? "?"} running)`;
+  }
+  if (w.reason === "no_free_slot") return `waiting for a free slot (${busy}${place})`;
+  if (w.reason === "queued") return `queued: a slot is free (${busy}${place}), starts within a poll`;
+  return task.attempt ? `queued: ${next}` : "queued";
+}
+
+/** What a task is doing, in words: why a pending one waits, a failed one's error, else its
+ * last message. */
+export function stateText(task) {
+  if (task.status === "pending") return waitingText(task);
+  if (task.status === "failed") return task.error || task.message || "";
+  return task.message || "";
 }
 
 // ---- blocks --------------------------------------------------------------------------------------
@@ -136,32 +276,90 @@ export function loading() {
   return h("div.loading", h("span.spinner", { "aria-hidden": "true" }), "Loading…");
 }
 
+/** A table in a box that scrolls sideways when it must (with a cue); each cell is labelled
+ * with its column's header (shown beside the value when the table is drawn as cards on a
+ * narrow screen). */
 export function table(headers, rows, { className = "" } = {}) {
-  return h(`table.table${className ? "." + className : ""}`,
-    h("thead", h("tr", headers.map((x) => (x instanceof Node ? h("th", x) : h("th", x))))),
-    h("tbody", rows));
+  const labels = headers.map((x) => (x instanceof Node ? "" : String(x)));
+  for (const row of rows) labelRow(row, labels);
+  return scrollCue(h("div.table-scroll",
+    h(`table.table${className ? "." + className : ""}`,
+      h("thead", h("tr", headers.map((x) => h("th", { scope: "col" }, x)))),
+      h("tbody", rows))));
 }
 
-/**
- * Previous / next buttons and where we are. `next(cursor)`, when given, turns the page after
- * this one through the list's cursor (`pagination.next_cursor`), which costs the same at any
- * depth; without it, pages go by number. A total the API did not count to the end
- * (`total_exact: false`) reads "more than N".
- */
-export function pager(pagination, go, { next } = {}) {
-  const { page, total_pages: pages, total } = pagination;
-  const last = Math.max(1, pages);
+/** Mark the sides of a sideways-scrolling box that have more to see (`data-more`: left,
+ * right), kept up to date as it scrolls or changes size. */
+export function scrollCue(box) {
+  const mark = () => {
+    const more = [];
+    if (box.scrollLeft > 1) more.push("left");
+    if (box.scrollLeft + box.clientWidth < box.scrollWidth - 1) more.push("right");
+    if (more.length) box.dataset.more = more.join(" ");
+    else delete box.dataset.more;
+  };
+  box.addEventListener("scroll", mark, { passive: true });
+  new ResizeObserver(mark).observe(box);
+  return box;
+}
+
+/** Label a row's cells with the column names (`data-label`), for the card layout. */
+export function labelRow(row, labels) {
+  [...row.children].forEach((cell, i) => {
+    if (labels[i]) cell.dataset.label = labels[i];
+  });
+  return row;
+}
+
+export const PAGE_SIZES = [20, 50, 100, 200, 500];
+
+/** First / previous / a page number to jump to / next / last, and (with `onSize`) the page
+ * size. A number past the last page or below 1 is brought back in range. With `next(cursor)`,
+ * "Next" turns the page through the list's cursor (`pagination.next_cursor`, the same cost at
+ * any depth) and `page` says which page this is (an answer by cursor does not know). A total
+ * the API did not count to the end (`total_exact: false`) reads "more than N", and there is
+ * no last page to jump to. */
+export function pager(pagination, go, { onSize = null, next = null, page: shown = null } = {}) {
+  const { size, total_pages: pages, total } = pagination;
+  const page = shown ?? pagination.page;
   const counted = pagination.total_exact !== false;
-  const more = next ? Boolean(pagination.next_cursor) : page < last;
+  const last = counted ? Math.max(1, pages) : Math.max(page, pages);
+  const jump = h("input", {
+    type: "number", min: 1, max: last, value: page, inputmode: "numeric",
+    "aria-label": `Page number, 1 to ${last}`, name: "page",
+  });
+  const form = h("form.pager-jump", {
+    noValidate: true, // out of range is brought back in range, not refused
+    on: {
+      submit: (e) => {
+        e.preventDefault();
+        const wanted = Math.min(last, Math.max(1, Math.round(Number(jump.value)) || 1));
+        go(wanted);
+      },
+    },
+  }, "Page", jump, counted ? `of ${fmtNumber(last)}` : `of more than ${fmtNumber(last)}`,
+  h("button.btn.small.ghost", { type: "submit" }, "Go"));
+  const button = (label, target, disabled, action) => h("button.btn.small.ghost", {
+    type: "button", disabled, dataset: { page: action }, "aria-label": label,
+    on: { click: () => go(target) },
+  }, label);
+  const sizes = onSize && h("label.pager-jump", "Per page",
+    h("select", { "aria-label": "Tasks per page", on: { change: (e) => onSize(Number(e.target.value)) } },
+      PAGE_SIZES.map((n) => h("option", { value: n, selected: n === size }, String(n)))));
   return h("div.pager",
-    h("button.btn.small.ghost", { type: "button", disabled: page <= 1, on: { click: () => go(page - 1) } }, "‹ Previous"),
-    h("span.muted", counted
-      ? `Page ${page} of ${last} · ${fmtNumber(total)} total`
-      : `Page ${page} · more than ${fmtNumber(total)} tasks`),
-    h("button.btn.small.ghost", {
-      type: "button", disabled: !more,
-      on: { click: () => (next ? next(pagination.next_cursor) : go(page + 1)) },
-    }, "Next ›"));
+    h("div.pager-nav",
+      button("« First", 1, page <= 1, "first"),
+      button("‹ Previous", Math.min(page - 1, last), page <= 1, "previous"),
+      form,
+      next
+        ? h("button.btn.small.ghost", {
+          type: "button", disabled: !pagination.next_cursor, dataset: { page: "next" }, "aria-label": "Next ›",
+          on: { click: () => next(pagination.next_cursor) },
+        }, "Next ›")
+        : button("Next ›", page + 1, page >= last, "next"),
+      button("Last »", last, !counted || page >= last, "last")),
+    h("span.muted", counted ? `${fmtNumber(total)} total` : `more than ${fmtNumber(total)}`),
+    sizes);
 }
 
 export function pageHeader(title, subtitle, ...actions) {

@@ -5,7 +5,7 @@ finish (plain SQL on SQLite's writer thread, SQLAlchemy Core on MySQL), a cancel
 task, a rescue that gives up, an external worker's last report. A row counts the tasks
 (`tasks`), those of them that had started (`timed`) and the sum of their run times in seconds
 (`duration_s`, start to finish). Statistics over any window read a few hundred rows instead of
-every task, and deleting old tasks (retention) leaves their counts. Migration 0008 fills the
+every task, and deleting old tasks (retention) leaves their counts. Migration 0009 fills the
 table for tasks that finished before it (`fill_rollups`).
 """
 

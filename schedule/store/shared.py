@@ -481,7 +481,20 @@ def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
         clauses.append(T.c.task_type == flt.task_type)
     if flt.data_source_id is not None:
         clauses.append(T.c.data_source_id == flt.data_source_id)
+    if flt.search:
+        clauses.append(search_clause(flt.search))
     return and_(True, *clauses)
+
+
+def search_clause(text: str) -> ColumnElement[bool]:
+    """Tasks whose reference or id starts with `text`, or whose dedupe key does (ASCII case
+    ignored, as both dialects' LIKE do). `%` and `_` in `text` are matched as themselves."""
+    pattern = text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+    return or_(
+        T.c.reference.like(pattern.upper(), escape="!"),
+        T.c.id.like(pattern.lower(), escape="!"),
+        T.c.dedupe_key.like(pattern, escape="!"),
+    )
 
 
 def _progress_params(update_: ProgressUpdate) -> dict[str, Any]:

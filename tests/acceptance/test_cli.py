@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,11 +142,29 @@ def test_batch_cancel_reports_each_id(daemon: Daemon) -> None:
     made = json.loads(
         syncd(daemon, "tasks", "create", "noop", "--run-after", LATER, "--json").stdout
     )
-    result = syncd(daemon, "tasks", "cancel", made["id"], "NOSUCHTASK1")
+    slow = ["tasks", "create", "noop", "-p", "sleep_s=60", "-p", "steps=600", "--json"]
+    running, alone = (json.loads(syncd(daemon, *slow).stdout) for _ in range(2))
+    wait_running(daemon, running["id"])
+    wait_running(daemon, alone["id"])
+    result = syncd(daemon, "tasks", "cancel", made["id"], running["reference"], "NOSUCHTASK1")
     assert result.returncode == 1
-    rows = result.stdout.splitlines()[1:]
-    assert rows[0].split()[:3] == [made["id"], "ok", "cancelled"]
-    assert rows[1].split()[:2] == ["NOSUCHTASK1", "refused"]
+    # Worded as a single cancel is: the same verbs, one line per task.
+    assert result.stdout.splitlines() == [
+        f"cancelled {made['id']}",
+        f"cancel requested for {running['reference']} (it is running)",
+        "NOSUCHTASK1: refused: no task 'NOSUCHTASK1'",
+    ]
+    single = syncd(daemon, "tasks", "cancel", alone["reference"])
+    assert single.stdout == f"cancel requested for {alone['reference']} (it is running)\n"
+
+
+def wait_running(daemon: Daemon, task_id: str) -> None:
+    """Until the task runs (bounded: the daemon claims within its poll interval)."""
+    for _ in range(200):
+        if daemon.call("GET", f"/api/sync/tasks/{task_id}")["status"] == "running":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} never started")
 
 
 def test_stats(daemon: Daemon) -> None:
@@ -210,3 +230,76 @@ def test_token_from_option_or_environment(guarded: Daemon) -> None:
     made = syncd(guarded, "tasks", "create", "noop", "--follow", "--token", "cli-admin-token")
     assert made.returncode == 0, made.stderr
     assert "completed" in made.stdout.splitlines()[-1]
+
+
+def test_version_and_usage_errors_name_the_command() -> None:
+    version = syncd(None, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("syncd ")
+    assert version.stdout.split()[1][0].isdigit()
+    bogus = syncd(None, "tasks", "list", "--bogus")
+    assert bogus.returncode == 2
+    assert bogus.stderr.startswith("usage: syncd tasks list ")
+    assert bogus.stderr.splitlines()[-1] == (
+        "syncd tasks list: error: unrecognized arguments: --bogus"
+    )
+    no_priority = syncd(None, "tasks", "show", "X", "--priority", "3")
+    assert no_priority.returncode == 2 and "usage: syncd tasks show " in no_priority.stderr
+
+
+def test_url_without_a_scheme_and_a_bad_scheme(daemon: Daemon) -> None:
+    bare = daemon.url.removeprefix("http://")
+    listed = syncd(None, "tasks", "list", "--url", bare)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[-1].startswith("page 1 of ")
+    wrong = syncd(None, "tasks", "list", "--url", "ftp://example.org")
+    assert wrong.returncode == 1
+    assert wrong.stderr == (
+        "syncd: error: --url 'ftp://example.org': expected http://HOST:PORT or https://HOST:PORT\n"
+    )
+
+
+def test_show_prints_the_whole_message_and_times_with_their_offset(daemon: Daemon) -> None:
+    made = json.loads(
+        syncd(daemon, "tasks", "create", "noop", "--run-after", LATER, "--json").stdout
+    )
+    long_message = "a long message " * 12
+    path = daemon.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path, timeout=10) as conn:
+        conn.execute("UPDATE sync_tasks SET message = ? WHERE id = ?", (long_message, made["id"]))
+    conn.close()
+    shown = syncd(daemon, "tasks", "show", made["reference"], TZ="Asia/Tokyo")
+    assert shown.returncode == 0, shown.stderr
+    lines = {
+        line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+        for line in shown.stdout.splitlines()
+        if ":" in line
+    }
+    assert lines["message"] == long_message.strip()
+    assert lines["run after"] == "2099-01-01 09:00:00+09:00"
+    assert lines["waiting"] == "due at 2099-01-01 09:00:00+09:00"
+    in_utc = syncd(daemon, "tasks", "show", made["reference"], "--utc", TZ="Asia/Tokyo")
+    assert "run after:     2099-01-01 00:00:00+00:00" in in_utc.stdout
+    listed = syncd(daemon, "tasks", "list", "--status", "pending", "--utc")
+    row = next(r for r in listed.stdout.splitlines() if r.startswith(made["reference"]))
+    assert "+00:00" in row and "due at 2099-01-01 00:00:00+00:00" in row
+    syncd(daemon, "tasks", "cancel", made["id"])
+
+
+def test_priority_of_snapshot_create_and_stock_import(daemon: Daemon, tmp_path: Path) -> None:
+    snapshot = syncd(daemon, "snapshot", "create", "--priority", "9", "--json")
+    assert snapshot.returncode == 0, snapshot.stderr
+    assert json.loads(snapshot.stdout)["priority"] == 9
+    sheet = tmp_path / "stock.xlsx"
+    from openpyxl import Workbook
+
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    ws.append(["partnumber", "vendor", "description", "qty", "price", "warehouse"])
+    ws.append(["PN-1", "ACME", "a part", 3, 9.5, "main"])
+    book.save(sheet)
+    stock = syncd(daemon, "import", "stock", str(sheet), "--priority", "-3", "--json")
+    assert stock.returncode == 0, stock.stderr
+    assert json.loads(stock.stdout)["priority"] == -3
+    refused = syncd(daemon, "import", "stock", str(sheet), "--priority", "300")
+    assert refused.returncode == 1 and "HTTP 422 validation_error: priority" in refused.stderr

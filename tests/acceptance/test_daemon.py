@@ -42,12 +42,20 @@ def tasks_by_status(d: Daemon) -> dict[str, int]:
     return by_status
 
 
-def test_unmigrated_database_is_refused(daemon: Daemon) -> None:
+def test_unmigrated_database_is_refused(daemon: Daemon, tmp_path: Path) -> None:
     result = daemon.run("serve", check=False)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"syncd: no database at {tmp_path / 'syncd.db'}: run `syncd migrate` first"
+        " (or set SYNCD_DATABASE_URL)"
+    )
+    assert not (tmp_path / "syncd.db").exists()
+    sqlite3.connect(tmp_path / "syncd.db").close()  # an empty database, never migrated
+    result = daemon.run("serve", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
         "syncd: database is not migrated: run `syncd migrate` first"
-    ]
+    )
 
 
 def test_bad_setting_stops_start_up_with_one_line(daemon: Daemon) -> None:

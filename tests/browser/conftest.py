@@ -7,6 +7,7 @@ and is launched by its path. Screenshots of every page go to build/screenshots/.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+PHONE = {"width": 390, "height": 844}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -70,6 +72,53 @@ def page(browser: Any) -> Iterator[Any]:
     yield tab
     context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def phone(browser: Any) -> Iterator[Any]:
+    """A fresh tab the size of a phone held upright (390 x 844 CSS pixels, touch)."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+#: axe-core, from the wheel of axe-playwright-python (a test extra): no network at test time.
+AXE_SCRIPT = files("axe_playwright_python").joinpath("axe.min.js").read_text()
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """What axe-core finds against WCAG 2.1 A and AA in the page as it is drawn now: every
+    violation, and every check it could not decide, except for text drawn inside an SVG chart
+    (axe cannot find the background behind SVG text; the axis is drawn in the muted colour it
+    judges everywhere else) and text too short to judge. Colour contrast is one of the rules
+    (AA: 4.5:1)."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.add_script_tag(content=AXE_SCRIPT)
+    found = page.evaluate(
+        """async (tags) => {
+          const result = await axe.run(document, {runOnly: {type: "tag", values: tags}});
+          const say = (kind) => (rule) => rule.nodes.map((node) => {
+            const check = node.any[0] || node.all[0] || node.none[0] || {};
+            return `${kind} ${rule.id}: ${node.target.join(" ")}: ${check.message || ""}`;
+          });
+          const inSvg = (node) => {
+            const element = document.querySelector(node.target.join(" "));
+            return !!element && !!element.closest("svg");
+          };
+          const undecided = result.incomplete.map(
+            (rule) => ({...rule, nodes: rule.nodes.filter((node) => !inSvg(node))}));
+          return [...result.violations.flatMap(say("violation")),
+                  ...undecided.flatMap(say("undecided"))];
+        }""",
+        AXE_TAGS,
+    )
+    return [p for p in found if "content is too short" not in p]
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bench.daemon import Daemon, running_daemon
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import accessibility_problems, screenshot
 from tests.conftest import FAST
 
 ADMIN, READER, WORKER = "admin-token-123", "read-token-456", "worker-token-789"
@@ -47,6 +47,9 @@ def test_wrong_token_stays_on_the_login_form(daemon: Daemon, page: Any) -> None:
     expect(page.locator("#nav")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('syncd.token')") is None
     screenshot(page, "login")
+    assert accessibility_problems(page) == []
+    page.emulate_media(color_scheme="dark")
+    assert accessibility_problems(page) == []
 
 
 def test_admin_signs_in_sees_buttons_and_signs_out(

@@ -65,7 +65,7 @@ def test_tasks_list_filters_and_live_progress(daemon: Daemon, page: Any) -> None
     )
     for status in page.locator("tbody tr .badge").all_text_contents():
         assert status == "failed"
-    page.fill("#f-type", "no_such_type")
+    page.fill("#f-source", "no_such_source")
     page.click("button:text('Apply')")
     expect(page.locator(".empty")).to_contain_text("No task matches these filters")
     page.click("button:text('Clear')")
@@ -106,7 +106,14 @@ def test_a_refused_action_shows_the_api_message(daemon: Daemon, page: Any) -> No
     page.goto(daemon.url + "/#/tasks")
     button = row(page, task).locator("button[data-action=cancel]")
     expect(button).to_be_visible()
-    daemon.call("POST", f"/api/sync/tasks/{task['id']}/cancel")  # someone else was faster
+
+    def someone_else_was_faster(route: Any) -> None:
+        # Cancelled by another client just before the dashboard's request arrives (cancelling
+        # before the click raced the live feed, which redraws the row without its button).
+        daemon.call("POST", f"/api/sync/tasks/{task['id']}/cancel")
+        route.continue_()
+
+    page.route(f"**/api/sync/tasks/{task['id']}/cancel", someone_else_was_faster)
     button.click()
     page.click("#confirm-ok")
     expect(page.locator(".toast.error")).to_have_text("task is already cancelled")
@@ -138,12 +145,14 @@ def test_task_page_with_attempts_and_paged_record_errors(daemon: Daemon, page: A
     expect(page.locator("pre.json").first).to_contain_text('"fail_times": 1')
     outcomes = page.locator("td .badge").all_text_contents()
     assert outcomes[:2] == ["retry", "completed"]
-    expect(page.locator(".pager")).to_contain_text("Page 1 of 2 · 25 total")
+    expect(page.locator(".pager")).to_contain_text("of 2")
+    expect(page.locator(".pager")).to_contain_text("25 total")
+    expect(page.locator(".pager input[name=page]")).to_have_value("1")
     expect(page.get_by_role("cell", name="bad row 1", exact=True)).to_be_visible()
     expect(page.get_by_role("cell", name="bad row 21", exact=True)).to_have_count(0)
     screenshot(page, "task")
     page.click(".pager button:text('Next ›')")
-    expect(page.locator(".pager")).to_contain_text("Page 2 of 2")
+    expect(page.locator(".pager input[name=page]")).to_have_value("2")
     expect(page.get_by_role("cell", name="bad row 25", exact=True)).to_be_visible()
 
 
@@ -167,15 +176,20 @@ def add_record_errors(daemon: Daemon, task: dict[str, Any], count: int) -> None:
 def test_statistics_page_and_throughput_chart(daemon: Daemon, page: Any) -> None:
     done = create(daemon)
     wait_status(daemon, done["id"], "completed")
-    page.goto(daemon.url + "/#/stats")
+    page.goto(daemon.url + "/#/stats?window=24h")
     expect(page.locator(".stat-value").first).not_to_have_text("")
-    expect(page.locator("svg.chart g.bar")).to_have_count(24)
+    expect(page.locator("svg.chart g.bar")).to_have_count(25)  # this hour and the 24 before
     expect(page.locator("svg.chart rect.seg.completed")).not_to_have_count(0)
     expect(page.locator(".legend")).to_contain_text("Completed")
     screenshot(page, "statistics")
     page.select_option("#stats-window", "1h")
     expect(page).to_have_url(f"{daemon.url}/#/stats?window=1h")
     expect(page.locator(".hbar").first).to_be_visible()
+    expect(page.locator("svg.chart g.bar")).to_have_count(2)  # the window spans two hours
+    page.select_option("#stats-window", "7d")  # beyond 48 hours: a bar per day
+    expect(page.locator("#throughput h2")).to_contain_text("Finished per day, last 7 days")
+    # 169 hours (this one and 7 days of them before) touch 8 calendar days.
+    expect(page.locator("svg.chart g.bar")).to_have_count(8)
 
 
 def test_live_updates_fall_back_to_polling_and_reconnect(daemon: Daemon, page: Any) -> None:

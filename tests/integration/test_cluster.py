@@ -261,22 +261,32 @@ def _long_ago() -> Any:
     return datetime(2000, 1, 1, tzinfo=UTC)
 
 
+async def keep_lapsed(engine: AsyncEngine, task_id: str, owner: str) -> None:
+    """Keep the lease of `owner` on the task lapsed, as if its heartbeats did not land."""
+    while True:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(sync_tasks)
+                .where(sync_tasks.c.id == task_id, sync_tasks.c.lease_owner == owner)
+                .values(lease_expires_at=sync_tasks.c.started_at)
+            )
+        await asyncio.sleep(0.05)
+
+
 async def test_a_node_that_lost_its_lease_never_writes_its_result(
     cluster_nodes: list[Node], gates: Gates, bus: EventBus, events: Events
 ) -> None:
     registry = gates.registry()
     a = await start(cluster_nodes[0], registry, bus)
     b: Running | None = None
+    cut_off: asyncio.Task[None] | None = None
     try:
         task, _ = await a.service.create(TaskRequest("gated"))
         await asyncio.wait_for(gates.entered("node-1").wait(), WAIT_S)
-        # Node 1 stops heartbeating as if cut off from the database: its lease lapses.
-        async with a.store.db.engine.begin() as conn:
-            await conn.execute(
-                update(sync_tasks)
-                .where(sync_tasks.c.id == task.id)
-                .values(lease_expires_at=sync_tasks.c.started_at)
-            )
+        # Node 1 is cut off from the database: its heartbeats no longer land, so its lease
+        # lapses (kept lapsed until node 2 rescued the task: node 1's own heartbeat, every
+        # second, would extend it again before a slow start of node 2 saw it lapsed).
+        cut_off = asyncio.create_task(keep_lapsed(a.store.db.engine, task.id, "node-1"))
         gates.gate("node-2").set()
         b = await start(cluster_nodes[1], registry, bus)  # rescues the task, then runs it
         await events.ended(task.id, within=WAIT_S)
@@ -291,6 +301,8 @@ async def test_a_node_that_lost_its_lease_never_writes_its_result(
             (2, "node-2", "completed"),
         ]
     finally:
+        if cut_off is not None:
+            cut_off.cancel()
         await a.pool.stop()
         if b is not None:
             await b.pool.stop()

@@ -24,7 +24,8 @@ async def test_index_and_every_module_it_imports_are_served(
     html = await index.text()
     assert "/static/app.js" in html and "/static/app.css" in html
     assert "http://" not in html and "https://" not in html  # nothing from a CDN
-    modules = ["app.js"]
+    modules = ["app.js", *re.findall(r'<script src="/static/([^"]+)"></script>', html)]
+    assert "theme.js" in modules  # the classic script that applies the theme before drawing
     seen: set[str] = set()
     while modules:
         name = modules.pop()

@@ -36,7 +36,7 @@ def test_single_head() -> None:
 
 
 def test_the_rollups_migration_counts_the_tasks_that_finished_before(database_url: str) -> None:
-    """Migration 0008 fills the statistics' rollups from the tasks already there: per hour of
+    """Migration 0009 fills the statistics' rollups from the tasks already there: per hour of
     the finish, type and outcome, with the run times of those that started."""
     from alembic import command
 
@@ -53,7 +53,7 @@ def test_the_rollups_migration_counts_the_tasks_that_finished_before(database_ur
     ]
     try:
         with engine.begin() as conn:
-            command.downgrade(_on(cfg, conn), "0007")
+            command.downgrade(_on(cfg, conn), "0008")
             for index, (status, kind, finished, run_s) in enumerate(rows):
                 started = finished - timedelta(seconds=run_s) if finished and run_s else None
                 conn.execute(
@@ -98,8 +98,8 @@ def _on(cfg: Any, conn: Any) -> Any:
 def test_an_analyzed_sqlite_database_keeps_claiming_through_the_claim_index(
     sqlite_url: str,
 ) -> None:
-    """Statistics for the old indexes and none for 0007's would make SQLite's planner claim
-    through a new status index, sorting every pending row; 0007 analyzes the table again."""
+    """Statistics for the old indexes and none for 0008's would make SQLite's planner claim
+    through a new status index, sorting every pending row; 0008 analyzes the table again."""
     from alembic import command
 
     from schedule.store.sqlite import due_sql
@@ -108,7 +108,7 @@ def test_an_analyzed_sqlite_database_keeps_claiming_through_the_claim_index(
     engine = create_engine(sync_url(sqlite_url))
     try:
         with engine.begin() as conn:
-            command.downgrade(_on(cfg, conn), "0006")
+            command.downgrade(_on(cfg, conn), "0007")
             stamp = "2026-03-01 06:00:00.000000"
             conn.exec_driver_sql(
                 "INSERT INTO sync_tasks (id, reference, task_type, status, parameters, message, "

@@ -238,3 +238,37 @@ async def test_access_log_of_the_websocket_url_has_no_token() -> None:
     assert len(access) == 1
     assert '"GET /api/ws?token=[REDACTED] HTTP/1.1" 200' in access[0]["msg"]
     assert query_token not in out.getvalue()
+
+
+class Tty(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("fmt", "environ", "stream", "chosen"),
+    [
+        ("auto", {}, Tty(), "text"),  # a person at a terminal
+        ("auto", {}, io.StringIO(), "json"),  # a pipe or a file: a log shipper
+        ("auto", {"JOURNAL_STREAM": "8:1234"}, Tty(), "json"),  # systemd, even on a tty
+        ("auto", {"INVOCATION_ID": "0af1"}, io.StringIO(), "json"),
+        ("text", {"INVOCATION_ID": "0af1"}, io.StringIO(), "text"),  # said outright: taken
+        ("json", {}, Tty(), "json"),
+    ],
+)
+def test_auto_format_is_text_on_a_terminal_and_json_under_systemd(
+    fmt: str, environ: dict[str, str], stream: io.StringIO, chosen: str
+) -> None:
+    from config.logging import resolve_format
+
+    assert resolve_format(fmt, environ, stream) == chosen
+
+
+def test_auto_format_writes_readable_lines_to_a_terminal() -> None:
+    out = Tty()
+    configure_logging("auto", stream=out)
+    log.warning("hello")
+    assert not out.getvalue().startswith("{")
+    assert " WARNING syncd.test: hello" in out.getvalue()

@@ -67,7 +67,7 @@ async def run(
         live=LiveProgress(task.id, task.attempt), cancel=CancelState(), error_sink=sink,
         log=logging.LoggerAdapter(logging.getLogger("t")),
     )  # fmt: skip
-    outcome = await AttemptRunner(RetryPolicy(1, 10), lambda: NOW).run(
+    outcome = await AttemptRunner(RetryPolicy(1, 10), lambda: NOW, max_result_bytes=65536).run(
         HandlerSpec(task_type="t", run=handler), ctx
     )
     return None if outcome is None else (outcome.status, outcome.outcome, outcome.error)
@@ -106,7 +106,7 @@ async def test_timeout_is_retryable(stores: Stores, settings: Settings) -> None:
         live=LiveProgress(task.id, 1), cancel=CancelState(), error_sink=_true,
         log=logging.LoggerAdapter(logging.getLogger("t")),
     )  # fmt: skip
-    outcome = await AttemptRunner(RetryPolicy(1, 10), lambda: NOW).run(
+    outcome = await AttemptRunner(RetryPolicy(1, 10), lambda: NOW, max_result_bytes=65536).run(
         HandlerSpec(task_type="t", run=slow), ctx
     )
     assert outcome is not None and outcome.outcome == "retry"

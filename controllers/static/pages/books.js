@@ -5,7 +5,7 @@ import { api, session } from "../api.js";
 import { live } from "../live.js";
 import {
   act, badge, clear, empty, errorBox, fmtNumber, h, loading, pageHeader, pager, progressBar,
-  serialized, setProgress, table, timeCell, toast,
+  serialized, setProgress, stateText, table, timeCell, toast, updateBar,
 } from "../ui.js";
 
 const BOOKS = "/api/admin/pricing/partnumber-books";
@@ -51,14 +51,14 @@ function renderList({ root }) {
     await act(button, async () => {
       const answer = await api("POST", BOOKS);
       const task = await api("GET", `/api/sync/tasks/${answer.task_id}`);
-      toast(`Snapshot ${task.reference} started`);
+      toast(task.status === "pending" ? `Snapshot ${task.reference} queued` : `Snapshot ${task.reference} ${task.status}`);
       follow(task);
     });
   }
 
   function follow(task) {
     const bar = progressBar(task);
-    const text = h("span", task.message || "waiting for a worker…");
+    const text = h("span", stateText(task));
     const status = h("span", badge(task.status));
     following = { task, bar, text, status };
     clear(progressBox, h("div.card.follow",
@@ -80,9 +80,8 @@ function renderList({ root }) {
   function update(task) {
     if (!following || task.id !== following.task.id) return;
     following.task = task;
-    setProgress(following.bar, task.progress);
-    following.bar.dataset.status = task.status;
-    following.text.textContent = task.error || task.message || "";
+    updateBar(following.bar, task);
+    following.text.textContent = stateText(task);
     clear(following.status, badge(task.status));
     if (FINISHED.has(task.status)) {
       following = null;
@@ -121,20 +120,29 @@ function renderList({ root }) {
 
 function renderItems({ root, params, query, go }) {
   const version = params[0];
-  const page = Number(query.page) || 1;
+  const page = Math.max(1, Math.round(Number(query.page)) || 1);
+  const partnumber = (query.partnumber || "").trim().slice(0, 255);
   const box = h("div.card.flush", loading());
-  clear(root, h("a.back", { href: "#/books" }, "‹ All partnumber books"), pageHeader(version, "Items of this partnumber book."), box);
+  const input = h("input#pn-search", { type: "search", name: "partnumber", value: partnumber, maxlength: 255, placeholder: "e.g. P12345-B21" });
+  const search = h("form.search-form", {
+    role: "search",
+    on: { submit: (e) => { e.preventDefault(); go(`/books/${version}`, { partnumber: input.value.trim() }); } },
+  },
+  h("label", "Partnumber (exact)", input),
+  h("button.btn.primary", { type: "submit" }, "Search"),
+  partnumber ? h("button.btn.ghost", { type: "button", on: { click: () => go(`/books/${version}`) } }, "Show all") : null);
+  clear(root, h("a.back", { href: "#/books" }, "‹ All partnumber books"), pageHeader(version, "Items of this partnumber book."), search, box);
   (async () => {
     let answer;
     try {
-      answer = await api("GET", `${BOOKS}/${encodeURIComponent(version)}/items`, { query: { page, size: 50 } });
+      answer = await api("GET", `${BOOKS}/${encodeURIComponent(version)}/items`, { query: { page, size: 50, partnumber } });
     } catch (error) {
       clear(box, errorBox(error, `Could not load the items of ${version}`));
       return;
     }
     const items = answer.items || [];
     if (!items.length) {
-      clear(box, empty("This book has no items"));
+      clear(box, partnumber ? empty(`No item with partnumber ${partnumber}`, "The search is exact (the whole partnumber).") : empty("This book has no items"));
       return;
     }
     clear(box,
@@ -146,7 +154,7 @@ function renderItems({ root, params, query, go }) {
           h("td.num", i.qty),
           h("td", i.is_primary_pn ? "yes" : "no"),
           h("td.message", i.description || "")))),
-      answer.pagination ? pager(answer.pagination, (p) => go(`/books/${version}`, { page: p })) : null);
+      answer.pagination ? pager(answer.pagination, (p) => go(`/books/${version}`, { page: p, partnumber })) : null);
   })();
   return null;
 }

@@ -4,11 +4,13 @@ import { api, session } from "../api.js";
 import { act, clear, confirmAction, empty, errorBox, h, loading, pageHeader, serialized, table, toast } from "../ui.js";
 
 const PATH = "/api/sync/data-sources";
+// A complete definition that the API accepts as it is: save it unchanged to try the page, then
+// edit the URL (and the table or a `query`) to point at a real database.
 const EXAMPLE = {
   id: "erp-lots",
   name: "ERP lot partnumbers",
   kind: "sql",
-  connection: { url: "mysql+pymysql://reader:secret@erp.example/erp" },
+  connection: { url: "mysql+pymysql://reader:secret@erp.example/erp", table: "lot_partnumbers" },
   target_table: "lot_partnumbers",
   key_columns: ["vendor", "partnumber"],
 };

@@ -4,7 +4,7 @@ import { api, session } from "../api.js";
 import { live } from "../live.js";
 import {
   act, badge, clear, confirmAction, empty, errorBox, fmtDuration, fmtNumber, fmtTime, h, json,
-  loading, pager, progressBar, serialized, setProgress, table, timeCell, toast,
+  loading, pager, progressBar, serialized, setProgress, table, timeCell, toast, waitingText,
 } from "../ui.js";
 
 export function render({ root, params, query, go }) {
@@ -29,8 +29,8 @@ export function render({ root, params, query, go }) {
 
   function draw() {
     bar = progressBar(task);
-    messageNode = h("span.live-message", task.message || "");
-    rowsNode = h("span", rowsText(task));
+    messageNode = h("span.live-message", task.status === "pending" ? "" : task.message || "");
+    rowsNode = h("span", task.status === "pending" ? "" : rowsText(task));
     const errorsBox = h("div.card.flush", loading());
     clear(root,
       back(),
@@ -43,12 +43,14 @@ export function render({ root, params, query, go }) {
       h("div.card",
         h("div.progress-row", bar),
         h("p.progress-text", messageNode, " ", h("span.muted", rowsNode)),
+        task.status === "pending" ? h("div.alert.wait#waiting", { role: "status" }, h("strong", "Waiting: "), waitingText(task),
+          task.error ? h("p.muted", `The last attempt failed: ${task.error}`) : null) : null,
         task.cancel_requested && task.status === "running" ? h("p.warn", "Cancel requested: the task stops at its next checkpoint.") : null,
-        task.error ? h("div.alert.error", h("strong", "Error"), h("p.error-message", task.error)) : null),
+        task.error && task.status !== "pending" ? h("div.alert.error", h("strong", "Error"), h("p.error-message", task.error)) : null),
       h("div.grid-2",
         h("div.card", h("h2", "Details"), details()),
         h("div.card", h("h2", "Parameters"), json(task.parameters),
-          h("h2", "Result"), task.result === null ? h("p.muted", task.status === "completed" ? "No result." : "No result yet.") : json(task.result))),
+          h("h2", "Result"), task.result === null ? h("p.muted#no-result", noResult(task)) : json(task.result))),
       h("div.card.flush", h("h2.pad", "Attempts"), attempts()),
       h("div.section-title", h("h2", "Record errors"), h("span.muted", `${fmtNumber(task.error_count)} recorded`)),
       errorsBox);
@@ -98,7 +100,7 @@ export function render({ root, params, query, go }) {
       ["Interface", task.interface_id || "—"],
       ["Attempt", `${task.attempt} of ${task.max_attempts}`],
       ["Created", fmtTime(task.created_at)],
-      ["Run after", fmtTime(task.run_after)],
+      ["Run after", task.status === "pending" ? fmtTime(task.run_after) : "—"],
       ["Started", fmtTime(task.started_at)],
       ["Finished", fmtTime(task.finished_at)],
       ["Duration", duration],
@@ -116,7 +118,7 @@ export function render({ root, params, query, go }) {
         h("td.num.plain", a.attempt),
         h("td", a.node_id),
         h("td.nowrap", timeCell(a.started_at)),
-        h("td.nowrap", a.finished_at ? timeCell(a.finished_at) : "—"),
+        h("td.nowrap", timeCell(a.finished_at)),
         h("td", a.outcome ? badge(outcomeStatus(a.outcome), a.outcome) : badge("running")),
         h("td.message", a.error || ""))));
   }
@@ -157,6 +159,17 @@ export function render({ root, params, query, go }) {
   live.setPoller(reload);
   reload();
   return unsubscribe;
+}
+
+/** Why there is no result: it has not ended, or it ended without one. */
+function noResult(task) {
+  return {
+    pending: "No result yet: the task has not run to its end.",
+    running: "No result yet: the task is running.",
+    completed: "No result: the task completed without one.",
+    failed: "No result: the task failed (its error is above).",
+    cancelled: "No result: the task was cancelled.",
+  }[task.status] || "No result.";
 }
 
 function rowsText(t) {

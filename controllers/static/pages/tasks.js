@@ -3,8 +3,9 @@
 import { api, session } from "../api.js";
 import { live } from "../live.js";
 import {
-  act, badge, clear, confirmAction, empty, errorBox, h, loading, pageHeader, pager,
-  progressBar, serialized, setProgress, table, timeCell, toast,
+  PAGE_SIZES, act, badge, clear, confirmAction, empty, errorBox, fmtNumber, h, labelRow, loading,
+  pageHeader, pager, progressBar, serialized, setProgress, stateText, table, timeCell, toast,
+  updateBar,
 } from "../ui.js";
 
 const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
@@ -16,8 +17,9 @@ export function render({ root, query, go }) {
     status: query.status || "",
     task_type: query.task_type || "",
     data_source_id: query.data_source_id || "",
-    page: Number(query.page) || 1,
-    size: Number(query.size) || 20,
+    q: (query.q || "").slice(0, 255),
+    page: Math.max(1, Math.min(1_000_000, Math.round(Number(query.page)) || 1)),
+    size: PAGE_SIZES.includes(Number(query.size)) ? Number(query.size) : 20,
     cursor: query.cursor || "", // set when the page was reached with "Next" (any depth)
   };
   const selected = new Set();
@@ -48,14 +50,23 @@ export function render({ root, query, go }) {
 
   // The table is kept between reloads: a row whose task did not change state is reused (its
   // progress and message are updated in place), so buttons do not jump under the pointer.
-  let tableParts = null; // {table, tbody, all, pagerBox, pagerKey}
+  let tableParts = null; // {table, tbody, all, pagerBox, pagerKey, labels}
 
   function draw(answer) {
     for (const id of [...selected]) if (!tasks.some((t) => t.id === id)) selected.delete(id);
     if (!tasks.length) {
       tableParts = null;
       rows.clear();
-      const filtered = filters.status || filters.task_type || filters.data_source_id;
+      const { total, total_pages: pages } = answer.pagination;
+      if (total > 0 && filters.page > pages) {
+        // A page past the end (an old link, a size changed): say so and offer the last one.
+        clear(listBox, empty(`Page ${fmtNumber(filters.page)} is past the last page`,
+          `There are ${fmtNumber(total)} task(s) in ${fmtNumber(pages)} page(s).`),
+        h("p.pad.empty-link", h("a", { href: "#", on: { click: (e) => { e.preventDefault(); go("/tasks", { ...filters, page: pages }); } } }, `Go to page ${fmtNumber(pages)}`)));
+        drawBatch();
+        return;
+      }
+      const filtered = filters.status || filters.task_type || filters.data_source_id || filters.q;
       clear(listBox, empty(filtered ? "No task matches these filters" : "No tasks yet",
         filtered ? "Change or clear the filters above." : "Tasks appear here as soon as they are created."));
       drawBatch();
@@ -68,9 +79,8 @@ export function render({ root, query, go }) {
       const old = previous.get(task.id);
       if (old && old.key === rowKey(task)) {
         old.task = task;
-        setProgress(old.bar, task.progress);
-        old.bar.dataset.status = task.status;
-        const text = task.error || task.message || "";
+        updateBar(old.bar, task);
+        const text = stateText(task);
         if (old.message.textContent !== text) {
           old.message.textContent = text;
           old.message.title = text;
@@ -88,10 +98,12 @@ export function render({ root, query, go }) {
     const pagerKey = JSON.stringify(answer.pagination);
     if (pagerKey !== tableParts.pagerKey) {
       tableParts.pagerKey = pagerKey;
-      // Next goes by the cursor (the same cost at any depth); Previous by number.
-      clear(tableParts.pagerBox, pager({ ...answer.pagination, page: filters.page },
-        (page) => go("/tasks", { ...filters, cursor: "", page }),
-        { next: (cursor) => go("/tasks", { ...filters, cursor, page: filters.page + 1 }) }));
+      // Next goes by the list's cursor (the same cost at any depth); other moves by number.
+      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", listQuery(filters, { page, cursor: "" })), {
+        onSize: (size) => go("/tasks", listQuery(filters, { size, page: 1, cursor: "" })),
+        next: (cursor) => go("/tasks", listQuery(filters, { cursor, page: filters.page + 1 })),
+        page: filters.page,
+      }));
     }
     drawBatch();
   }
@@ -114,10 +126,11 @@ export function render({ root, query, go }) {
       session.canOperate ? all : null, "Task", "Type", "Status", "Progress", "Message", "Attempt", "Created",
       session.canOperate ? "" : null,
     ].filter((x) => x !== null);
+    const labels = headers.map((x) => (x instanceof Node ? "" : x));
     const tableNode = table(headers, [], { className: "tasks" });
     const pagerBox = h("div");
     clear(listBox, tableNode, pagerBox);
-    return { table: tableNode, tbody: tableNode.querySelector("tbody"), all, pagerBox, pagerKey: null };
+    return { table: tableNode, tbody: tableNode.querySelector("tbody"), all, pagerBox, pagerKey: null, labels };
   }
 
   function rowKey(task) {
@@ -126,7 +139,8 @@ export function render({ root, query, go }) {
 
   function taskRow(task) {
     const bar = progressBar(task);
-    const message = h("td.message", { title: task.error || task.message }, task.error || task.message || "");
+    const text = stateText(task);
+    const message = h("td.message", { title: text }, text);
     const cells = [];
     if (session.canOperate) {
       cells.push(h("td.check", h("input", {
@@ -150,7 +164,7 @@ export function render({ root, query, go }) {
       h("td.nowrap", timeCell(task.created_at)),
     );
     if (session.canOperate) cells.push(h("td.row-actions", actions(task)));
-    const row = h("tr", { dataset: { id: task.id, status: task.status } }, cells);
+    const row = labelRow(h("tr", { dataset: { id: task.id, status: task.status } }, cells), tableParts.labels);
     rows.set(task.id, { row, bar, message, task, key: rowKey(task) });
     return row;
   }
@@ -260,30 +274,46 @@ export function render({ root, query, go }) {
   };
 }
 
+/** The list's query: the filters with `changes`; defaults left out of the address. */
+function listQuery(filters, changes = {}) {
+  const out = { ...filters, ...changes };
+  if (out.page === 1) out.page = "";
+  if (out.size === 20) out.size = "";
+  return out;
+}
+
 function filterBar(filters, go) {
-  const status = h("select#f-status", { name: "status", "aria-label": "Status" },
+  const status = h("select#f-status", { name: "status" },
     h("option", { value: "" }, "Any status"),
     STATUSES.map((s) => h("option", { value: s, selected: filters.status === s }, s)));
-  const type = h("input#f-type", { name: "task_type", placeholder: "Task type", value: filters.task_type, list: "task-types", "aria-label": "Task type" });
-  const types = h("datalist#task-types");
-  const source = h("input#f-source", { name: "data_source_id", placeholder: "Data source", value: filters.data_source_id, "aria-label": "Data source" });
-  api("GET", "/api/sync/tasks/statistics").then((stats) => {
-    for (const name of Object.keys(stats.database.by_type).sort()) types.append(h("option", { value: name }));
+  // The known types (GET /api/sync/task-types); a type in the address that the daemon does
+  // not run stays selectable, so the filter shows what it filters on.
+  const type = h("select#f-type", { name: "task_type" },
+    h("option", { value: "" }, "Any type"),
+    filters.task_type ? h("option", { value: filters.task_type, selected: true }, filters.task_type) : null);
+  const source = h("input#f-source", { name: "data_source_id", placeholder: "Data source id", value: filters.data_source_id, maxlength: 64 });
+  const search = h("input#f-search", { type: "search", name: "q", placeholder: "Reference, id or dedupe key", value: filters.q, maxlength: 255 });
+  api("GET", "/api/sync/task-types").then((answer) => {
+    for (const { task_type: name } of answer.task_types) {
+      if (name !== filters.task_type) type.append(h("option", { value: name }, name));
+    }
   }).catch(() => {});
   const form = h("form.filters", {
     on: {
       submit: (e) => {
         e.preventDefault();
-        go("/tasks", { status: status.value, task_type: type.value.trim(), data_source_id: source.value.trim(), size: filters.size === 20 ? "" : filters.size });
+        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), q: search.value.trim(), page: 1, cursor: "" }));
       },
     },
   },
   h("label", "Status", status),
-  h("label", "Type", type, types),
+  h("label", "Type", type),
   h("label", "Data source", source),
+  h("label", "Search", search),
   h("div.filter-actions",
     h("button.btn.primary", { type: "submit" }, "Apply"),
     h("button.btn.ghost", { type: "button", on: { click: () => go("/tasks") } }, "Clear")));
   status.addEventListener("change", () => form.requestSubmit());
+  type.addEventListener("change", () => form.requestSubmit());
   return form;
 }

@@ -2,7 +2,7 @@
 
 import { api, session, upload } from "../api.js";
 import { live } from "../live.js";
-import { badge, clear, errorBox, fmtNumber, h, json, pageHeader, progressBar, setProgress, serialized } from "../ui.js";
+import { badge, clear, errorBox, fmtNumber, h, json, pageHeader, progressBar, setProgress, serialized, stateText, updateBar } from "../ui.js";
 
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
 
@@ -38,7 +38,7 @@ export function render({ root }) {
       submit.disabled = false;
       return;
     }
-    followed = { id: task.id, bar: progressBar(task), text: h("p.muted", task.message || "queued") };
+    followed = { id: task.id, bar: progressBar(task), text: h("p.muted", stateText(task)) };
     clear(status, h("div.card",
       h("h2", "Import ", h("a", { href: `#/task/${task.id}` }, task.reference), " ", h("span#import-status", badge(task.status))),
       followed.bar, followed.text));
@@ -57,8 +57,8 @@ export function render({ root }) {
 
   function show(task) {
     if (!followed) return;
-    setProgress(followed.bar, task.progress);
-    followed.text.textContent = task.error || task.message || "";
+    updateBar(followed.bar, task);
+    followed.text.textContent = stateText(task);
     const badgeBox = status.querySelector("#import-status");
     if (badgeBox) clear(badgeBox, badge(task.status));
     if (FINISHED.has(task.status)) {

@@ -4,8 +4,8 @@ The list is newest first with `id` breaking ties (its cursor is the pair); the c
 type and data-source indexes gain `id`, and the status filter (alone, with a type, with a data
 source) gets indexes of its own, so a page reads only its rows at any depth.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

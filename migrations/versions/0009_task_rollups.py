@@ -1,8 +1,8 @@
 """The statistics' rollups: finished tasks per hour, task type and outcome, filled for the
 tasks that finished before (`schedule.store.rollups`).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 from schedule.columns import Timestamp
 from schedule.store.rollups import fill_rollups
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
