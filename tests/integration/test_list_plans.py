@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Select, create_engine, insert, text
+from sqlalchemy import Connection, Select, create_engine, insert, select, text
 
 from schedule.database import sync_url
-from schedule.models import sync_tasks
+from schedule.models import status_is, sync_tasks
 from schedule.records import Keyset, Page, TaskFilter
+from schedule.store.queries import CLAIM_ORDER
 from schedule.store.shared import capped_count, list_query
 from schedule.task import TaskStatus
 
@@ -95,5 +96,29 @@ def test_every_filter_walks_an_index_in_the_list_order(database_url: str, name: 
                 for a, b in counting
                 if "sync_tasks" in a
             ), shown
+    finally:
+        engine.dispose()
+
+
+def test_the_claim_keeps_its_index_beside_the_list_indexes(database_url: str) -> None:
+    """The list's status indexes must not draw the claim away from the claim index (which walks
+    claim order: no sort, and on MariaDB no lock on rows it does not take)."""
+    engine = create_engine(sync_url(database_url))
+    now = datetime(2026, 1, 1, 1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(sync_tasks), _rows(4000))
+            conn.execute(
+                text("ANALYZE" if conn.dialect.name == "sqlite" else "ANALYZE TABLE sync_tasks")
+            )
+        due = select(sync_tasks.c.id).where(
+            status_is(TaskStatus.PENDING), sync_tasks.c.run_after <= now
+        )
+        due = due.where(sync_tasks.c.task_type.in_(TYPES)).order_by(*CLAIM_ORDER).limit(4)
+        with engine.connect() as conn:
+            steps = _plan(conn, due)
+        shown = " | ".join(f"{a} {b}" for a, b in steps)
+        assert any("ix_sync_tasks_claim" in access for access, _ in steps), shown
+        assert not any("filesort" in extra for _, extra in steps), shown
     finally:
         engine.dispose()
