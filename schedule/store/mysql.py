@@ -77,7 +77,7 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
     async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
         """One statement, one round trip: the task with its attempts as a JSON array."""
         async with self.db.read() as conn:
-            row = (await conn.execute(_DETAIL.params(key=key))).first()
+            row = (await conn.execute(_DETAIL, {"key": key})).first()
         if row is None:
             raise NotFound(f"no task {key!r}")
         task = TaskRecord.from_row(row._mapping)
