@@ -39,22 +39,20 @@ sync_tasks = Table(
 
 # The task list is newest first (`created_at DESC, id DESC`, `id` breaking ties for the cursor):
 # each of its filters has an index that ends in that order, so a page, at any depth through
-# the cursor, reads only the index entries it walks, and the capped count only the index
-# (both dialects; tests/integration/test_list_plans.py holds the plans). One index serves the
-# status filter alone and with a type or a data source: it carries both after the order, so
-# they are matched in the index. It is the one index of the list that a status change
-# rewrites (two index entries per change), so the queue's write path pays for it once.
+# the cursor, reads only its own rows, and the capped count only the index (both dialects;
+# tests/integration/test_list_plans.py holds the plans). A type with a data source uses the
+# data source's indexes.
 Index("ix_sync_tasks_created", sync_tasks.c.created_at, sync_tasks.c.id)
 Index(
     "ix_sync_tasks_type_created", sync_tasks.c.task_type, sync_tasks.c.created_at, sync_tasks.c.id
 )
+Index("ix_sync_tasks_status_created", sync_tasks.c.status, sync_tasks.c.created_at, sync_tasks.c.id)
 Index(
-    "ix_sync_tasks_status_created",
+    "ix_sync_tasks_status_type_created",
     sync_tasks.c.status,
+    sync_tasks.c.task_type,
     sync_tasks.c.created_at,
     sync_tasks.c.id,
-    sync_tasks.c.task_type,
-    sync_tasks.c.data_source_id,
 )
 
 
@@ -81,6 +79,14 @@ Index(
 )
 Index(
     "ix_sync_tasks_source_created",
+    sync_tasks.c.data_source_id,
+    sync_tasks.c.created_at,
+    sync_tasks.c.id,
+    sqlite_where=text("data_source_id IS NOT NULL"),
+)
+Index(
+    "ix_sync_tasks_status_source_created",
+    sync_tasks.c.status,
     sync_tasks.c.data_source_id,
     sync_tasks.c.created_at,
     sync_tasks.c.id,

@@ -1,9 +1,8 @@
 """Indexes for the task list: each filter with the list's order (`created_at`, `id`).
 
 The list is newest first with `id` breaking ties (its cursor is the pair); the created,
-type and data-source indexes gain `id`, and the status filter gets an index of its own that
-carries the type and the data source after the order (matched in the index), so a page reads
-only the index entries it walks, at any depth.
+type and data-source indexes gain `id`, and the status filter (alone, with a type, with a data
+source) gets indexes of its own, so a page reads only its rows at any depth.
 
 Revision ID: 0008
 Revises: 0007
@@ -28,13 +27,18 @@ CHANGED: dict[str, tuple[list[str] | None, list[str]]] = {
         ["data_source_id", "created_at"],
         ["data_source_id", "created_at", "id"],
     ),
-    "ix_sync_tasks_status_created": (
+    "ix_sync_tasks_status_created": (None, ["status", "created_at", "id"]),
+    "ix_sync_tasks_status_type_created": (None, ["status", "task_type", "created_at", "id"]),
+    "ix_sync_tasks_status_source_created": (
         None,
-        ["status", "created_at", "id", "task_type", "data_source_id"],
+        ["status", "data_source_id", "created_at", "id"],
     ),
 }
 #: the partial indexes' WHERE on SQLite
-PARTIAL = {"ix_sync_tasks_source_created": "data_source_id IS NOT NULL"}
+PARTIAL = {
+    "ix_sync_tasks_source_created": "data_source_id IS NOT NULL",
+    "ix_sync_tasks_status_source_created": "data_source_id IS NOT NULL",
+}
 
 
 def _create(name: str, columns: list[str]) -> None:

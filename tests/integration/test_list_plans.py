@@ -20,19 +20,19 @@ from schedule.task import TaskStatus
 
 STATUSES = ["completed"] * 18 + ["failed", "cancelled", "pending"]
 TYPES = ["noop", "records_import", "stock_import", "full_sync"]
-#: filter -> the index that serves it (`a|b`: either)
+#: filter -> the index that serves it
 FILTERS: dict[str, tuple[TaskFilter, str]] = {
     "none": (TaskFilter(), "ix_sync_tasks_created"),
     "status": (TaskFilter(status=TaskStatus.FAILED), "ix_sync_tasks_status_created"),
     "type": (TaskFilter(task_type="stock_import"), "ix_sync_tasks_type_created"),
     "status+type": (
         TaskFilter(status=TaskStatus.FAILED, task_type="noop"),
-        "ix_sync_tasks_status_created|ix_sync_tasks_type_created",
+        "ix_sync_tasks_status_type_created",
     ),
     "source": (TaskFilter(data_source_id="crm"), "ix_sync_tasks_source_created"),
     "status+source": (
         TaskFilter(status=TaskStatus.FAILED, data_source_id="crm"),
-        "ix_sync_tasks_status_created|ix_sync_tasks_source_created",
+        "ix_sync_tasks_status_source_created",
     ),
 }
 
@@ -83,7 +83,7 @@ def test_every_filter_walks_an_index_in_the_list_order(database_url: str, name: 
             for query in (list_query(flt, Page(1, 20)), list_query(flt, Page(1, 50, after))):
                 steps = _plan(conn, query)
                 shown = " | ".join(f"{a} {b}" for a, b in steps)
-                assert any(i in access for access, _ in steps for i in index.split("|")), shown
+                assert any(index in access for access, _ in steps), shown
                 assert not any("TEMP B-TREE" in a or "filesort" in b for a, b in steps), shown
                 assert not any(
                     a.startswith("SCAN sync_tasks") and "INDEX" not in a for a, _ in steps
