@@ -428,9 +428,9 @@ def run_database(
         try:
             results[count] = measure(daemon, keys, count, args, workdir)
             if args.browser:
-                for name, ms in draw_times(daemon.url).items():
-                    print(f"  {name:<56} drawn in {ms:7.1f} ms (median of 5)", flush=True)
-                    results[count][name] = Figure(1000 / ms, ms, ms)
+                for page, ms in draw_times(daemon.url).items():
+                    print(f"  {page:<56} drawn in {ms:7.1f} ms (median of 5)", flush=True)
+                    results[count][page] = Figure(1000 / ms, ms, ms)
         finally:
             daemon.stop()
         _print(name, count, results[count])
