@@ -291,6 +291,9 @@ class MariaDBServer:
             "--skip-test-db",
             f"--extra-file={bootstrap}",
             *_user_option(),
+            # Its own temporary files too: a mariadbd starting with the tmpdir in common (/tmp)
+            # removes every `#sql*` file there, another bootstrap's temporary tables included.
+            f"--tmpdir={self.base_dir}",
             *_SERVER_OPTIONS,
         ]
         try:
