@@ -58,7 +58,7 @@ from schedule.clock import naive
 from schedule.database import sync_url
 from schedule.ids import new_ids
 from schedule.models import metadata, sync_task_attempts, sync_tasks
-from schedule.store.rollups import fill_rollups
+from schedule.store.rollups import fill_statements
 from schedule.task import TaskStatus
 
 #: The mix of final states (the issue's realistic shape), the rest pending.
@@ -195,7 +195,8 @@ def build(url: str, count: int, now: datetime) -> list[str]:
             for row in rng.sample(batch, min(len(batch), 200)):
                 keys.append(row["id"] if rng.random() < 0.5 else row["reference"])
     with engine.begin() as conn:
-        fill_rollups(conn)
+        for statement in fill_statements(engine.dialect.name):
+            conn.execute(statement)
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE")

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from schedule.columns import Timestamp
-from schedule.store.rollups import fill_rollups
+from schedule.store.rollups import fill_statements
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -31,7 +31,9 @@ def upgrade() -> None:
         sa.Column("duration_s", sa.Double, nullable=False),
         sa.PrimaryKeyConstraint("hour", "task_type", "outcome"),
     )
-    fill_rollups(op.get_bind())
+    bind = op.get_bind()
+    for statement in fill_statements(bind.dialect.name):
+        bind.execute(statement)
 
 
 def downgrade() -> None:

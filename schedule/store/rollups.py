@@ -6,7 +6,7 @@ task, a rescue that gives up, an external worker's last report. A row counts the
 (`tasks`), those of them that had started (`timed`) and the sum of their run times in seconds
 (`duration_s`, start to finish). Statistics over any window read a few hundred rows instead of
 every task, and deleting old tasks (retention) leaves their counts. Migration 0009 fills the
-table for tasks that finished before it (`fill_rollups`).
+table for tasks that finished before it (`fill_statements`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, literal_column, select
+from sqlalchemy import Executable, func, literal_column, select
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -95,10 +95,12 @@ def upsert_sql(rows: int) -> str:
     )
 
 
-def fill_rollups(conn: Connection) -> None:
-    """Count every finished task in the table into empty rollups (the migration, and the
-    read benchmark after it writes tasks directly)."""
-    if conn.dialect.name == "sqlite":
+def fill_statements(dialect: str) -> list[Executable]:
+    """The statements that count every finished task in the table into empty rollups (the
+    migration runs them, and the read benchmark after it writes tasks directly), for a
+    SQLAlchemy dialect's name. Statements, not a function that runs them: the migration
+    executes them itself."""
+    if dialect == "sqlite":
         hour: Any = func.strftime("%Y-%m-%d %H:00:00.000000", T.c.finished_at)
         seconds: Any = (func.julianday(T.c.finished_at) - func.julianday(T.c.started_at)) * 86400.0
     else:
@@ -120,9 +122,5 @@ def fill_rollups(conn: Connection) -> None:
         .where(T.c.status.in_(FINISHED_VALUES), T.c.finished_at.is_not(None))
         .group_by(literal_column("bucket"), T.c.task_type, T.c.status)
     )
-    conn.execute(R.delete())
-    conn.execute(
-        R.insert().from_select(
-            ["hour", "task_type", "outcome", "tasks", "timed", "duration_s"], query
-        )
-    )
+    columns = ["hour", "task_type", "outcome", "tasks", "timed", "duration_s"]
+    return [R.delete(), R.insert().from_select(columns, query)]
