@@ -408,7 +408,12 @@ def serve(url: str, workdir: Path) -> Daemon:
     """A real `syncd serve` on `url`, ready."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = daemon_env(url, workdir / "state", SYNCD_CONCURRENCY="1", SYNCD_LOG_LEVEL="ERROR")
-    return Daemon(env, workdir / "daemon.log").start(timeout=120)
+    daemon = Daemon(env, workdir / "daemon.log")
+    try:
+        return daemon.start(timeout=120)
+    except BaseException:
+        daemon.close()  # one that never became ready is not left running
+        raise
 
 
 def run_database(

@@ -17,9 +17,12 @@ through read-only connections (`engine.sources.sql`), files only under the sourc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,13 +47,79 @@ from engine.sources.sql import (
     read_only,
     url_problem,
 )
-from engine.sources.streaming import ThreadedIterator
+from engine.sources.streaming import ThreadedIterator, read_ahead
 from engine.validation import NoBoolNumbers
 
 Kind = Literal["sql", "http", "file"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")]
 SourceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 SourceRow = dict[str, Any]
+
+
+class SourceBatch:
+    """Rows of a source read together: value tuples under one list of field names (SQL
+    results, files), or records whose fields may differ from one to the next (HTTP pages).
+
+    Values are taken a field at a time for the whole batch (`column`), with C-level calls;
+    a row is made into a record (`record`) only when it is needed whole (a rejected row's
+    error). Building a dict per row cost as much as reading the row.
+    """
+
+    __slots__ = ("_fields", "_index", "_records", "_rows")
+
+    def __init__(
+        self,
+        names: Sequence[str] = (),
+        rows: Sequence[Sequence[Any]] | None = None,
+        *,
+        records: list[SourceRow] | None = None,
+    ) -> None:
+        self._records = records
+        self._rows = rows if rows is not None else []
+        if records is not None:
+            self._fields = list(records[0]) if records else []
+            self._index: dict[str, int] = {}
+        else:
+            self._fields = list(names)
+            self._index = {name: i for i, name in enumerate(names)}  # a repeated name: the last
+
+    @classmethod
+    def of_records(cls, records: list[SourceRow]) -> SourceBatch:
+        """A batch of records (dicts)."""
+        return cls(records=records)
+
+    def __len__(self) -> int:
+        return len(self._records) if self._records is not None else len(self._rows)
+
+    @property
+    def fields(self) -> list[str]:
+        """The field names (of the first record, for a batch of records)."""
+        return list(self._fields)
+
+    def column(self, name: str) -> list[Any]:
+        """The values of field `name` in row order (None where a row has none)."""
+        if self._records is not None:
+            count = len(self._records)
+            return list(map(dict.get, self._records, repeat(name, count)))
+        index = self._index.get(name)
+        if index is None:
+            return [None] * len(self._rows)
+        return list(map(itemgetter(index), self._rows))
+
+    def record(self, position: int) -> SourceRow:
+        """One row as a record (`{field: value}`)."""
+        if self._records is not None:
+            return self._records[position]
+        values = self._rows[position]
+        return {name: values[i] for name, i in self._index.items()}
+
+    def take(self, positions: Sequence[int]) -> SourceBatch:
+        """The rows at `positions`, in that order."""
+        if self._records is not None:
+            return SourceBatch(records=[self._records[i] for i in positions])
+        return SourceBatch(self._fields, [self._rows[i] for i in positions])
+
+
 _PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 
 
@@ -341,7 +410,7 @@ def highest(values: list[Any]) -> Any:
 
 def sql_batches(
     config: SqlConnection, size: int, watermark: str | None, mark: Any, policy: SourcePolicy
-) -> Iterator[list[SourceRow]]:
+) -> Iterator[SourceBatch]:
     """Rows of a table or a query of another database, streamed through a read-only
     connection (blocking: a worker thread)."""
     url = make_url(config.url)
@@ -355,8 +424,9 @@ def sql_batches(
             result = conn.execution_options(stream_results=True, yield_per=size).execute(
                 statement, {"syncd_mark": mark} if watermark and mark is not None else {}
             )
-            for partition in result.mappings().partitions(size):
-                yield [dict(r) for r in partition]
+            names = list(result.keys())
+            for partition in result.partitions(size):
+                yield SourceBatch(names, list(partition))
                 deadline.reset()
         except SQLAlchemyError as exc:
             reason = first_line(exc)
@@ -406,9 +476,7 @@ def _typed(column: Any, mark: Any) -> Any:
     return mark
 
 
-def file_batches(
-    config: FileConnection, size: int, policy: SourcePolicy
-) -> Iterator[list[SourceRow]]:
+def file_batches(config: FileConnection, size: int, policy: SourcePolicy) -> Iterator[SourceBatch]:
     """Rows of an .xlsx or CSV file under the source directories, keyed by header text
     (blocking: a worker thread); an .xlsx is held to `policy.unpack`."""
     real = confine(config.path, policy.source_dirs, policy.own_sqlite_file)
@@ -430,11 +498,11 @@ def file_batches(
             for i, h in enumerate(first[1])
         ]
 
-        def records() -> Iterator[SourceRow]:
-            for _, values in rows:
-                yield {n: values[i] if i < len(values) else None for i, n in enumerate(names)}
-
-        yield from batched(records(), size)
+        width = len(names)
+        for chunk in batched(map(itemgetter(1), rows), size):
+            if set(map(len, chunk)) != {width}:  # rows shorter or longer than the header
+                chunk = [(*values, *[None] * (width - len(values)))[:width] for values in chunk]
+            yield SourceBatch(names, chunk)
     finally:
         rows.close()
 
@@ -446,23 +514,24 @@ async def read_batches(
     mark: Any,
     policy: SourcePolicy,
     session: aiohttp.ClientSession | None = None,
-) -> AsyncIterator[list[SourceRow]]:
+) -> AsyncGenerator[SourceBatch, None]:
     """Batches of source rows, whatever the kind (an HTTP source reads with `session`, which
     must obey `policy.egress`: see `engine.sources.egress.client_session`)."""
     if isinstance(connection, HttpSourceConfig):
         assert session is not None
-        async for page in HttpPager(connection, session).pages():
-            yield page
+        async with contextlib.aclosing(read_ahead(HttpPager(connection, session).pages())) as pages:
+            async for page in pages:
+                yield SourceBatch.of_records(page)
         return
     if isinstance(connection, SqlConnection):
 
-        def factory() -> Iterator[list[SourceRow]]:
+        def factory() -> Iterator[SourceBatch]:
             return sql_batches(connection, size, watermark, mark, policy)
 
     else:
         file_config = connection
 
-        def factory() -> Iterator[list[SourceRow]]:
+        def factory() -> Iterator[SourceBatch]:
             return file_batches(file_config, size, policy)
 
     async with ThreadedIterator(factory) as batches:

@@ -10,19 +10,23 @@ saying how many rows earlier batches committed; those stay.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from types import NoneType
 from typing import Any
 
 import aiohttp
 from pydantic import Field
+from sqlalchemy.dialects.mysql import TINYINT
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.context import TaskContext
 from engine.datasources import (
+    SourceBatch,
     SqlConnection,
     above,
     highest,
@@ -84,9 +88,9 @@ class RowMapper:
     writer: TargetWriter
     pairs: list[tuple[str, str]] = field(default_factory=list)
 
-    def check(self, first: dict[str, Any]) -> None:
+    def check(self, fields: Sequence[str]) -> None:
         """Fix the column pairs from the mapping (or the first row's fields) and check them."""
-        pairs = list(self.mapping.items()) or [(name, name) for name in first]
+        pairs = list(self.mapping.items()) or [(name, name) for name in fields]
         unknown = sorted({t for _, t in pairs} - self.writer.columns)
         if unknown:
             raise TargetError(
@@ -99,41 +103,90 @@ class RowMapper:
         self.pairs = pairs
 
     def map(
-        self, batch: Sequence[dict[str, Any]], start: int
-    ) -> tuple[list[dict[str, Any]], list[tuple[int, str, dict[str, Any]]]]:
-        """Target rows of the batch, and `(position, reason, source row)` of the rejects."""
-        if not self.pairs and batch:
-            self.check(batch[0])
-        rows, rejects = [], []
-        for offset, record in enumerate(batch):
-            try:
-                rows.append(self._row(record))
-            except ValueError as exc:
-                rejects.append((start + offset, str(exc), _json_safe(record)))
-        return rows, rejects
+        self, batch: SourceBatch, start: int
+    ) -> tuple[dict[str, list[Any]], list[tuple[int, str, dict[str, Any]]]]:
+        """The batch's target rows column by column (`{target column: values}`, rejects left
+        out), and `(position, reason, source row)` of the rejects.
 
-    def _row(self, record: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {}
+        Column by column: a column whose values all have the target's Python type already
+        (text into a text column, say) is taken as it is, with C-level checks over the whole
+        column; only the values of other columns go through `coerce` one by one. A rejected
+        row's reason is that of its first failing column in the mapping's order, as if each
+        row were mapped on its own.
+        """
+        if not self.pairs and len(batch):
+            self.check(batch.fields)
+        count = len(batch)
+        columns: dict[str, list[Any]] = {}
+        failed: dict[int, str] = {}
         for source, target in self.pairs:
-            column = self.writer.column(target)
-            value = coerce(record.get(source), column, target)
-            if value is None and target in self.keys:
-                raise ValueError(f"key column {target!r} is empty")
-            required = not column.nullable and column.server_default is None
-            generated = column.primary_key and column.autoincrement is True
-            if value is None and required and not generated:
-                raise ValueError(f"{target!r} must not be empty")
-            row[target] = value
-        return row
+            values, errors = self._column(batch.column(source), target)
+            columns[target] = values
+            for index, reason in errors.items():
+                failed.setdefault(index, reason)  # the first column's reason wins
+        if not failed:
+            return columns, []
+        rejects = [(start + i, failed[i], _json_safe(batch.record(i))) for i in sorted(failed)]
+        kept = [i for i in range(count) if i not in failed]
+        return {name: [values[i] for i in kept] for name, values in columns.items()}, rejects
+
+    def _column(self, values: list[Any], target: str) -> tuple[list[Any], dict[int, str]]:
+        """A column's values as the target column's type, and the reason of each row that
+        cannot be (by position in the batch)."""
+        column = self.writer.column(target)
+        kind = python_kind(column)
+        errors: dict[int, str] = {}
+        if kind is not None and not set(map(type, values)) <= {kind, NoneType}:
+            converted = []
+            for index, value in enumerate(values):
+                try:
+                    converted.append(coerce(value, column, target))
+                except ValueError as exc:
+                    converted.append(None)
+                    errors[index] = str(exc)
+            values = converted
+        if None in values and not self._may_be_empty(column, target):
+            reason = (
+                f"key column {target!r} is empty"
+                if target in self.keys
+                else f"{target!r} must not be empty"
+            )
+            for index, value in enumerate(values):
+                if value is None:
+                    errors.setdefault(index, reason)
+        return values, errors
+
+    def _may_be_empty(self, column: Any, target: str) -> bool:
+        if target in self.keys:
+            return False
+        required = not column.nullable and column.server_default is None
+        generated = column.primary_key and column.autoincrement is True
+        return not required or generated
+
+
+def python_kind(column: Any) -> type | None:
+    """The Python type a target column holds, or None when its type does not say.
+
+    MySQL/MariaDB have no boolean type: a `BOOLEAN` column is created as `TINYINT(1)` and
+    reflected as an integer. That display width is the convention for a boolean (the MySQL
+    drivers and SQLAlchemy follow it too), so such a column takes booleans as a boolean
+    column does on SQLite: `yes`, `0`, `true` ...
+    """
+    if isinstance(column.type, TINYINT) and column.type.display_width == 1:
+        return bool
+    try:
+        kind: type = column.type.python_type
+    except NotImplementedError:
+        return None
+    return kind
 
 
 def coerce(value: Any, column: Any, name: str) -> Any:
     """A source value as the Python type of the target column; ValueError saying why not."""
     if value is None:
         return None
-    try:
-        kind = column.type.python_type
-    except NotImplementedError:
+    kind = python_kind(column)
+    if kind is None:
         return value
     if isinstance(value, str) and not value.strip() and kind is not str:
         return None
@@ -278,7 +331,11 @@ async def _copy(
     writer: TargetWriter,
     counts: Counts,
 ) -> None:
-    """Stream the source into the target; the last batch carries the new watermark."""
+    """Stream the source into the target; the last batch carries the new watermark.
+
+    A batch is written while the next one is mapped (`_Writes`): the write runs mostly in
+    the database driver, outside the interpreter's lock, and the mapping in Python.
+    """
     mapper = RowMapper(dict(source.column_mapping), list(source.key_columns), writer)
     wm = source.watermark_column if reading.incremental else None
     mark = reading.mark
@@ -287,27 +344,68 @@ async def _copy(
     batches = read_batches(
         reading.connection, reading.size, wm, mark, reading.policy, reading.session
     )
-    async for batch in batches:
-        if filter_here:
-            batch = [r for r in batch if above(r.get(wm or ""), mark)]
-        if wm is not None and batch:
-            new_mark = highest([new_mark, *(r.get(wm) for r in batch)])
-        rows, rejects = mapper.map(batch, counts.read)
-        counts.read += len(batch)
-        counts.failed += len(rejects)
-        for position, reason, record in rejects:
-            await ctx.record_error(reason, record, position)
-        if track_keys := [r for r in (_keys_of(x, mapper) for _, _, x in rejects) if r]:
-            await writer.track_only(track_keys)
-        if pending is not None:
-            _add(counts, await writer.write(pending))
-        pending = rows
-        ctx.report(processed=counts.read, message=f"{counts.read} rows read")
-        await ctx.checkpoint()
+    async with contextlib.aclosing(batches), _Writes(writer, counts) as writes:
+        async for batch in batches:
+            if filter_here:
+                marks = batch.column(wm or "")
+                batch = batch.take([i for i, value in enumerate(marks) if above(value, mark)])
+            if wm is not None and len(batch):
+                new_mark = highest([new_mark, *batch.column(wm)])
+            columns, rejects = mapper.map(batch, counts.read)
+            counts.read += len(batch)
+            counts.failed += len(rejects)
+            for position, reason, record in rejects:
+                await ctx.record_error(reason, record, position)
+            if track_keys := [r for r in (_keys_of(x, mapper) for _, _, x in rejects) if r]:
+                await writes.settle()  # one connection: the batch in flight first
+                await writer.track_only(track_keys)
+            if pending is not None:
+                await writes.start(pending)
+            pending = columns
+            ctx.report(processed=counts.read, message=f"{counts.read} rows read")
+            await ctx.checkpoint()
+        await writes.settle()
     stored = None
     if wm is not None and new_mark is not None and new_mark != mark:
         stored = StoredMark(source.id, ctx.task.interface_id, watermark_json(new_mark), ctx.task.id)
-    _add(counts, await writer.write(pending or [], stored))
+    _add(counts, await writer.write(pending or {}, stored))
+
+
+class _Writes:
+    """At most one batch write in flight, its counts added once it committed.
+
+    When the sync stops early, the batch in flight is waited for (it commits or fails on
+    its own, and the counts say which), unless the sync itself is being cancelled by force:
+    then the write is cancelled too, and rolled back if it had not committed.
+    """
+
+    def __init__(self, writer: TargetWriter, counts: Counts) -> None:
+        self.writer = writer
+        self.counts = counts
+        self.flight: asyncio.Task[tuple[int, int]] | None = None
+
+    async def start(self, columns: dict[str, list[Any]]) -> None:
+        """Wait for the batch in flight, then start writing `columns`."""
+        await self.settle()
+        self.flight = asyncio.ensure_future(self.writer.write(columns))
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight (its error, if it failed, is raised here)."""
+        flight, self.flight = self.flight, None
+        if flight is not None:
+            _add(self.counts, await flight)
+
+    async def __aenter__(self) -> _Writes:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        flight, self.flight = self.flight, None
+        if flight is None:
+            return
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            flight.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            _add(self.counts, await flight)
 
 
 def _keys_of(record: dict[str, Any], mapper: RowMapper) -> dict[str, Any] | None:

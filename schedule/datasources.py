@@ -3,31 +3,43 @@
 `TargetWriter` writes only to a declared sync target (`DOMAIN_TARGETS` and the tables the
 operator lists in `SYNCD_SYNC_TARGET_TABLES`, never one of syncd's own), reflects it (an
 existing table of our database), checks the key and mapped columns before the first row, and
-upserts batches with the dialect's native upsert, one transaction per batch. For
-`delete_missing` it records every key it wrote in a temporary table on its own connection, then
-deletes the target rows whose key is not there.
+upserts batches with the dialect's native upsert, one transaction per batch (on SQLite on the
+connector's writer thread). For `delete_missing` it records every key it wrote in a temporary
+table of the connection that writes, then deletes the target rows whose key is not there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
-from collections.abc import Collection, Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, and_, delete, exists, inspect, select
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy import Column, MetaData, Table, and_, delete, exists, inspect, select, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateTable, DropTable
 
 from config.settings import is_own_table
 from schedule.clock import Clock, naive, utc, utcnow
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import sync_data_sources, sync_watermarks
-from schedule.store import Connector
-from schedule.upsert import upsert_rows
+from schedule.store import Connector, SqliteConnector
+from schedule.upsert import (
+    KEY_CHUNK,
+    SQLITE_MAX_PARAMETERS,
+    PreparedInsert,
+    execute_rows,
+    prepare_insert,
+    upsert_statement,
+)
 
 DS = sync_data_sources
 WM = sync_watermarks
@@ -185,31 +197,23 @@ class Watermark:
     task_id: str
 
 
-async def save_watermark(conn: AsyncConnection, mark: Watermark, now: datetime) -> None:
-    """Upsert the watermark row in the caller's transaction."""
-    row = {
-        "data_source_id": mark.data_source_id,
-        "interface_id": mark.interface_id or "",
-        "value": mark.value,
-        "task_id": mark.task_id,
-        "updated_at": naive(now),
-    }
-    update = ("value", "task_id", "updated_at")
-    if conn.dialect.name == "sqlite":
-        stmt = sqlite.insert(WM)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["data_source_id", "interface_id"],
-            set_={c: stmt.excluded[c] for c in update},
-        )
-        await conn.execute(stmt, row)
-        return
-    my = mysql.insert(WM)
-    await conn.execute(my.on_duplicate_key_update({c: my.inserted[c] for c in update}), row)
-
-
 class TargetWriter:
-    """Upserts batches into one target table, on one connection held for the whole sync
-    (`Connector.hold`; its transactions are bulk writes through `Connector.write_on`)."""
+    """Upserts batches into one target table, one transaction per batch (with the watermark
+    and the keys `delete_missing` keeps, when there are any).
+
+    A batch comes column by column (`{column: values in row order}`, the same columns every
+    batch) and is written through one statement compiled for the sync (`PreparedInsert`),
+    whose driver parameters are made for whole columns at once. On SQLite the batch's
+    transaction runs whole on the connector's writer thread, in one hand-off, as the imports'
+    batches do: through aiosqlite every statement took several hand-offs between the event
+    loop and the driver's thread, which was most of a sync's time. On MySQL/MariaDB it runs on
+    the connection held for the sync (`Connector.hold`, each transaction through
+    `Connector.write_on`), the upsert one `executemany` that the driver sends as a multi-row
+    statement.
+
+    `delete_missing` keeps every key written (and the keys of rejected rows) in a temporary
+    table of the connection that writes: the writer thread's on SQLite, the held one on MySQL.
+    """
 
     def __init__(
         self,
@@ -229,9 +233,15 @@ class TargetWriter:
         self.clock = clock
         self.table: Table | None = None
         self.seen: Table | None = None
-        self.keys_tracked = 0
         self._conn: AsyncConnection | None = None
         self._held = contextlib.AsyncExitStack()
+        self._plan: _WritePlan | None = None
+        self._marks: PreparedInsert | None = None
+
+    @property
+    def _sqlite(self) -> SqliteConnector | None:
+        """The connector when the batches run on SQLite's writer thread."""
+        return self.db if isinstance(self.db, SqliteConnector) else None
 
     async def __aenter__(self) -> TargetWriter:
         if is_own_table(self.table_name) or self.table_name.lower() not in self.targets:
@@ -244,8 +254,12 @@ class TargetWriter:
         try:
             async with self.db.write_on(conn, bulk=True):
                 self.table = await conn.run_sync(self._reflect)
-                if self.track_keys:
-                    self.seen = await conn.run_sync(self._create_seen)
+            if self.track_keys:
+                self.seen = self._seen_table()
+                create = str(CreateTable(self.seen).compile(dialect=self.db.engine.dialect))
+                await self._run_plain(
+                    lambda c: c.execute(create), lambda c: c.execute(text(create))
+                )
         except BaseException:
             await self._held.aclose()
             raise
@@ -256,12 +270,26 @@ class TargetWriter:
         conn, seen = self._conn, self.seen
         try:
             if seen is not None:
+                drop = str(DropTable(seen).compile(dialect=self.db.engine.dialect))
                 with contextlib.suppress(SQLAlchemyError):
                     await conn.rollback()
-                    async with self.db.write_on(conn, bulk=True):
-                        await conn.run_sync(lambda c: seen.drop(c, checkfirst=True))
+                    await self._run_plain(
+                        lambda c: c.execute(drop), lambda c: c.execute(text(drop))
+                    )
         finally:
             await self._held.aclose()
+
+    async def _run_plain(
+        self, on_sqlite: Callable[[sqlite3.Connection], Any], on_held: Callable[[Any], Any]
+    ) -> None:
+        """One write transaction: on SQLite's writer thread, else on the held connection."""
+        sqlite_db = self._sqlite
+        if sqlite_db is not None:
+            await sqlite_db.run(on_sqlite, bulk=True)
+            return
+        assert self._conn is not None
+        async with self.db.write_on(self._conn, bulk=True) as conn:
+            await on_held(conn)
 
     def _reflect(self, conn: Any) -> Table:
         try:
@@ -285,13 +313,12 @@ class TargetWriter:
             )
         return table
 
-    def _create_seen(self, conn: Any) -> Table:
+    def _seen_table(self) -> Table:
+        """The temporary table of the keys written, with the key columns' types."""
         assert self.table is not None
         name = f"syncd_seen_{secrets.token_hex(6)}"
         columns = [Column(k, self.table.c[k].type, primary_key=True) for k in self.keys]
-        seen = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
-        seen.create(conn)
-        return seen
+        return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
 
     @property
     def columns(self) -> set[str]:
@@ -304,37 +331,79 @@ class TargetWriter:
         assert self.table is not None
         return self.table.c[name]
 
+    def _plan_for(self, names: Sequence[str]) -> _WritePlan:
+        """The statements of batches with these columns, compiled once for the sync."""
+        if self._plan is None or self._plan.prepared.columns != tuple(names):
+            assert self.table is not None
+            self._plan = _WritePlan.make(
+                self.db.engine.dialect, self.table, self.keys, names, self.seen
+            )
+        return self._plan
+
     async def write(
-        self, rows: Sequence[dict[str, Any]], mark: Watermark | None = None
+        self, columns: Mapping[str, Sequence[Any]], mark: Watermark | None = None
     ) -> tuple[int, int]:
-        """Upsert a batch (and store `mark`) in one transaction: `(inserted, updated)`."""
-        assert self._conn is not None and self.table is not None
-        conn = self._conn
-        async with self.db.write_on(conn, bulk=True):
-            inserted, updated = await upsert_rows(conn, self.table, self.keys, rows)
-            if self.seen is not None and rows:
-                await self._track(conn, rows)
+        """Upsert a batch given column by column (every column as long, holding the key
+        columns), and store `mark`, in one transaction: `(inserted, updated)`.
+
+        A key repeated within the batch is written once (its last row) and counted once.
+        `updated` counts the batch's keys that were in the table before it, as the database
+        compares keys; `inserted` the others.
+        """
+        if not columns or not len(next(iter(columns.values()))):
             if mark is not None:
-                await save_watermark(conn, mark, self.clock())
-        return inserted, updated
+                await self._save_mark(mark)
+            return 0, 0
+        plan = self._plan_for(list(columns))
+        params, keys = plan.distinct(plan.prepared.column_parameters(columns))
+        marks = self._mark_parameters(mark)
+        sqlite_db = self._sqlite
+        if sqlite_db is not None:
+            existing = await sqlite_db.run(
+                lambda conn: plan.write_plain(conn, params, keys, marks), bulk=True
+            )
+        else:
+            assert self._conn is not None
+            async with self.db.write_on(self._conn, bulk=True) as conn:
+                existing = await plan.write_held(conn, params, keys, marks)
+        return len(params) - existing, existing
+
+    def _mark_parameters(self, mark: Watermark | None) -> tuple[str, tuple[Any, ...]] | None:
+        """The watermark upsert's SQL and driver parameters."""
+        if mark is None:
+            return None
+        if self._marks is None:
+            dialect = self.db.engine.dialect
+            statement = upsert_statement(
+                dialect.name, WM, ["data_source_id", "interface_id"], MARK_UPDATE
+            )
+            self._marks = prepare_insert(dialect, statement, MARK_COLUMNS)
+            if self._marks is None:
+                raise TargetError("the database driver must take positional parameters")
+        row = {
+            "data_source_id": mark.data_source_id,
+            "interface_id": mark.interface_id or "",
+            "value": mark.value,
+            "task_id": mark.task_id,
+            "updated_at": naive(self.clock()),
+        }
+        return self._marks.sql, self._marks.parameters([row])[0]
+
+    async def _save_mark(self, mark: Watermark) -> None:
+        sql, params = self._mark_parameters(mark) or ("", ())
+        await self._run_plain(
+            lambda c: c.execute(sql, params), lambda c: c.exec_driver_sql(sql, params)
+        )
 
     async def track_only(self, keys: Sequence[dict[str, Any]]) -> None:
         """Note keys of rows that failed, so that `delete_missing` keeps their target rows."""
-        if self.seen is None or not keys or self._conn is None:
+        if self.seen is None or not keys:
             return
-        async with self.db.write_on(self._conn, bulk=True):
-            await self._track(self._conn, keys)
-
-    async def _track(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        assert self.seen is not None
-        keyed = {tuple(r[k] for k in self.keys): r for r in rows}
-        values = [dict(zip(self.keys, key, strict=True)) for key in keyed]
-        if conn.dialect.name == "sqlite":
-            stmt: Any = sqlite.insert(self.seen).on_conflict_do_nothing()
-        else:
-            stmt = mysql.insert(self.seen).prefix_with("IGNORE")
-        await conn.execute(stmt, values)
-        self.keys_tracked += len(values)
+        plan = _WritePlan.make(self.db.engine.dialect, self.seen, self.keys, self.keys, self.seen)
+        params = plan.prepared.parameters(keys)
+        await self._run_plain(
+            lambda c: plan.track_plain(c, params), lambda c: plan.track_held(c, params)
+        )
 
     async def delete_missing(self) -> int:
         """Delete the target rows whose key no written row had; how many went."""
@@ -342,6 +411,154 @@ class TargetWriter:
         target, seen = self.table, self.seen
         match = and_(*(seen.c[k] == target.c[k] for k in self.keys))
         statement = delete(target).where(~exists(select(1).select_from(seen).where(match)))
-        async with self.db.write_on(self._conn, bulk=True):
-            result = await self._conn.execute(statement)
-        return int(result.rowcount or 0)
+        compiled = statement.compile(dialect=self.db.engine.dialect)
+        sql = str(compiled)
+        gone: list[int] = []
+
+        def plain(conn: sqlite3.Connection) -> None:
+            gone.append(conn.execute(sql).rowcount)
+
+        async def held(conn: AsyncConnection) -> None:
+            gone.append((await conn.execute(statement)).rowcount)
+
+        await self._run_plain(plain, held)
+        return int(gone[0] or 0)
+
+
+def _count_sql(table: str, keys: Sequence[str], qmark: bool, n: int) -> str:
+    """How many of `n` keys (bound in order) `table` holds.
+
+    Several key columns: the keys are a `VALUES` list joined to the table, which looks each
+    one up in the key's index. SQLite answers `(a, b) IN (VALUES ...)` by scanning the whole
+    table (the index as a covering index), a cost that grew with the table, batch after batch;
+    MariaDB answers `(a, b) IN ((...), ...)` with an index range per key, about three times as
+    long as the join. One key column is a plain `IN` list.
+    """
+    mark = "?" if qmark else "%s"
+    if len(keys) == 1:
+        return f"SELECT COUNT(*) FROM {table} WHERE {keys[0]} IN ({', '.join([mark] * n)})"
+    rows = ", ".join(["(" + ", ".join([mark] * len(keys)) + ")"] * n)
+    names = [f"k{i}" for i in range(len(keys))]
+    match = " AND ".join(f"t.{key} = k.{name}" for key, name in zip(keys, names, strict=True))
+    return (
+        f"WITH k ({', '.join(names)}) AS (VALUES {rows})"
+        f" SELECT COUNT(*) FROM k JOIN {table} AS t ON {match}"
+    )
+
+
+MARK_COLUMNS = ("data_source_id", "interface_id", "value", "task_id", "updated_at")
+MARK_UPDATE = ("value", "task_id", "updated_at")
+
+
+@dataclass(frozen=True)
+class _WritePlan:
+    """The statements of one sync's batches: the upsert, the count of keys already present,
+    and the insert of keys into the `delete_missing` table, for one list of columns."""
+
+    prepared: PreparedInsert
+    key_of: Callable[[tuple[Any, ...]], Any]
+    count: Callable[[int], str]
+    width: int
+    track: Callable[[int], str] | None
+    paramstyle_qmark: bool
+
+    @classmethod
+    def make(
+        cls,
+        dialect: Dialect,
+        table: Table,
+        keys: Sequence[str],
+        names: Sequence[str],
+        seen: Table | None,
+    ) -> _WritePlan:
+        update = [c for c in names if c not in keys]
+        prepared = prepare_insert(
+            dialect, upsert_statement(dialect.name, table, keys, update), names
+        )
+        if prepared is None:
+            raise TargetError("the database driver must take positional parameters")
+        positions = [prepared.columns.index(k) for k in keys]
+        quote = dialect.identifier_preparer.quote
+        qmark = dialect.paramstyle == "qmark"
+        mark = "?" if qmark else "%s"
+        key_list = ", ".join(quote(k) for k in keys)
+        one = "(" + ", ".join([mark] * len(keys)) + ")"
+        count = functools.cache(
+            functools.partial(_count_sql, quote(table.name), [quote(k) for k in keys], qmark)
+        )
+
+        track = None
+        if seen is not None:
+            verb = "INSERT OR IGNORE INTO" if qmark else "INSERT IGNORE INTO"
+            into = f"{verb} {quote(seen.name)} ({key_list}) "
+
+            @functools.cache
+            def track_sql(n: int) -> str:
+                return into + "VALUES " + ", ".join([one] * n)
+
+            track = track_sql
+        return cls(prepared, itemgetter(*positions), count, len(keys), track, qmark)
+
+    def distinct(self, params: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """`params` with each key once (its last row, in the order of those last rows), and
+        their keys."""
+        keys = list(map(self.key_of, params))
+        if len(set(keys)) == len(keys):
+            return params, keys
+        last = sorted({key: i for i, key in enumerate(keys)}.values())
+        return [params[i] for i in last], [keys[i] for i in last]
+
+    def _flat_keys(self, keys: Sequence[Any]) -> list[Any]:
+        return list(chain.from_iterable(keys)) if self.width > 1 else list(keys)
+
+    def _key_chunks(self, keys: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+        per = max(1, min(KEY_CHUNK, SQLITE_MAX_PARAMETERS // self.width))
+        for start in range(0, len(keys), per):
+            chunk = keys[start : start + per]
+            yield self.count(len(chunk)), self._flat_keys(chunk)
+
+    def write_plain(
+        self,
+        conn: sqlite3.Connection,
+        params: Sequence[tuple[Any, ...]],
+        keys: Sequence[Any],
+        mark: tuple[str, tuple[Any, ...]] | None,
+    ) -> int:
+        """The batch's transaction on a plain `sqlite3` connection; the keys found present."""
+        existing = 0
+        for sql, flat in self._key_chunks(keys):
+            existing += int(conn.execute(sql, flat).fetchone()[0])
+        assert self.prepared.multi_row is not None
+        execute_rows(conn, self.prepared.multi_row, params)
+        if self.track is not None:
+            self.track_plain(conn, [k if self.width > 1 else (k,) for k in keys])
+        if mark is not None:
+            conn.execute(*mark)
+        return existing
+
+    def track_plain(self, conn: sqlite3.Connection, keys: Sequence[tuple[Any, ...]]) -> None:
+        assert self.track is not None
+        execute_rows(conn, self.track, keys)
+
+    async def write_held(
+        self,
+        conn: AsyncConnection,
+        params: Sequence[tuple[Any, ...]],
+        keys: Sequence[Any],
+        mark: tuple[str, tuple[Any, ...]] | None,
+    ) -> int:
+        """The batch's statements in the caller's transaction (MySQL); the keys found present."""
+        existing = 0
+        for sql, flat in self._key_chunks(keys):
+            existing += int((await conn.exec_driver_sql(sql, tuple(flat))).scalar_one())
+        await conn.exec_driver_sql(self.prepared.sql, list(params))
+        if self.track is not None:
+            await self.track_held(conn, [k if self.width > 1 else (k,) for k in keys])
+        if mark is not None:
+            await conn.exec_driver_sql(*mark)
+        return existing
+
+    async def track_held(self, conn: AsyncConnection, keys: Sequence[tuple[Any, ...]]) -> None:
+        assert self.track is not None
+        if keys:
+            await conn.exec_driver_sql(self.track(1), list(keys))

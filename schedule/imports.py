@@ -133,8 +133,7 @@ class ImportStore:
     ) -> int:
         """Upsert one batch of validated records into a record-import target."""
         async with self.db.write(bulk=True) as conn:
-            inserted, updated = await upsert_rows(conn, table, keys, rows, count=False)
-        return inserted + updated
+            return await upsert_rows(conn, table, keys, rows)
 
     def prepare_upsert(
         self, table: Table, keys: Sequence[str], columns: Sequence[str]

@@ -1,8 +1,9 @@
-"""Dialect-native upserts and the "which of these keys exist" query they are counted with.
+"""Dialect-native upserts, compiled once and fed driver parameters made column by column.
 
 SQLite: `INSERT ... ON CONFLICT (keys) DO UPDATE SET col = excluded.col`; MySQL/MariaDB:
 `INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)`. Both need the key columns to be the
-primary key or a unique index of the table (checked by `check_target` before the first row).
+primary key or a unique index of the table (a sync's `TargetWriter` checks its target before
+the first row).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from itertools import chain
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from sqlalchemy import Table, tuple_
+from sqlalchemy import Table
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,8 +29,8 @@ ColumnConverter = Callable[[Sequence[Any]], Iterable[Any]]
 ROWS_PER_STATEMENT = 500
 SQLITE_MAX_PARAMETERS = 32766  # SQLite's default limit since 3.32
 KEY_CHUNK = 2000
-"""Keys per `IN (...)` lookup: under SQLite's bound-parameter limit (32766 since 3.32) even for
-two lists of a few key columns."""
+"""Keys per `IN (...)` or `VALUES` lookup: under SQLite's bound-parameter limit (32766 since
+3.32) even for two lists of a few key columns."""
 
 
 def upsert_statement(
@@ -254,43 +255,15 @@ def _repeating(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return run
 
 
-async def existing_keys(
-    conn: AsyncConnection, table: Table, keys: Sequence[str], rows: Sequence[Row]
-) -> set[tuple[Any, ...]]:
-    """The key tuples of `rows` that are already in `table` (read in this transaction)."""
-    wanted = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
-    found: set[tuple[Any, ...]] = set()
-    columns = [table.c[k] for k in keys]
-    for start in range(0, len(wanted), KEY_CHUNK):
-        chunk = wanted[start : start + KEY_CHUNK]
-        if len(columns) == 1:
-            clause = columns[0].in_([k[0] for k in chunk])
-        else:
-            clause = tuple_(*columns).in_(chunk)
-        result = await conn.execute(table.select().with_only_columns(*columns).where(clause))
-        found.update(tuple(r) for r in result)
-    return found
-
-
 async def upsert_rows(
-    conn: AsyncConnection,
-    table: Table,
-    keys: Sequence[str],
-    rows: Sequence[Row],
-    *,
-    count: bool = True,
-) -> tuple[int, int]:
-    """Upsert `rows` (all with the same columns) by `keys`: `(inserted, updated)`.
-
-    A key repeated within `rows` counts once (the last row wins). With `count=False` the
-    existing-keys query is skipped and every distinct key counts as inserted.
-    """
+    conn: AsyncConnection, table: Table, keys: Sequence[str], rows: Sequence[Row]
+) -> int:
+    """Upsert `rows` (all with the same columns) by `keys`; how many distinct keys they had
+    (a key repeated within `rows` is written once: its last row)."""
     if not rows:
-        return 0, 0
+        return 0
     distinct = {tuple(r[k] for k in keys): r for r in rows}
-    present = await existing_keys(conn, table, keys, rows) if count else set()
     update = [c for c in rows[0] if c not in keys]
     stmt = upsert_statement(conn.dialect.name, table, keys, update)
     await execute_many(conn, stmt, list(distinct.values()))
-    updated = len(present)
-    return len(distinct) - updated, updated
+    return len(distinct)

@@ -17,12 +17,13 @@ process's exit either; it stops by itself (closing its iterator) once its read r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -147,3 +148,33 @@ class ThreadedIterator(Generic[T]):
 def _resolve(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
+
+
+_DONE = object()
+
+
+async def _next(items: AsyncIterator[T]) -> Any:
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return _DONE
+
+
+async def read_ahead(items: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """`items` (an async generator), the next one already being fetched while the consumer
+    works on the one it got: an HTTP page is requested and decoded while the last one is
+    mapped and written. Closing this (or leaving it early) cancels the fetch in flight and
+    closes `items`."""
+    fetch: asyncio.Task[Any] = asyncio.ensure_future(_next(items))
+    try:
+        while (item := await fetch) is not _DONE:
+            fetch = asyncio.ensure_future(_next(items))
+            yield item
+    finally:
+        if not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(BaseException):
+                await fetch
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()

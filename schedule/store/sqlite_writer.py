@@ -7,8 +7,9 @@ statements: about a dozen hand-offs, each waiting for the GIL on the far side, a
 was most of the engine's time per task (profiled). Here a whole transaction is one plain
 function run on one thread that owns one `sqlite3` connection: one hand-off per transaction.
 
-Record imports run their batches here too (`ImportStore.upsert_prepared`): one hand-off per
-batch instead of several per statement, and the batch queues with the store's writes.
+Record imports and data-source syncs run their batches here too (`ImportStore.upsert_prepared`,
+the sync's `TargetWriter`): one hand-off per batch instead of several per statement, and the
+batch queues with the store's writes.
 
 Ordering with the rest of the store: SQLite has one writer. Transactions submitted here run one
 after another in submission order (one thread, FIFO). Writes made through SQLAlchemy (API

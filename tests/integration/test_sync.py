@@ -323,6 +323,48 @@ async def test_http_malformed_page_keeps_committed_rows(
     assert [r[1] for r in await target_rows(db)] == ["A", "B"]
 
 
+async def test_cancel_stops_at_a_batch_and_keeps_the_batches_written(
+    client: Client, db: AsyncEngine, aiohttp_server: AiohttpServer
+) -> None:
+    """A cancel is seen at the next batch: the batch being written then commits, the one
+    just read is not written, and at most the page after it (read ahead) is asked for."""
+    cancelled, waiting = asyncio.Event(), asyncio.Event()
+    asked: list[str] = []
+
+    async def items(request: web.Request) -> web.Response:
+        number = request.query.get("page", "1")
+        asked.append(number)
+        if number == "3":
+            waiting.set()
+            await cancelled.wait()  # answers once the cancel was accepted
+        pns = [f"{number}-{i}" for i in range(2)] if int(number) <= 5 else []
+        return web.json_response(page(*pns))
+
+    app = web.Application()
+    app.router.add_get("/items", items)
+    server = await aiohttp_server(app)
+    await define(
+        client,
+        kind="http",
+        connection={
+            "url": str(server.make_url("/items")),
+            "items_path": "items",
+            "pagination": {"mode": "page", "size": 2},
+        },
+        column_mapping={"pn": "partnumber", "maker": "vendor", "lot": "lot_name"},
+    )
+    body = {"task_type": "full_sync", "data_source_id": "src", "max_attempts": 1}
+    created = await (await client.post("/api/sync/tasks", json=body)).json()
+    await asyncio.wait_for(waiting.wait(), 30)  # batches 1 and 2 are read
+    resp = await client.post(f"/api/sync/tasks/{created['id']}/cancel")
+    assert resp.status == 202, await resp.text()
+    cancelled.set()
+    task = await task_json_once(client, created["id"])
+    assert task["status"] == "cancelled", task
+    assert [r[1] for r in await target_rows(db)] == ["1-0", "1-1", "2-0", "2-1"]
+    assert asked[:3] == ["1", "2", "3"] and asked[3:] in ([], ["4"])
+
+
 # ---- files --------------------------------------------------------------------------------
 
 

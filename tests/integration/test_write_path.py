@@ -202,10 +202,15 @@ async def test_sqlite_bulk_writes_wait_for_the_writer_lock_unbounded(db: AsyncEn
     entry = StockEntry(2, "PN-1", "V", None, Decimal(1), None, None)
     imports = ImportStore(connector)
     writer = TargetWriter(connector, "tools", ["tool_id"], targets={"tools"}, track_keys=True)
-    row = {"tool_id": "t1", "tool_name": "one", "features": [], "updated_at": datetime(2026, 1, 1)}
+    row: dict[str, list[Any]] = {
+        "tool_id": ["t1"],
+        "tool_name": ["one"],
+        "features": [[]],
+        "updated_at": [datetime(2026, 1, 1)],
+    }
     writes: list[Thunk] = [
         lambda: imports.write_stock_batch("task", [entry], []),
-        lambda: writer.write([row]),
+        lambda: writer.write(row),
     ]
     async with writer:
         for write in writes:
