@@ -29,6 +29,7 @@ from controllers.models import (
     pagination_json,
     record_error_json,
     task_json,
+    task_pagination_json,
     throughput_json,
     waiting_json,
 )
@@ -93,12 +94,14 @@ async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
     flt = TaskFilter(query.status, query.task_type, query.data_source_id, query.q)
-    tasks, total = await request.app[SERVICE].list_tasks(flt, Page(query.page, query.size))
-    waiting = await request.app[WAITING].explain(tasks)
+    found = await request.app[SERVICE].list_tasks(flt, query.to_page())
+    waiting = await request.app[WAITING].explain(found.tasks)
     return json_response(
         {
-            "tasks": [{**task_json(t), "waiting": waiting_json(waiting.get(t.id))} for t in tasks],
-            "pagination": pagination_json(query.page, query.size, total),
+            "tasks": [
+                {**task_json(t), "waiting": waiting_json(waiting.get(t.id))} for t in found.tasks
+            ],
+            "pagination": task_pagination_json(query.page, query.size, found),
         }
     )
 

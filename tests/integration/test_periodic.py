@@ -52,7 +52,7 @@ def make_scheduler(
 
 
 async def tasks_of(store: TaskStore, task_type: str) -> list[str | None]:
-    tasks, _ = await store.list_tasks(TaskFilter(task_type=task_type), Page(1, 100))
+    tasks, *_ = await store.list_tasks(TaskFilter(task_type=task_type), Page(1, 100))
     return [t.dedupe_key for t in tasks]
 
 
