@@ -21,6 +21,7 @@ from itertools import chain, compress, repeat, tee
 from operator import is_
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from schedule.jsontext import dumps
@@ -106,5 +107,18 @@ def _containers(values: Any) -> list[Any]:
 def json_response(
     data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """`web.json_response` with `dumps`: every answer that may hold stored values uses it."""
-    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+    """A JSON answer: every answer that may hold stored values uses it. orjson writes it
+    (several times faster than `json` for a task; it writes `null` for a non-finite float,
+    as `dumps` does); a value orjson cannot write (an integer beyond 64 bits, which the API's
+    parser accepts) goes through `dumps`."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError
+        body = dumps(data).encode()
+    return web.Response(
+        body=body,
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import operator
 import re
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -29,7 +31,10 @@ from schedule.records import (
     BatchResult,
     ExternalReport,
     HourCount,
+    Keyset,
+    Page,
     StoredRecordError,
+    TaskPage,
     TaskRequest,
 )
 from schedule.task import TASK_FIELDS, TaskRecord, TaskStatus
@@ -167,12 +172,56 @@ class ListQuery(Strict):
         description="a reference or id prefix, or a dedupe key prefix (ASCII case ignored)",
     )
 
+    cursor: str | None = Field(
+        None,
+        max_length=200,
+        description="`pagination.next_cursor` of the previous page: the next page, at any "
+        "depth (instead of `page`)",
+    )
+
     @field_validator("q")
     @classmethod
     def _trimmed(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value.strip() if value is not None else None
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            decode_cursor(value)  # ValueError: a 422 naming the cursor
+            if info.data.get("page", 1) != 1:
+                raise ValueError("give page or cursor, not both")
+        return value
+
+    def to_page(self) -> Page:
+        """The page asked for: after the cursor's place, or by number."""
+        after = decode_cursor(self.cursor) if self.cursor is not None else None
+        return Page(self.page, self.size, after)
+
+
+_CURSOR_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
+
+
+def encode_cursor(created_at: datetime, task_id: str) -> str:
+    """The cursor of a place in the task list (`schedule.records.Keyset`): opaque URL-safe
+    text that `decode_cursor` reads back."""
+    stamp = created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return base64.urlsafe_b64encode(f"{stamp}|{task_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Keyset:
+    """The place a cursor names; ValueError when it is not one `encode_cursor` made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, task_id = raw.split("|")
+        created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ValueError("not a cursor of this list (use pagination.next_cursor)") from None
+    if not _CURSOR_ID.fullmatch(task_id):
+        raise ValueError("not a cursor of this list (use pagination.next_cursor)")
+    return Keyset(created, task_id)
 
 
 class PageQuery(Strict):
@@ -328,6 +377,17 @@ def batch_json(result: BatchResult) -> dict[str, Any]:
 def pagination_json(page: int, size: int, total: int) -> dict[str, int]:
     """The `pagination` object of list answers."""
     return {"page": page, "size": size, "total": total, "total_pages": -(-total // size)}
+
+
+def task_pagination_json(page: int, size: int, found: TaskPage) -> dict[str, Any]:
+    """The `pagination` object of the task list: as `pagination_json`, with whether the
+    total is exact (else more than `total` tasks match) and the next page's cursor."""
+    following = found.next
+    return {
+        **pagination_json(page, size, found.total),
+        "total_exact": found.exact,
+        "next_cursor": encode_cursor(following.created_at, following.id) if following else None,
+    }
 
 
 def throughput_json(hours: list[HourCount]) -> dict[str, Any]:
@@ -705,11 +765,22 @@ class PaginationOut(Out):
     total_pages: int
 
 
+class TaskPaginationOut(PaginationOut):
+    """The `pagination` object of the task list (`task_pagination_json`)."""
+
+    total_exact: bool = Field(
+        description="false: more than `total` tasks match (the count stops at a cap)"
+    )
+    next_cursor: str | None = Field(
+        description="the `cursor` of the next page; null on the last page"
+    )
+
+
 class TaskListOut(Out):
     """`GET /api/sync/tasks`."""
 
     tasks: list[TaskOut]
-    pagination: PaginationOut
+    pagination: TaskPaginationOut
 
 
 class TaskBatchOut(Out):

@@ -27,13 +27,15 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import uvloop
+
 log = logging.getLogger(__name__)
 EXIT_WAIT_S = 2.0
 
 
 def run(main: Coroutine[Any, Any, None], exit_wait_s: float = EXIT_WAIT_S) -> None:
     """Run `main` on a new event loop to its end; never wait for a blocked thread past that."""
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     executor = ThreadPoolExecutor(thread_name_prefix="syncd-executor")
     loop.set_default_executor(executor)
     asyncio.set_event_loop(loop)

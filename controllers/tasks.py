@@ -29,6 +29,7 @@ from controllers.models import (
     pagination_json,
     record_error_json,
     task_json,
+    task_pagination_json,
     throughput_json,
     waiting_json,
 )
@@ -99,12 +100,14 @@ async def list_tasks(request: web.Request) -> web.Response:
         schedule_id=query.schedule_id,
         search=query.q,
     )
-    tasks, total = await request.app[SERVICE].list_tasks(flt, Page(query.page, query.size))
-    waiting = await request.app[WAITING].explain(tasks)
+    found = await request.app[SERVICE].list_tasks(flt, query.to_page())
+    waiting = await request.app[WAITING].explain(found.tasks)
     return json_response(
         {
-            "tasks": [{**task_json(t), "waiting": waiting_json(waiting.get(t.id))} for t in tasks],
-            "pagination": pagination_json(query.page, query.size, total),
+            "tasks": [
+                {**task_json(t), "waiting": waiting_json(waiting.get(t.id))} for t in found.tasks
+            ],
+            "pagination": task_pagination_json(query.page, query.size, found),
         }
     )
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -35,8 +36,24 @@ sync_tasks = Table(
     "sync_tasks",
     metadata,
     *table_columns(TaskRecord),
-    Index("ix_sync_tasks_created", "created_at"),
-    Index("ix_sync_tasks_type_created", "task_type", "created_at"),
+)
+
+# The task list is newest first (`created_at DESC, id DESC`, `id` breaking ties for the cursor):
+# each of its filters has an index that ends in that order, so a page, at any depth through
+# the cursor, reads only its own rows, and the capped count only the index (both dialects;
+# tests/integration/test_list_plans.py holds the plans). A type with a data source uses the
+# data source's indexes.
+Index("ix_sync_tasks_created", sync_tasks.c.created_at, sync_tasks.c.id)
+Index(
+    "ix_sync_tasks_type_created", sync_tasks.c.task_type, sync_tasks.c.created_at, sync_tasks.c.id
+)
+Index("ix_sync_tasks_status_created", sync_tasks.c.status, sync_tasks.c.created_at, sync_tasks.c.id)
+Index(
+    "ix_sync_tasks_status_type_created",
+    sync_tasks.c.status,
+    sync_tasks.c.task_type,
+    sync_tasks.c.created_at,
+    sync_tasks.c.id,
 )
 
 
@@ -65,6 +82,15 @@ Index(
     "ix_sync_tasks_source_created",
     sync_tasks.c.data_source_id,
     sync_tasks.c.created_at,
+    sync_tasks.c.id,
+    sqlite_where=text("data_source_id IS NOT NULL"),
+)
+Index(
+    "ix_sync_tasks_status_source_created",
+    sync_tasks.c.status,
+    sync_tasks.c.data_source_id,
+    sync_tasks.c.created_at,
+    sync_tasks.c.id,
     sqlite_where=text("data_source_id IS NOT NULL"),
 )
 Index(
@@ -114,6 +140,21 @@ sync_task_attempts = Table(
     Column("outcome", String(16)),
     Column("error", Text),
     Index("ix_sync_task_attempts_task", "task_id", "attempt"),
+)
+
+# Finished tasks counted per hour of their finish, task type and outcome (completed, failed,
+# cancelled), with the durations of those that started: what the statistics and the throughput
+# chart read, whatever the size of `sync_tasks`, and what outlives task retention. Kept by the
+# transitions that finish a task, in their transaction (`schedule.store.rollups`).
+sync_task_rollups = Table(
+    "sync_task_rollups",
+    metadata,
+    Column("hour", Timestamp, primary_key=True),
+    Column("task_type", String(64), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("tasks", BigInteger, nullable=False),
+    Column("timed", BigInteger, nullable=False),
+    Column("duration_s", Double, nullable=False),
 )
 
 sync_task_errors = Table(

@@ -60,15 +60,37 @@ class TaskFilter:
 
 
 @dataclass(frozen=True)
+class Keyset:
+    """A place in the task list's order (newest first: `created_at`, then `id`, descending):
+    a page that starts after it begins with the next task in that order."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True)
 class Page:
-    """A 1-based page of a list."""
+    """A 1-based page of a list; for the task list, `after` (a cursor) instead of a number
+    starts the page right after that place, at any depth for the same cost."""
 
     page: int = 1
     size: int = 20
+    after: Keyset | None = None
 
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.size
+
+
+class TaskPage(NamedTuple):
+    """A page of the task list: its tasks, how many match (`total`, exact when `exact`; else
+    more than `total` match and `total` is the count's cap) and where the next page starts
+    (None on the last page)."""
+
+    tasks: list[TaskRecord]
+    total: int
+    exact: bool
+    next: Keyset | None
 
 
 class ProgressUpdate(NamedTuple):

@@ -26,6 +26,7 @@ from schedule.records import (
     StoredRecordError,
     TaskDetail,
     TaskFilter,
+    TaskPage,
     TaskRequest,
 )
 from schedule.store import TaskStore
@@ -243,8 +244,8 @@ class ScheduleService:
 
     async def get(self, key: str) -> TaskDetail:
         """One task with its attempts; a task running on this node shows live progress."""
-        task = self._merge_live(await self.store.require(key))
-        attempts = await self.store.attempts(task.id)
+        stored, attempts = await self.store.detail(key)
+        task = self._merge_live(stored)
         if task.status is TaskStatus.RUNNING and task.started_at is not None:
             attempts.append(
                 AttemptRecord(
@@ -262,10 +263,10 @@ class ScheduleService:
         """One task (live progress merged), without attempts."""
         return self._merge_live(await self.store.require(key))
 
-    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> TaskPage:
         """A page of tasks, newest first, with live progress merged."""
-        tasks, total = await self.store.list_tasks(flt, page)
-        return [self._merge_live(t) for t in tasks], total
+        found = await self.store.list_tasks(flt, page)
+        return found._replace(tasks=[self._merge_live(t) for t in found.tasks])
 
     async def errors(self, key: str, page: Page) -> tuple[list[StoredRecordError], int]:
         """Per-record errors of a task."""

@@ -3,6 +3,7 @@
 #   mariadb-server, mariadb-client  the suite starts its own private mariadbd (bench/mariadb.py)
 #   chromium                        the browser tests
 #   tmux                            the CLI's terminal session test
+#   wrk                             the HTTP load generator of bench/api_reads.py (its smoke test)
 # A no-op when everything is present. It never starts a service: the suite runs its own server.
 # Runs as root in CI; as another user it uses `sudo -n` when that works, and fails otherwise.
 #
@@ -29,15 +30,17 @@ have_mariadb_server() { command -v mariadbd >/dev/null 2>&1 || test -x /usr/sbin
 have_mariadb_client() { command -v mariadb >/dev/null 2>&1 || test -x /usr/bin/mariadb; }
 have_chromium() { command -v chromium >/dev/null 2>&1; }
 have_tmux() { command -v tmux >/dev/null 2>&1; }
+have_wrk() { command -v wrk >/dev/null 2>&1; }
 
 missing=()
 have_mariadb_server || missing+=(mariadb-server)
 have_mariadb_client || missing+=(mariadb-client)
 have_chromium || missing+=(chromium)
 have_tmux || missing+=(tmux)
+have_wrk || missing+=(wrk)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "$PROG: nothing to install (mariadb-server, mariadb-client, chromium and tmux are present)"
+    echo "$PROG: nothing to install (mariadb-server, mariadb-client, chromium, tmux and wrk are present)"
     exit 0
 fi
 

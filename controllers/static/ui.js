@@ -314,10 +314,16 @@ export function labelRow(row, labels) {
 export const PAGE_SIZES = [20, 50, 100, 200, 500];
 
 /** First / previous / a page number to jump to / next / last, and (with `onSize`) the page
- * size. A number past the last page or below 1 is brought back in range. */
-export function pager(pagination, go, { onSize = null } = {}) {
-  const { page, size, total_pages: pages, total } = pagination;
-  const last = Math.max(1, pages);
+ * size. A number past the last page or below 1 is brought back in range. With `next(cursor)`,
+ * "Next" turns the page through the list's cursor (`pagination.next_cursor`, the same cost at
+ * any depth) and `page` says which page this is (an answer by cursor does not know). A total
+ * the API did not count to the end (`total_exact: false`) reads "more than N", and there is
+ * no last page to jump to. */
+export function pager(pagination, go, { onSize = null, next = null, page: shown = null } = {}) {
+  const { size, total_pages: pages, total } = pagination;
+  const page = shown ?? pagination.page;
+  const counted = pagination.total_exact !== false;
+  const last = counted ? Math.max(1, pages) : Math.max(page, pages);
   const jump = h("input", {
     type: "number", min: 1, max: last, value: page, inputmode: "numeric",
     "aria-label": `Page number, 1 to ${last}`, name: "page",
@@ -331,7 +337,8 @@ export function pager(pagination, go, { onSize = null } = {}) {
         go(wanted);
       },
     },
-  }, "Page", jump, `of ${fmtNumber(last)}`, h("button.btn.small.ghost", { type: "submit" }, "Go"));
+  }, "Page", jump, counted ? `of ${fmtNumber(last)}` : `of more than ${fmtNumber(last)}`,
+  h("button.btn.small.ghost", { type: "submit" }, "Go"));
   const button = (label, target, disabled, action) => h("button.btn.small.ghost", {
     type: "button", disabled, dataset: { page: action }, "aria-label": label,
     on: { click: () => go(target) },
@@ -344,9 +351,14 @@ export function pager(pagination, go, { onSize = null } = {}) {
       button("« First", 1, page <= 1, "first"),
       button("‹ Previous", Math.min(page - 1, last), page <= 1, "previous"),
       form,
-      button("Next ›", page + 1, page >= last, "next"),
-      button("Last »", last, page >= last, "last")),
-    h("span.muted", `${fmtNumber(total)} total`),
+      next
+        ? h("button.btn.small.ghost", {
+          type: "button", disabled: !pagination.next_cursor, dataset: { page: "next" }, "aria-label": "Next ›",
+          on: { click: () => next(pagination.next_cursor) },
+        }, "Next ›")
+        : button("Next ›", page + 1, page >= last, "next"),
+      button("Last »", last, !counted || page >= last, "last")),
+    h("span.muted", counted ? `${fmtNumber(total)} total` : `more than ${fmtNumber(total)}`),
     sizes);
 }
 

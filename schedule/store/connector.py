@@ -23,8 +23,9 @@ the same path and locks, without the time bound, which is for API requests and t
 loops; such a write is bounded by its task's timeout and cancellation instead.
 
 Reads (`read()`) run under the same timeout and, on SQLite, begin deferred: they never wait for
-a writer. The few SQL differences every store may meet are here as well: row locks (`lock`) and
-the time arithmetic of the statistics (`seconds_between`, `hour_of`).
+a writer; the SQLite store's hottest reads run as plain SQL on a reader thread
+(`SqliteConnector.read_plain`). The SQL difference every store may meet is here as well: row
+locks (`lock`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select, text
+from sqlalchemy import Select, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schedule.database import BUSY_MS_OPTION, READONLY, is_full
+from schedule.store.sqlite_reader import Read, SqliteReader, reader_for
 from schedule.store.sqlite_writer import SqliteWriter, Work, writer_for
 from schedule.upsert import PreparedInsert, execute_rows
 
@@ -53,8 +55,6 @@ PROBE_S = 2.0
 PROBE_SHARE = 0.8
 #: Below this much free space where the SQLite file lives, the disk counts as full.
 MIN_FREE_BYTES = 1024 * 1024
-#: The format of `hour_of`: a time truncated to its hour, as text.
-HOUR_FORMAT = "%Y-%m-%d %H:00:00"
 
 
 class Connector(ABC):
@@ -113,16 +113,6 @@ class Connector(ABC):
         """`query` taking row locks for the rest of the write transaction: rows other
         transactions hold are skipped (`skip_locked`) or waited for."""
 
-    @abstractmethod
-    def seconds_between(
-        self, start: ColumnElement[Any], end: ColumnElement[Any]
-    ) -> ColumnElement[Any]:
-        """The seconds from time `start` to time `end`, as a float expression."""
-
-    @abstractmethod
-    def hour_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The column's time truncated to the hour, as text in `HOUR_FORMAT`."""
-
     async def dispose(self) -> None:
         """Close the engine's connections (and the SQLite writer)."""
         await self.engine.dispose()
@@ -179,14 +169,6 @@ class MySqlConnector(Connector):
     def lock(self, query: Select[Any], *, skip_locked: bool) -> Select[Any]:
         return query.with_for_update(skip_locked=skip_locked)
 
-    def seconds_between(
-        self, start: ColumnElement[Any], end: ColumnElement[Any]
-    ) -> ColumnElement[Any]:
-        return func.timestampdiff(literal_column("MICROSECOND"), start, end) / 1_000_000.0
-
-    def hour_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        return func.date_format(column, HOUR_FORMAT)
-
 
 class SqliteConnector(Connector):
     """SQLite: one writer. Whole transactions run on the `SqliteWriter` thread (`run`); other
@@ -201,6 +183,18 @@ class SqliteConnector(Connector):
     def writer(self) -> SqliteWriter:
         """The engine's writer thread (one per engine)."""
         return writer_for(self.engine, self.busy_timeout_s)
+
+    @property
+    def reader(self) -> SqliteReader:
+        """The engine's reader thread (one per engine)."""
+        return reader_for(self.engine, self.busy_timeout_s)
+
+    async def read_plain(self, work: Read[R]) -> R:
+        """Run `work(conn)` (a plain, read-only `sqlite3` connection) in a read transaction on
+        the reader thread, within `timeout`: the hot reads' path (one hand-off, shared by the
+        reads that arrive together)."""
+        async with asyncio.timeout(self.timeout):
+            return await self.reader.read(work)
 
     async def run(self, work: Work[R], *, bulk: bool = False) -> R:
         """Run `work(conn)` (a plain `sqlite3` connection) as one write transaction on the
@@ -281,14 +275,6 @@ class SqliteConnector(Connector):
 
     def lock(self, query: Select[Any], *, skip_locked: bool) -> Select[Any]:
         return query  # the transaction already holds the database's write lock
-
-    def seconds_between(
-        self, start: ColumnElement[Any], end: ColumnElement[Any]
-    ) -> ColumnElement[Any]:
-        return (func.julianday(end) - func.julianday(start)) * 86400.0
-
-    def hour_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        return func.strftime(HOUR_FORMAT, column)
 
 
 def connect(engine: AsyncEngine, timeout: float | None = None) -> Connector:

@@ -18,6 +18,7 @@ from schedule.clock import Clock, naive
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import status_is
 from schedule.records import ExternalReport, Outcome
+from schedule.store import rollups
 from schedule.store.connector import Connector
 from schedule.store.queries import CLAIM_ORDER, T, claim_values, read_task, record_attempt, take
 from schedule.task import TaskRecord, TaskStatus
@@ -78,6 +79,9 @@ class ExternalWorkers:
             )
             if done.rowcount and outcome is not None:
                 await record_attempt(conn, task, now, outcome.outcome, outcome.error)
+                started = naive(task.started_at) if task.started_at else None
+                ended = [(task.task_type, outcome.status.value, started)]
+                await rollups.add(conn, rollups.increments(now, ended))
         current = await self._require(task.id)
         if done.rowcount == 0:
             raise InvalidState(f"task is {current.status.value}; the report was not applied")

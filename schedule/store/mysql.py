@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, insert, null, select, update
+from sqlalchemy import Integer, String, bindparam, case, func, insert, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schedule.clock import naive, utc
 from schedule.columns import Kind
+from schedule.exceptions import NotFound
 from schedule.ids import new_ids
 from schedule.models import status_is
-from schedule.records import Outcome
+from schedule.records import AttemptRecord, Outcome
+from schedule.store import rollups
 from schedule.store.connector import MySqlConnector
 from schedule.store.queries import (
     CLAIM_ORDER,
@@ -72,6 +74,17 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
                 await conn.execute(insert(T), fresh)
         return out
 
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        """One statement, one round trip: the task with its attempts as a JSON array."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(_DETAIL, {"key": key})).first()
+        if row is None:
+            raise NotFound(f"no task {key!r}")
+        task = TaskRecord.from_row(row._mapping)
+        found = sorted(json.loads(row.attempts_json or "[]"))  # by the attempt row's id
+        fallback = self.clock()
+        return task, [_attempt(a, fallback) for a in found]
+
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
     ) -> list[TaskRecord]:
@@ -96,6 +109,8 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
             if not owned:
                 return set()
             await _write_outcomes(conn, [_finish_params(by_id[i], now) for i in owned])
+            ended = [(kind, by_id[i].status.value, started) for i, (started, kind) in owned.items()]
+            await rollups.add(conn, rollups.increments(now, ended))
             await conn.execute(
                 insert(A),
                 [
@@ -103,7 +118,7 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
                         "task_id": i,
                         "attempt": by_id[i].attempt,
                         "node_id": node_id,
-                        "started_at": owned[i] or now,
+                        "started_at": owned[i][0] or now,
                         "finished_at": now,
                         "outcome": by_id[i].outcome,
                         "error": by_id[i].error,
@@ -126,6 +141,46 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
         written = await self.finish(node_id, outcomes)
         claimed = await self.claim(node_id, limit, lease_s, types) if limit > 0 else []
         return written, claimed
+
+
+_KEY = bindparam("key", type_=String)
+_DETAIL = select(
+    T,
+    select(
+        func.json_arrayagg(
+            func.json_array(
+                A.c.id,
+                A.c.attempt,
+                A.c.node_id,
+                A.c.started_at,
+                A.c.finished_at,
+                A.c.outcome,
+                A.c.error,
+            )
+        )
+    )
+    .where(A.c.task_id == T.c.id)
+    .scalar_subquery()
+    .label("attempts_json"),
+).where(or_(T.c.id == _KEY, T.c.reference == _KEY))
+
+
+def _attempt(values: list[Any], fallback: datetime) -> AttemptRecord:
+    """An attempt from its JSON array (`_DETAIL`): times are MariaDB's DATETIME text."""
+    _, attempt, node_id, started, finished, outcome, error = values
+    finished_at = _json_time(finished)
+    return AttemptRecord(
+        attempt=attempt,
+        node_id=node_id,
+        started_at=_json_time(started) or finished_at or fallback,
+        finished_at=finished_at,
+        outcome=outcome,
+        error=error,
+    )
+
+
+def _json_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
 
 
 def _row(record: TaskRecord) -> dict[str, Any]:

@@ -15,7 +15,19 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,12 +38,15 @@ from schedule.models import status_is
 from schedule.records import (
     AttemptRecord,
     HeartbeatReply,
+    Keyset,
     Page,
     ProgressUpdate,
     RecordError,
     StoredRecordError,
     TaskFilter,
+    TaskPage,
 )
+from schedule.store import rollups
 from schedule.store.callbacks import CallbackOutbox
 from schedule.store.connector import Connector
 from schedule.store.external import ExternalWorkers
@@ -41,6 +56,9 @@ from schedule.store.tasks import TaskStore
 from schedule.task import NewTask, TaskRecord, TaskStatus
 
 C = TypeVar("C", bound=Connector)
+#: The task list counts the tasks that match up to this many; beyond, its total says "more
+#: than COUNT_CAP" (an exact count of a million rows is most of a second).
+COUNT_CAP = 10_000
 
 
 class SqlTaskStore(TaskStore, Generic[C]):
@@ -48,6 +66,8 @@ class SqlTaskStore(TaskStore, Generic[C]):
     hot paths (`insert_tasks`, `claim`, `finish`, `finish_and_claim`)."""
 
     db: C
+    #: The task list's count stops here (`COUNT_CAP`); a test may lower it on its store.
+    count_cap: int = COUNT_CAP
 
     def __init__(self, db: C, clock: Clock = utcnow) -> None:
         self.db = db
@@ -92,6 +112,14 @@ class SqlTaskStore(TaskStore, Generic[C]):
             raise NotFound(f"no task {key!r}")
         return task
 
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        async with self.db.read() as conn:
+            task = await read_task(conn, key)
+            if task is None:
+                raise NotFound(f"no task {key!r}")
+            rows = await conn.execute(_attempts_query(task.id))
+            return task, [self._attempt(r) for r in rows]
+
     async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
         if not ids:
             return []
@@ -99,32 +127,30 @@ class SqlTaskStore(TaskStore, Generic[C]):
             rows = await conn.execute(select(T).where(T.c.id.in_(list(ids))))
             return [TaskRecord.from_row(r) for r in rows.mappings()]
 
-    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
-        where = _filter_clause(flt)
-        query = select(T).where(where).order_by(T.c.created_at.desc(), T.c.id.desc())
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> TaskPage:
+        cap = self.count_cap
         async with self.db.read() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(T).where(where))
-            ).scalar_one()
-            rows = await conn.execute(query.limit(page.size).offset(page.offset))
-            tasks = [TaskRecord.from_row(r) for r in rows.mappings()]
-        return tasks, int(total)
+            total = int((await conn.execute(capped_count(flt, cap))).scalar_one())
+            rows = (await conn.execute(list_query(flt, page))).mappings().all()
+        tasks = [TaskRecord.from_row(r) for r in rows[: page.size]]
+        more = len(rows) > page.size
+        following = Keyset(tasks[-1].created_at, tasks[-1].id) if more else None
+        return TaskPage(tasks, min(total, cap), total <= cap, following)
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
-        query = select(A).where(A.c.task_id == task_id).order_by(A.c.id)
         async with self.db.read() as conn:
-            rows = await conn.execute(query)
-            return [
-                AttemptRecord(
-                    attempt=r.attempt,
-                    node_id=r.node_id,
-                    started_at=utc(r.started_at) or utc(r.finished_at) or self.clock(),
-                    finished_at=utc(r.finished_at),
-                    outcome=r.outcome,
-                    error=r.error,
-                )
-                for r in rows
-            ]
+            rows = await conn.execute(_attempts_query(task_id))
+            return [self._attempt(r) for r in rows]
+
+    def _attempt(self, row: Any) -> AttemptRecord:
+        return AttemptRecord(
+            attempt=row.attempt,
+            node_id=row.node_id,
+            started_at=utc(row.started_at) or utc(row.finished_at) or self.clock(),
+            finished_at=utc(row.finished_at),
+            outcome=row.outcome,
+            error=row.error,
+        )
 
     async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
         where = E.c.task_id == task_id
@@ -180,7 +206,10 @@ class SqlTaskStore(TaskStore, Generic[C]):
                     message="cancelled before it started",
                 )
             )
-            if done.rowcount == 0:
+            if done.rowcount:
+                ended = [(task.task_type, TaskStatus.CANCELLED.value, None)]
+                await rollups.add(conn, rollups.increments(now, ended))
+            else:
                 await conn.execute(
                     update(T)
                     .where(T.c.id == task.id, T.c.status == TaskStatus.RUNNING.value)
@@ -300,7 +329,7 @@ class SqlTaskStore(TaskStore, Generic[C]):
         now = self._now()
         async with self.db.write() as conn:
             owned = await self._owned(conn, node_id, attempts)
-            for task_id, started in owned.items():
+            for task_id, (started, _) in owned.items():
                 await conn.execute(
                     update(T)
                     .where(T.c.id == task_id)
@@ -362,16 +391,16 @@ class SqlTaskStore(TaskStore, Generic[C]):
 
     async def _owned(
         self, conn: AsyncConnection, node_id: str, attempts: dict[str, int]
-    ) -> dict[str, datetime | None]:
+    ) -> dict[str, tuple[datetime | None, str]]:
         """The fencing read of a finish or release, in its transaction: of the tasks in
         `attempts` (id -> attempt), those this node still runs at that attempt, with their
-        start times as stored.
+        start times as stored and their types.
 
         Row locks that wait rather than skip: a row locked by this node's own heartbeat or by
         a rescuer must be waited for and then judged, never skipped (skipping it would drop a
         result that this node is still entitled to write)."""
         query = self.db.lock(
-            select(T.c.id, T.c.attempt, T.c.started_at).where(
+            select(T.c.id, T.c.attempt, T.c.started_at, T.c.task_type).where(
                 T.c.id.in_(list(attempts)),
                 T.c.lease_owner == node_id,
                 T.c.status == TaskStatus.RUNNING.value,
@@ -379,7 +408,7 @@ class SqlTaskStore(TaskStore, Generic[C]):
             skip_locked=False,
         )
         rows = await conn.execute(query)
-        return {r.id: r.started_at for r in rows if attempts[r.id] == r.attempt}
+        return {r.id: (r.started_at, r.task_type) for r in rows if attempts[r.id] == r.attempt}
 
 
 async def _rescue_one(conn: AsyncConnection, task: TaskRecord, now: datetime) -> None:
@@ -401,11 +430,14 @@ async def _rescue_one(conn: AsyncConnection, task: TaskRecord, now: datetime) ->
         values.update(finished_at=now, dedupe_active=None)
     else:
         values.update(run_after=now)
-    await conn.execute(
+    rescued = await conn.execute(
         update(T)
         .where(T.c.id == task.id, T.c.attempt == task.attempt, T.c.status == "running")
         .values(**values)
     )
+    if rescued.rowcount and status.finished:
+        started = naive(task.started_at) if task.started_at else None
+        await rollups.add(conn, rollups.increments(now, [(task.task_type, status.value, started)]))
     await record_attempt(conn, task, now, "lost", reason)
 
 
@@ -413,6 +445,32 @@ async def _delete_ids(conn: AsyncConnection, ids: list[str]) -> None:
     await conn.execute(delete(E).where(E.c.task_id.in_(ids)))
     await conn.execute(delete(A).where(A.c.task_id.in_(ids)))
     await conn.execute(delete(T).where(T.c.id.in_(ids), T.c.status.in_(FINISHED_VALUES)))
+
+
+def _attempts_query(task_id: str) -> Select[Any]:
+    return select(A).where(A.c.task_id == task_id).order_by(A.c.id)
+
+
+def list_query(flt: TaskFilter, page: Page) -> Select[Any]:
+    """The task list's page (one row more than its size: whether another page follows),
+    newest first, from `page.after` or at `page.offset`."""
+    query = select(T).where(_filter_clause(flt))
+    if page.after is not None:
+        at, key = naive(page.after.created_at), page.after.id
+        # `<=` bounds the index range; the OR only filters the rows at its edge (an OR of the
+        # two ranges loses the index order on SQLite)
+        query = query.where(T.c.created_at <= at, or_(T.c.created_at < at, T.c.id < key))
+    else:
+        query = query.offset(page.offset)
+    return query.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(page.size + 1)
+
+
+def capped_count(flt: TaskFilter, cap: int) -> Select[Any]:
+    """How many tasks match `flt`, counting no further than `cap` + 1."""
+    matching: Select[Any] = (
+        select(literal_column("1")).select_from(T).where(_filter_clause(flt)).limit(cap + 1)
+    )
+    return select(func.count()).select_from(matching.subquery())
 
 
 def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:

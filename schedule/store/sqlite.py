@@ -29,8 +29,10 @@ from typing import Any
 from schedule import jsontext
 from schedule.clock import naive
 from schedule.columns import Kind, RowField
+from schedule.exceptions import NotFound
 from schedule.ids import new_ids
-from schedule.records import Outcome
+from schedule.records import AttemptRecord, Outcome
+from schedule.store import rollups
 from schedule.store.connector import SqliteConnector
 from schedule.store.queries import finish_values, in_claim_order
 from schedule.store.shared import SqlTaskStore
@@ -94,6 +96,15 @@ class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
                 out.append((taken[key] if key in taken else first[key], False))
         return out
 
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        """Plain SQL on the reader thread: one hand-off for the task and its attempts."""
+        found = await self.db.read_plain(functools.partial(_detail_work, key))
+        if found is None:
+            raise NotFound(f"no task {key!r}")
+        row, attempts = found
+        fallback = self.clock()
+        return task_from_stored(row), [_attempt_from_stored(a, fallback) for a in attempts]
+
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
     ) -> list[TaskRecord]:
@@ -156,8 +167,10 @@ class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
     def _finish_work(
         self, node_id: str, outcomes: Sequence[Outcome]
     ) -> Callable[[sqlite3.Connection], set[str]]:
-        """The fenced finish as a function for the writer thread: the ids written."""
-        stamp = time_text(self._now())
+        """The fenced finish as a function for the writer thread: the ids written (and the
+        rollups of the tasks it ends)."""
+        now = self._now()
+        stamp = time_text(now)
         by_id = {o.task_id: o for o in outcomes}
         ids = list(by_id)
         params = {i: _finish_params(o, stamp) for i, o in by_id.items()}
@@ -191,6 +204,10 @@ class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
                 for i, started in owned.items()
             ]
             execute_rows(conn, attempts_insert_sql, attempts)
+            ended = [(r[4], params[r[0]][0], _naive_time(r[2])) for r in rows]
+            bumps = rollups.increments(now, ended)
+            if bumps:
+                execute_rows(conn, rollups.upsert_sql, [(time_text(b[0]), *b[1:]) for b in bumps])
             return set(owned)
 
         return work
@@ -241,6 +258,11 @@ def json_load(text: str) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
+def _naive_time(text: str) -> datetime | None:
+    """A stored time as naive UTC (None for the empty text)."""
+    return datetime.fromisoformat(text) if text else None
+
+
 def time_load(text: str) -> datetime:
     """A stored time as an aware UTC datetime. Cached: the rows of one claim or one batch
     share most of their times (created together, claimed together), and datetimes are
@@ -295,6 +317,38 @@ _PICK_NEW_PARAMS: Callable[[Sequence[Any]], tuple[Any, ...]] = operator.itemgett
         for f in NEW_FIELDS
     )
 )
+
+
+_BY_ID_SQL = f"SELECT {_SELECT_LIST} FROM sync_tasks WHERE id = ?"
+_BY_REFERENCE_SQL = f"SELECT {_SELECT_LIST} FROM sync_tasks WHERE reference = ?"
+_ATTEMPTS_SQL = (
+    "SELECT attempt, node_id, started_at, finished_at, outcome, error FROM sync_task_attempts "
+    "WHERE task_id = ? ORDER BY id"
+)
+
+
+def _detail_work(key: str, conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+    """The reader thread's part of `detail`: the stored row (by id, else by reference) and
+    its attempts' rows, or None."""
+    row = conn.execute(_BY_ID_SQL, (key,)).fetchone()
+    if row is None:
+        row = conn.execute(_BY_REFERENCE_SQL, (key,)).fetchone()
+    if row is None:
+        return None
+    return row, conn.execute(_ATTEMPTS_SQL, (row[0],)).fetchall()
+
+
+def _attempt_from_stored(row: Sequence[Any], fallback: datetime) -> AttemptRecord:
+    attempt, node_id, started, finished, outcome, error = row
+    finished_at = time_load(finished) if finished is not None else None
+    return AttemptRecord(
+        attempt=attempt,
+        node_id=node_id,
+        started_at=time_load(started) if started is not None else finished_at or fallback,
+        finished_at=finished_at,
+        outcome=outcome,
+        error=error,
+    )
 
 
 def task_from_stored(row: Sequence[Any]) -> TaskRecord:
@@ -422,13 +476,14 @@ def dedupe_sql(count: int) -> str:
 
 @functools.cache
 def owned_sql(count: int) -> str:
-    """The fencing read of a finish for `count` ids: `id|attempt|started_at|has dedupe key`
-    of each owned task, joined by commas into one text (one row back, one GIL hand-off, where
-    a row per task cost one each)."""
+    """The fencing read of a finish for `count` ids: `id|attempt|started_at|has dedupe
+    key|task_type` of each owned task, joined by commas into one text (one row back, one GIL
+    hand-off, where a row per task cost one each). Task types are names of registered types
+    (letters, digits, `_`), never a separator."""
     marks = ", ".join("?" * count)
     return (
         "SELECT group_concat(id || '|' || attempt || '|' || ifnull(started_at, '') || '|' "
-        "|| (dedupe_key IS NOT NULL), ',') FROM sync_tasks "
+        "|| (dedupe_key IS NOT NULL) || '|' || task_type, ',') FROM sync_tasks "
         f"WHERE id IN ({marks}) AND lease_owner = ? AND status = ?"
     )
 

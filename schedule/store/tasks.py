@@ -28,6 +28,7 @@ from schedule.records import (
     RecordError,
     StoredRecordError,
     TaskFilter,
+    TaskPage,
 )
 from schedule.store.callbacks import CallbackOutbox
 from schedule.store.connector import Connector
@@ -46,6 +47,8 @@ class TaskStore(ABC):
     external: ExternalWorkers
     callbacks: CallbackOutbox
     stats: TaskStatistics
+    #: Where `list_tasks` stops counting (its total is then flagged inexact).
+    count_cap: int
 
     # ---- creation -------------------------------------------------------------------------
 
@@ -70,12 +73,19 @@ class TaskStore(ABC):
         """A task by id or reference, or `NotFound`."""
 
     @abstractmethod
+    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
+        """A task by id or reference with its finished attempts (oldest first), read in one
+        transaction, or `NotFound`: `GET` of one task, the API's hottest read."""
+
+    @abstractmethod
     async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
         """Tasks by id (unknown ids are skipped), in no particular order."""
 
     @abstractmethod
-    async def list_tasks(self, flt: TaskFilter, page: Page) -> tuple[list[TaskRecord], int]:
-        """Newest first, filtered and paged; also the total matching."""
+    async def list_tasks(self, flt: TaskFilter, page: Page) -> TaskPage:
+        """Newest first (`created_at`, then `id`), filtered, from `page.after` when given
+        (else by page number); the total matching is counted up to `COUNT_CAP` and flagged
+        inexact beyond it."""
 
     @abstractmethod
     async def attempts(self, task_id: str) -> list[AttemptRecord]:

@@ -81,8 +81,18 @@ async def test_batch_create_and_list_paging_and_filters(client: Client) -> None:
     created = await post(client, "/api/sync/tasks/batch", {"tasks": tasks}, 201)
     assert len(created["tasks"]) == 5
     page = await get(client, "/api/sync/tasks?page=2&size=2")
-    assert page["pagination"] == {"page": 2, "size": 2, "total": 5, "total_pages": 3}
+    following = page["pagination"].pop("next_cursor")
+    assert page["pagination"] == {
+        "page": 2,
+        "size": 2,
+        "total": 5,
+        "total_pages": 3,
+        "total_exact": True,
+    }
     assert len(page["tasks"]) == 2
+    last = await get(client, f"/api/sync/tasks?size=2&cursor={following}")
+    assert last["tasks"] == (await get(client, "/api/sync/tasks?page=3&size=2"))["tasks"]
+    assert len(last["tasks"]) == 1 and last["pagination"]["next_cursor"] is None
     ds1 = await get(client, "/api/sync/tasks?data_source_id=ds1&status=pending&task_type=noop")
     assert ds1["pagination"]["total"] == 2
 
@@ -215,6 +225,10 @@ async def test_bad_create_input(
         ("page=x", "page"),
         ("status=done", "status"),
         ("colour=red", "colour"),
+        ("cursor=notacursor", "cursor"),
+        ("cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8Jyk7", "cursor"),  # an id no task has
+        (f"cursor={'A' * 201}", "cursor"),
+        ("page=2&cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ", "cursor"),
     ],
 )
 async def test_bad_list_query(client: Client, query: str, field: str) -> None:

@@ -74,7 +74,7 @@ def spec(schedule_id: str = "erp", **fields: object) -> ScheduleSpec:
 
 
 async def tasks_of(store: TaskStore, schedule_id: str) -> list[TaskRecord]:
-    tasks, _ = await store.list_tasks(TaskFilter(schedule_id=schedule_id), Page(1, 500))
+    tasks, *_ = await store.list_tasks(TaskFilter(schedule_id=schedule_id), Page(1, 500))
     return sorted(tasks, key=lambda t: t.scheduled_for or START)
 
 
@@ -126,7 +126,7 @@ async def test_daemons_sharing_a_database_fire_each_fire_once(
     for minute in range(3):
         clock.now = datetime(2026, 3, 10, 12, 1 + minute, 0, 1000, tzinfo=UTC)
         await asyncio.gather(*(d.tick() for d in daemons))
-    tasks, total = await store.list_tasks(TaskFilter(), Page(1, 500))
+    tasks, total, *_ = await store.list_tasks(TaskFilter(), Page(1, 500))
     assert total == 90
     assert len({(t.schedule_id, t.scheduled_for) for t in tasks}) == 90
 

@@ -142,7 +142,7 @@ async def test_task_retention_deletes_old_finished_tasks_in_batches(
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.result is not None
     assert (done.result["deleted"], done.result["batches"], done.result["days"]) == (5, 3, 30)
-    left = {t.id for t in (await store.list_tasks(TaskFilter(), Page(1, 500)))[0]}
+    left = {t.id for t in (await store.list_tasks(TaskFilter(), Page(1, 500))).tasks}
     assert left == {recent, pending.id, done.id}
     async with ddb.connect() as conn:
         for table in (sync_task_attempts, sync_task_errors):

@@ -114,6 +114,27 @@ async def test_finish_is_fenced_by_owner_and_attempt(st: TaskStore, clock: Clock
     assert outcomes == ["lost", "completed"]
 
 
+async def test_detail_is_the_task_and_its_attempts_by_id_or_reference(
+    st: TaskStore, clock: Clock
+) -> None:
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=10)
+    clock.advance(11)
+    await st.rescue()
+    await st.claim("n2", 1, lease_s=10)
+    clock.advance(2)
+    await st.finish("n2", [Outcome(task.id, 2, TaskStatus.COMPLETED, "completed")])
+    stored = await st.require(task.id)
+    attempts = await st.attempts(task.id)
+    assert [a.outcome for a in attempts] == ["lost", "completed"]
+    assert await st.detail(task.id) == (stored, attempts)
+    assert await st.detail(task.reference) == (stored, attempts)
+    fresh, _ = await st.create(noop())
+    assert await st.detail(fresh.reference) == (await st.require(fresh.id), [])
+    with pytest.raises(NotFound):
+        await st.detail("NOSUCHTASK0")
+
+
 async def test_heartbeat_extends_and_reports_cancel(st: TaskStore, clock: Clock) -> None:
     task, _ = await st.create(noop())
     await st.claim("n1", 1, lease_s=10)
@@ -185,9 +206,9 @@ async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
     for i in range(5):
         await st.create(noop(data_source_id="ds1" if i % 2 else None))
         clock.advance(1)
-    tasks, total = await st.list_tasks(TaskFilter(data_source_id="ds1"), Page(1, 10))
-    assert total == 2 and all(t.data_source_id == "ds1" for t in tasks)
-    everything, _ = await st.list_tasks(TaskFilter(), Page(1, 3))
+    tasks, total, exact, _ = await st.list_tasks(TaskFilter(data_source_id="ds1"), Page(1, 10))
+    assert total == 2 and exact and all(t.data_source_id == "ds1" for t in tasks)
+    everything, *_ = await st.list_tasks(TaskFilter(), Page(1, 3))
     assert [t.created_at for t in everything] == sorted(
         (t.created_at for t in everything), reverse=True
     )
@@ -201,6 +222,42 @@ async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
     assert stats.queue_length == 4
 
 
+async def test_the_cursor_walks_the_list_once_in_order_at_any_depth(
+    st: TaskStore, clock: Clock
+) -> None:
+    made = []
+    for i in range(23):
+        batch = await st.create_many([noop(data_source_id="ds" if i % 3 else None)] * (1 + i % 2))
+        made += [t for t, _ in batch]  # tasks of one batch share created_at: `id` breaks ties
+        clock.advance(1)
+    newest_first = sorted(made, key=lambda t: (t.created_at, t.id), reverse=True)
+    for flt in (TaskFilter(), TaskFilter(data_source_id="ds")):
+        expected = [t.id for t in newest_first if flt.data_source_id in (None, t.data_source_id)]
+        seen: list[str] = []
+        page = Page(1, 4)
+        while True:
+            found = await st.list_tasks(flt, page)
+            assert found.total == len(expected) and found.exact
+            seen += [t.id for t in found.tasks]
+            if found.next is None:
+                break
+            assert len(found.tasks) == 4
+            page = Page(1, 4, after=found.next)
+        assert seen == expected
+        by_number = await st.list_tasks(flt, Page(3, 4))
+        assert [t.id for t in by_number.tasks] == expected[8:12]
+
+
+async def test_the_total_is_exact_up_to_the_cap(st: TaskStore) -> None:
+    await st.create_many([noop() for _ in range(5)])
+    st.count_cap = 5
+    assert (await st.list_tasks(TaskFilter(), Page(1, 2)))[1:3] == (5, True)
+    st.count_cap = 4
+    assert (await st.list_tasks(TaskFilter(), Page(1, 2)))[1:3] == (4, False)
+    st.count_cap = 2
+    assert (await st.list_tasks(TaskFilter(status=TaskStatus.FAILED), Page()))[1:3] == (0, True)
+
+
 async def test_delete_finished_before_in_batches(st: TaskStore, clock: Clock) -> None:
     ids = []
     for _ in range(5):
@@ -212,7 +269,7 @@ async def test_delete_finished_before_in_batches(st: TaskStore, clock: Clock) ->
     assert await st.delete_finished_before(clock.now, batch=2) == 2
     assert await st.delete_finished_before(clock.now, batch=2) == 1
     assert await st.delete_finished_before(clock.now, batch=2) == 0
-    _, total = await st.list_tasks(TaskFilter(), Page(1, 10))
+    _, total, *_ = await st.list_tasks(TaskFilter(), Page(1, 10))
     assert total == 2
 
 
@@ -444,3 +501,76 @@ async def test_throughput_counts_per_hour_by_final_status(st: TaskStore, clock: 
         {"completed": 0, "failed": 0, "cancelled": 0},
     ]
     assert await st.stats.queue_length() == 1  # the retried one
+
+
+async def _table_summary(st: TaskStore, since: datetime) -> dict[str, Any]:
+    """What the statistics must say, counted from the task table itself."""
+    tasks = (await st.list_tasks(TaskFilter(), Page(1, 500))).tasks
+    hour = since.replace(minute=0, second=0, microsecond=0)
+    counted = [
+        t
+        for t in tasks
+        if not t.status.finished or (t.finished_at is not None and t.finished_at >= hour)
+    ]
+    by_status = {s.value: sum(t.status is s for t in counted) for s in TaskStatus}
+    by_type: dict[str, int] = {}
+    for t in counted:
+        by_type[t.task_type] = by_type.get(t.task_type, 0) + 1
+    runs = [
+        (t.finished_at - t.started_at).total_seconds()
+        for t in counted
+        if t.status is TaskStatus.COMPLETED and t.started_at and t.finished_at
+    ]
+    return {
+        "total": len(counted),
+        "by_status": by_status,
+        "by_type": by_type,
+        "avg_duration_s": round(sum(runs) / len(runs), 3) if runs else None,
+    }
+
+
+async def test_statistics_from_rollups_are_exact_and_outlive_retention(
+    st: TaskStore, clock: Clock
+) -> None:
+    """Every way a task ends (finish, a retry that does not, cancel, rescue, an external
+    report) lands in the rollups as the table says; deleting the tasks leaves the counts."""
+    base = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+    clock.now = base
+    for kind in ("noop", "noop", "records_import", "noop", "records_import"):
+        await st.create(NewTask(task_type=kind, parameters={}, max_attempts=1))
+    a, b, c = await st.claim("n1", 3, lease_s=60)
+    clock.advance(7)
+    await st.finish("n1", [Outcome(a.id, 1, TaskStatus.COMPLETED, "completed")])
+    clock.advance(3600)  # the next hour
+    await st.finish(
+        "n1",
+        [
+            Outcome(b.id, 1, TaskStatus.COMPLETED, "completed"),
+            Outcome(c.id, 1, TaskStatus.FAILED, "failed", error="x"),
+        ],
+    )
+    (d,) = await st.claim("n1", 1, lease_s=60)
+    await st.finish("n1", [Outcome(d.id, 1, TaskStatus.PENDING, "retry")])  # not an end
+    pending = (await st.list_tasks(TaskFilter(status=TaskStatus.PENDING), Page(1, 9))).tasks
+    await st.cancel(pending[0].id)
+    (lost,) = await st.claim("n2", 1, lease_s=1)
+    clock.advance(2)
+    assert [t.id for t in await st.rescue()] == [lost.id]  # attempts used up: failed
+    ext, _ = await st.create(NewTask("external", {"service": "s"}, 1, service="s"))
+    assert await st.external.claim("external:s", "s", None, lease_s=30) is not None
+    clock.advance(5)
+    await st.external.report(ext.id, ExternalReport(status="completed"), 30)
+    clock.advance(60)
+
+    for since in (base, base + timedelta(minutes=30, hours=1), base + timedelta(hours=5)):
+        expected = await _table_summary(st, since)
+        stats = await st.stats.summary(since)
+        got = {k: getattr(stats, k) for k in expected}
+        assert got == expected, since
+    before = await st.stats.summary(base)
+    hours = await st.stats.throughput(base, 3)
+    assert await st.delete_finished_before(clock.now + timedelta(days=1)) == 6
+    after = await st.stats.summary(base)
+    assert (after.by_status, after.avg_duration_s) == (before.by_status, before.avg_duration_s)
+    assert after.by_status["completed"] == 3 and after.by_status["pending"] == 0
+    assert await st.stats.throughput(base, 3) == hours

@@ -31,7 +31,7 @@ export function render({ root, query, go }) {
   const hourly = windowS <= HOURLY_UP_TO_S;
   const title = `Finished per ${hourly ? "hour" : "day"}, ${windowName.toLowerCase()} (${zoneLabel()})`;
   const chart = h("div.card#throughput", h("h2", title), loading());
-  clear(root, pageHeader("Statistics", "Tasks created in the chosen window; engine counters of this node.", select), cards, chart, breakdown);
+  clear(root, pageHeader("Statistics", "Tasks finished in the chosen window (from its first hour) and pending or running now; engine counters of this node.", select), cards, chart, breakdown);
 
   const reload = serialized(async () => {
     const since = new Date(Date.now() - windowS * 1000).toISOString();
@@ -90,7 +90,7 @@ function drawCards(box, stats) {
   const engine = stats.engine;
   const rate = db.success_rate === null ? "—" : `${(db.success_rate * 100).toFixed(1)}%`;
   clear(box,
-    card("Tasks", fmtNumber(db.total), "created in the window"),
+    card("Tasks", fmtNumber(db.total), "finished in the window, pending and running"),
     card("Success rate", rate, "completed ÷ (completed + failed)"),
     card("Mean duration", fmtDuration(db.avg_duration_s), "of completed tasks"),
     card("Running", `${engine.running_tasks} / ${engine.max_concurrent}`, `on ${engine.node_id}`),

@@ -21,6 +21,7 @@ export function render({ root, query, go }) {
     q: (query.q || "").slice(0, 255),
     page: Math.max(1, Math.min(1_000_000, Math.round(Number(query.page)) || 1)),
     size: PAGE_SIZES.includes(Number(query.size)) ? Number(query.size) : 20,
+    cursor: query.cursor || "", // set when the page was reached with "Next" (any depth)
   };
   const selected = new Set();
   const rows = new Map(); // task id -> {row, task}
@@ -38,7 +39,8 @@ export function render({ root, query, go }) {
 
   const reload = serialized(async () => {
     try {
-      const answer = await api("GET", "/api/sync/tasks", { query: filters });
+      const { page, cursor, ...rest } = filters;
+      const answer = await api("GET", "/api/sync/tasks", { query: cursor ? { ...rest, cursor } : { ...rest, page } });
       tasks = answer.tasks;
       lastAnswer = answer;
       draw(answer);
@@ -97,8 +99,11 @@ export function render({ root, query, go }) {
     const pagerKey = JSON.stringify(answer.pagination);
     if (pagerKey !== tableParts.pagerKey) {
       tableParts.pagerKey = pagerKey;
-      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", listQuery(filters, { page })), {
-        onSize: (size) => go("/tasks", listQuery(filters, { size, page: 1 })),
+      // Next goes by the list's cursor (the same cost at any depth); other moves by number.
+      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", listQuery(filters, { page, cursor: "" })), {
+        onSize: (size) => go("/tasks", listQuery(filters, { size, page: 1, cursor: "" })),
+        next: (cursor) => go("/tasks", listQuery(filters, { cursor, page: filters.page + 1 })),
+        page: filters.page,
       }));
     }
     drawBatch();
@@ -298,7 +303,7 @@ function filterBar(filters, go) {
     on: {
       submit: (e) => {
         e.preventDefault();
-        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), q: search.value.trim(), page: 1 }));
+        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), q: search.value.trim(), page: 1, cursor: "" }));
       },
     },
   },

@@ -5,8 +5,8 @@ and catch-up policies, the pause note, where it is declared and the scheduler's 
 fire, a queued fire, the last failure). `sync_tasks` gains `schedule_id` and `scheduled_for`,
 unique together (one task per fire), and an index for "the schedule's unfinished tasks".
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-30
 """
 
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
