@@ -12,13 +12,16 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -131,6 +134,33 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
+class ScheduleEntry(BaseModel):
+    """One `[[schedules]]` table of the settings file: a schedule declared there (see
+    docs/schedules.md); checked like one made over the API when the daemon starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: str | None = Field(None, max_length=255)
+    task_type: str = Field(min_length=1, max_length=64)
+    trigger: dict[str, Any]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: int | None = Field(None, ge=-100, le=100)
+    data_source_id: str | None = Field(None, max_length=64)
+    interface_id: str | None = Field(None, max_length=64)
+    max_attempts: int | None = Field(None, ge=1, le=20)
+    timeout_s: float | None = Field(None, gt=0)
+    timezone: str | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    jitter_s: float = Field(0.0, ge=0, le=86400)
+    overlap: Literal["skip", "queue_one", "cancel_previous", "allow"] = "skip"
+    catch_up: Literal["none", "latest", "all"] = "latest"
+    catch_up_window_s: float | None = Field(None, gt=0)
+    paused: bool = False
+    pause_note: str | None = Field(None, max_length=2000)
+
+
 class Settings(BaseSettings):
     """Every setting of the daemon; see the README's settings table."""
 
@@ -161,6 +191,8 @@ class Settings(BaseSettings):
     retention_cron: str = "30 3 * * *"
     task_retention_cron: str = "0 4 * * *"
     timezone: str = "UTC"
+    schedules: list[ScheduleEntry] = Field(default_factory=list)
+    schedule_poll_s: float = Field(1.0, gt=0, le=60)
     task_retention_days: int = Field(30, ge=1)
     keep_daily: int = Field(7, ge=0)
     keep_weekly: int = Field(5, ge=0)

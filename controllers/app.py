@@ -227,6 +227,7 @@ def _periodic(clock: Clock) -> Context:
             app[SERVICE], app[STORES].schedules, app[SETTINGS], clock=clock
         )
         app[SCHEDULER] = scheduler
+        app[METRICS].watch_scheduler_cpu(lambda: scheduler.cpu_s)
         await scheduler.start()
         yield
         await scheduler.stop()

@@ -1,4 +1,5 @@
-"""The `syncd` API client commands: `tasks ...`, `import stock FILE`, `snapshot create`.
+"""The `syncd` API client commands: `tasks ...`, `import stock FILE`, `snapshot create`
+(and `schedules ...`, in `controllers.schedule_commands`).
 
 They talk to a running daemon over HTTP (stdlib urllib: a command-line tool has no event loop
 to share) and need no daemon settings: only `--url`/`SYNCD_URL` and `--token`/`SYNCD_TOKEN`.
@@ -179,6 +180,9 @@ def add_client_commands(sub: Any) -> None:
         "--data-source", dest="data_source_id", metavar="ID", help="only this data source's tasks"
     )
     listing.add_argument(
+        "--schedule", dest="schedule_id", metavar="ID", help="only this schedule's tasks"
+    )
+    listing.add_argument(
         "--search",
         "-q",
         metavar="TEXT",
@@ -248,6 +252,10 @@ def add_client_commands(sub: Any) -> None:
     make = leaf(snapshot, "create", [common, follow, priority], help="create a snapshot now")
     make.set_defaults(run=_snapshot_create)
 
+    from controllers.schedule_commands import add_schedule_commands  # it imports this module
+
+    add_schedule_commands(sub, common, follow)
+
 
 def run_client(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run a client command; API errors become one line on stderr and exit code 1."""
@@ -278,6 +286,7 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
         "status": args.status,
         "task_type": args.task_type,
         "data_source_id": args.data_source_id,
+        "schedule_id": args.schedule_id,
         "q": args.search,
         "page": args.page,
         "size": args.size,

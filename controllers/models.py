@@ -38,6 +38,7 @@ from schedule.records import (
     TaskRequest,
 )
 from schedule.task import TASK_FIELDS, TaskRecord, TaskStatus
+from schedule.triggers import zone
 from schedule.waiting import Waiting
 
 Priority = Annotated[int, Field(ge=-100, le=100)]
@@ -163,6 +164,7 @@ class ListQuery(Strict):
     status: TaskStatus | None = None
     task_type: str | None = Field(None, max_length=64)
     data_source_id: str | None = Field(None, max_length=64)
+    schedule_id: str | None = Field(None, max_length=64)
     q: str | None = Field(
         None,
         min_length=1,
@@ -419,17 +421,125 @@ class UploadQuery(Strict):
     priority: Priority | None = None
 
 
+ScheduleId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+
+
+class TriggerBody(Strict):
+    """A schedule's trigger: exactly one of `cron` (five fields), `every_s` (at least 1 s) or
+    `at` (one fire, an ISO time with its offset)."""
+
+    cron: str | None = Field(None, min_length=1, max_length=255, json_schema_extra=_left_out)
+    every_s: float | None = Field(None, json_schema_extra=_left_out)
+    at: ApiTime | None = Field(None, json_schema_extra=_left_out)
+
+    @model_validator(mode="after")
+    def _one(self) -> TriggerBody:
+        given = [k for k in ("cron", "every_s", "at") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of cron, every_s, at")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """The trigger as `schedule.periodic.trigger_from` takes it."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ScheduleBody(Strict):
+    """POST /api/schedules (with `id`) and PUT /api/schedules/{id} (without)."""
+
+    id: ScheduleId | None = Field(None, json_schema_extra=_left_out)
+    name: str | None = Field(None, max_length=255)
+    task_type: str = Field(min_length=1, max_length=64)
+    trigger: TriggerBody
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = None
+    data_source_id: ShortId | None = None
+    interface_id: ShortId | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout_s: TimeoutS | None = None
+    timezone: str | None = Field(None, min_length=1, max_length=64)
+    start_at: ApiTime | None = None
+    end_at: ApiTime | None = None
+    jitter_s: float = Field(0.0, ge=0, le=86400)
+    overlap: Literal["skip", "queue_one", "cancel_previous", "allow"] = "skip"
+    catch_up: Literal["none", "latest", "all"] = "latest"
+    catch_up_window_s: float | None = Field(None, gt=0, le=366 * 86400)
+    paused: bool = False
+    pause_note: str | None = Field(None, max_length=2000)
+
+
+class PauseBody(Strict):
+    """POST /api/schedules/{id}/pause: why (optional)."""
+
+    note: str | None = Field(None, max_length=2000)
+
+
+class BackfillBody(Strict):
+    """POST /api/schedules/{id}/backfill: the past range whose fires to enqueue."""
+
+    start: ApiTime
+    end: ApiTime
+
+
+class PreviewBody(Strict):
+    """POST /api/schedule-preview: a trigger to check and its next fires."""
+
+    trigger: TriggerBody
+    timezone: str | None = Field(None, min_length=1, max_length=64)
+    start_at: ApiTime | None = None
+    end_at: ApiTime | None = None
+
+
 def schedule_json(view: ScheduleView) -> dict[str, Any]:
-    """One periodic job of `GET /api/schedules`."""
-    return {
-        "id": view.id,
-        "task_type": view.task_type,
-        "cron": view.cron,
+    """One schedule (`GET /api/schedules`, and with `runs` one schedule's page)."""
+    r = view.record
+    out: dict[str, Any] = {
+        "id": r.id,
+        "name": r.name,
+        "task_type": r.task_type,
+        "trigger": r.trigger,
+        "description": view.description,
         "timezone": view.timezone,
-        "next_run_at": iso(view.next_run_at),
-        "last_run_at": iso(view.last_run_at),
-        "last_task_id": view.last_task_id,
-        "paused": view.paused,
+        "parameters": r.parameters or {},
+        "priority": r.priority,
+        "data_source_id": r.data_source_id,
+        "interface_id": r.interface_id,
+        "max_attempts": r.max_attempts,
+        "timeout_s": r.timeout_s,
+        "start_at": iso(r.start_at),
+        "end_at": iso(r.end_at),
+        "jitter_s": r.jitter_s or 0.0,
+        "overlap": r.overlap_policy.value,
+        "catch_up": r.catch_up_policy.value,
+        "catch_up_window_s": r.catch_up_window_s,
+        "paused": r.paused,
+        "pause_note": r.pause_note,
+        "origin": r.origin or "builtin",
+        "managed_by": view.managed_by,
+        "next_run_at": iso(view.next_fires[0]) if view.next_fires else None,
+        "next_fires": [
+            {"utc": iso(f), "local": f.astimezone(zone(view.timezone)).isoformat()}
+            for f in view.next_fires
+        ],
+        "last_run": None if view.last_run is None else run_json(view.last_run),
+        "last_error": r.last_error,
+        "last_error_at": iso(r.last_error_at),
+        "created_at": iso(r.created_at),
+        "updated_at": iso(r.updated_at),
+    }
+    if view.runs is not None:
+        out["runs"] = [run_json(t) for t in view.runs]
+    return out
+
+
+def run_json(task: TaskRecord) -> dict[str, Any]:
+    """One run of a schedule: its task's id, status and times."""
+    return {
+        "task_id": task.id,
+        "status": task.status.value,
+        "scheduled_for": iso(task.scheduled_for),
+        "created_at": iso(task.created_at),
+        "finished_at": iso(task.finished_at),
     }
 
 
@@ -677,6 +787,83 @@ class TaskBatchOut(Out):
     """`POST /api/sync/tasks/batch`."""
 
     tasks: list[TaskOut]
+
+
+class RunOut(Out):
+    """One run of a schedule (`run_json`)."""
+
+    task_id: str
+    status: str
+    scheduled_for: str | None
+    created_at: str | None
+    finished_at: str | None
+
+
+class FireTimeOut(Out):
+    """A fire time in UTC and in the schedule's zone."""
+
+    utc: str | None
+    local: str
+
+
+class ScheduleOut(Out):
+    """One schedule (`schedule_json`)."""
+
+    id: str
+    name: str | None
+    task_type: str
+    trigger: dict[str, Any]
+    description: str
+    timezone: str
+    parameters: dict[str, Any]
+    priority: int | None
+    data_source_id: str | None
+    interface_id: str | None
+    max_attempts: int | None
+    timeout_s: float | None
+    start_at: str | None
+    end_at: str | None
+    jitter_s: float
+    overlap: str
+    catch_up: str
+    catch_up_window_s: float | None
+    paused: bool
+    pause_note: str | None
+    origin: str
+    managed_by: str | None
+    next_run_at: str | None
+    next_fires: list[FireTimeOut]
+    last_run: RunOut | None
+    last_error: str | None
+    last_error_at: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class ScheduleDetailOut(ScheduleOut):
+    """`GET /api/schedules/{id}`: with its last 10 runs."""
+
+    runs: list[RunOut]
+
+
+class ScheduleListOut(Out):
+    """`GET /api/schedules`."""
+
+    schedules: list[ScheduleOut]
+
+
+class BackfillOut(Out):
+    """`POST /api/schedules/{id}/backfill`: the tasks enqueued."""
+
+    tasks: list[TaskOut]
+
+
+class PreviewOut(Out):
+    """`POST /api/schedule-preview`."""
+
+    description: str
+    timezone: str
+    next_fires: list[FireTimeOut]
 
 
 class TaskTypeOut(Out):

@@ -93,7 +93,13 @@ async def create_tasks(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, paged and filtered."""
     query = parse_query(request, ListQuery)
-    flt = TaskFilter(query.status, query.task_type, query.data_source_id, query.q)
+    flt = TaskFilter(
+        query.status,
+        query.task_type,
+        query.data_source_id,
+        schedule_id=query.schedule_id,
+        search=query.q,
+    )
     found = await request.app[SERVICE].list_tasks(flt, query.to_page())
     waiting = await request.app[WAITING].explain(found.tasks)
     return json_response(

@@ -85,14 +85,21 @@ class Metrics:
         )
         self.scheduler_fires = Counter(
             "syncd_scheduler_fires",
-            "Periodic job runs, by job and result (ok, error).",
-            ["job", "result"],
+            "Schedule fires, by schedule and outcome (enqueued, caught_up, skipped_overlap, "
+            "queued, missed, failed).",
+            ["schedule", "outcome"],
+            registry=r,
+        )
+        self.scheduler_fire_lag = Histogram(
+            "syncd_scheduler_fire_lag_seconds",
+            "Fire lag: a scheduled task's creation minus its scheduled time.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300, 3600),
             registry=r,
         )
         self.scheduler_last_success = Gauge(
             "syncd_scheduler_last_success_timestamp_seconds",
-            "When each periodic job last ran successfully (Unix time).",
-            ["job"],
+            "When each schedule last fired without failing (Unix time).",
+            ["schedule"],
             registry=r,
         )
         self.callbacks = Counter(
@@ -113,6 +120,16 @@ class Metrics:
             _Reading(
                 "syncd_database_errors",
                 "Database errors met by the engine (claims, heartbeats, writes).",
+                read,
+            )
+        )
+
+    def watch_scheduler_cpu(self, read: Callable[[], float]) -> None:
+        """Expose the CPU time of the scheduler's turns as `syncd_scheduler_cpu_seconds_total`."""
+        self.registry.register(
+            _Reading(
+                "syncd_scheduler_cpu_seconds",
+                "CPU time of the scheduler's claims (event loop and SQLite writer threads).",
                 read,
             )
         )
@@ -152,17 +169,19 @@ class Metrics:
             self.finished.labels(task.task_type, outcome).inc()
 
     def on_fire(self, event: FireEvent) -> None:
-        """A periodic job ran."""
-        self.scheduler_fire(event.job_id, event.ok)
+        """A schedule fired."""
+        self.scheduler_fire(event.job_id, event.outcome, event.lag_s)
 
     def on_callback(self, event: CallbackEvent) -> None:
         """A callback delivery attempt ended."""
         self.callback_attempt(event.result)
 
-    def scheduler_fire(self, job_id: str, ok: bool) -> None:
-        """For the scheduler: a periodic job ran (`ok`: it succeeded)."""
-        self.scheduler_fires.labels(job_id, "ok" if ok else "error").inc()
-        if ok:
+    def scheduler_fire(self, job_id: str, outcome: str, lag_s: float | None = None) -> None:
+        """For the scheduler: a schedule's fire had `outcome` (and a task `lag_s` late)."""
+        self.scheduler_fires.labels(job_id, outcome).inc()
+        if lag_s is not None:
+            self.scheduler_fire_lag.observe(lag_s)
+        if outcome != "failed":
             self.scheduler_last_success.labels(job_id).set(self._clock())
 
     def callback_attempt(self, result: str) -> None:

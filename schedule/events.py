@@ -52,7 +52,7 @@ class EventKind(enum.StrEnum):
     RESCUED = "rescued"
     """A task whose lease expired (its node or worker went silent) was taken back."""
     SCHEDULE_FIRED = "schedule_fired"
-    """A periodic job ran: it enqueued its task (`ok`) or failed to."""
+    """A schedule's fire was handled: enqueued, caught up, skipped, queued, missed or failed."""
     CALLBACK_ATTEMPTED = "callback_attempted"
     """A completion callback delivery attempt ended: delivered, retry or failed."""
     PROGRESS_SAVED = "progress_saved"
@@ -73,11 +73,19 @@ class TaskEvent(NamedTuple):
 
 
 class FireEvent(NamedTuple):
-    """A periodic job's fire."""
+    """One fire of a schedule: its `outcome` (`schedule.definition.FireOutcome`: enqueued,
+    caught_up, skipped_overlap, queued, missed, failed) and, when it enqueued a task, its lag
+    (the task's creation minus the scheduled time, seconds)."""
 
     kind: EventKind
     job_id: str
-    ok: bool
+    outcome: str
+    lag_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the fire went as its policies say (it did not fail)."""
+        return self.outcome != "failed"
 
 
 class CallbackEvent(NamedTuple):

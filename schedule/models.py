@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 
 from schedule.columns import BigId, LongText, Timestamp, table_columns
+from schedule.definition import ScheduleRecord
 from schedule.task import TaskRecord, TaskStatus
 
 metadata = MetaData()
@@ -107,6 +108,24 @@ Index(
     sync_tasks.c.run_after,
     sync_tasks.c.created_at,
     sqlite_where=PENDING_ONLY,
+)
+
+# A schedule's tasks: one task per fire, whichever daemon claims it (unique); the overlap
+# policies' "is the previous task of this schedule unfinished" and the task list's
+# `schedule_id` filter. Only scheduled tasks have entries on SQLite (partial).
+SCHEDULED_ONLY = text("schedule_id IS NOT NULL")
+Index(
+    "ux_sync_tasks_schedule_fire",
+    sync_tasks.c.schedule_id,
+    sync_tasks.c.scheduled_for,
+    unique=True,
+    sqlite_where=SCHEDULED_ONLY,
+)
+Index(
+    "ix_sync_tasks_schedule_status",
+    sync_tasks.c.schedule_id,
+    sync_tasks.c.status,
+    sqlite_where=SCHEDULED_ONLY,
 )
 
 sync_task_attempts = Table(
@@ -232,18 +251,14 @@ qt_partnumber_book_items = Table(
     Index("ix_qt_partnumber_book_items_book_pn", "book_id", "partnumber"),
 )
 
+# Schedules (schedule.definition): the scheduler finds the due ones by `next_fire_at`, the
+# fires waiting behind an unfinished task (overlap `queue_one`) by `queued_fire_at`.
 sync_schedules = Table(
     "sync_schedules",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("task_type", String(64), nullable=False),
-    Column("paused", Boolean, nullable=False, server_default=false()),
-    # The scheduled time of the newest fire that enqueued a task (the catch-up baseline).
-    Column("last_fire_at", Timestamp),
-    Column("last_run_at", Timestamp),
-    Column("last_task_id", String(36)),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *table_columns(ScheduleRecord),
+    Index("ix_sync_schedules_due", "paused", "next_fire_at"),
+    Index("ix_sync_schedules_queued", "queued_fire_at"),
 )
 
 # Named cluster-wide locks: a transaction that must not run on two nodes at once takes its row

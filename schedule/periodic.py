@@ -1,272 +1,552 @@
-"""Periodic jobs: cron triggers that only enqueue tasks through `ScheduleService`.
+"""The scheduler: fires every schedule that is due, on whichever daemon claims it first.
 
-Every daemon runs the same APScheduler jobs. A fire enqueues with the dedupe key
-`{job_id}@{scheduled fire time}` and then records that fire in `sync_schedules`; a daemon that
-finds the fire already recorded (or whose create is deduplicated onto the unfinished task of the
-same fire) adds nothing, so several daemons sharing one database create one task per fire.
+Every daemon runs one loop. Each turn it claims due schedules in batches (`ScheduleStore.
+claim_fires`: the fire's task is inserted and the schedule's next fire moved on in one
+transaction, so each fire enqueues exactly once across daemons), enqueues the fires waiting
+behind a finished task (overlap `queue_one`), then waits until the earliest next fire of any
+schedule or `SYNCD_SCHEDULE_POLL_S`, whichever comes first. It reads every definition from
+the database on each turn, so a schedule created, changed, paused or deleted through any
+daemon takes effect on all of them within that poll. Fire times come from `schedule.triggers`,
+what a due fire becomes (catch-up, overlap) from `schedule.firing`.
 
-The newest fire is the catch-up baseline: at start-up, if the newest scheduled time since the
-baseline has passed while the daemon was down, it is fired once, however many periods were
-missed (coalesced). A paused job never fires; resuming moves its baseline to now, so the fires
-skipped while paused are not caught up.
+This module also checks and stores definitions (`save`, `delete`, ...): schedules declared in
+the settings file and the three built-in jobs are written at start-up (`declare`), and only
+schedules made over the API may be changed over it.
 
-Each fire is published on the service's event bus (`schedule_fired`, with whether it enqueued).
+Each fire is published on the bus (`schedule_fired`, with its outcome and lag).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-
-from config.settings import Role, Settings
+from config.settings import Role, ScheduleEntry, Settings
 from schedule.clock import Clock, utcnow
+from schedule.definition import (
+    CatchUp,
+    FireOutcome,
+    Origin,
+    Overlap,
+    ScheduleRecord,
+    ScheduleSpec,
+    trigger_of,
+)
 from schedule.events import EventKind, FireEvent
-from schedule.exceptions import NotFound
-from schedule.records import TaskRequest
-from schedule.schedules import ScheduleRow, ScheduleStore
+from schedule.exceptions import FieldProblem, InvalidInput, InvalidState, ScheduleError
+from schedule.firing import (
+    MAX_CATCH_UP,
+    Context,
+    Fire,
+    FirePlan,
+    plan_backfill,
+    plan_due,
+    plan_queued,
+    task_request,
+)
+from schedule.schedules import Planner, ScheduleStore
 from schedule.service import ScheduleService
-from schedule.task import TaskRecord
+from schedule.task import NewTask, TaskRecord
+from schedule.triggers import Trigger, check_bounds, check_cron, check_interval, check_zone
 
 log = logging.getLogger(__name__)
 
-_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=400))
-_TICK = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True)
-class PeriodicJob:
-    """One cron job: which task type it enqueues, when, and the setting that says so."""
-
-    id: str
-    task_type: str
-    cron: str
-    setting: str
-
-    def trigger(self, tz: tzinfo) -> CronTrigger:
-        """The APScheduler trigger in the configured time zone."""
-        return CronTrigger.from_crontab(self.cron, timezone=tz)
+#: Schedules claimed per transaction.
+BATCH = 1000
+#: Checked task templates kept (one per schedule version; cleared when full).
+TEMPLATES = 50_000
+#: Fire times shown by `GET /api/schedules/{id}`.
+UPCOMING = 5
 
 
 @dataclass(frozen=True)
 class ScheduleView:
-    """A job as `GET /api/schedules` shows it."""
+    """A schedule as the API shows it: its record, its next fires, its last or recent runs."""
 
-    id: str
-    task_type: str
-    cron: str
+    record: ScheduleRecord
     timezone: str
-    next_run_at: datetime | None
-    last_run_at: datetime | None
-    last_task_id: str | None
-    paused: bool
+    next_fires: list[datetime]
+    last_run: TaskRecord | None
+    runs: list[TaskRecord] | None = None
+    managed_by: str | None = None  # the file (or "built-in") when not changeable over the API
+    description: str = ""  # the trigger in words
 
 
-def default_jobs(settings: Settings) -> list[PeriodicJob]:
-    """The built-in jobs, with their crons from the settings."""
+def builtin_specs(settings: Settings) -> list[ScheduleSpec]:
+    """The three built-in jobs, with their crons from the settings."""
     return [
-        PeriodicJob(
-            "partnumber_book_create",
-            "partnumber_book_create",
-            settings.snapshot_cron,
-            "SYNCD_SNAPSHOT_CRON",
-        ),
-        PeriodicJob(
-            "partnumber_book_retention",
-            "partnumber_book_retention",
-            settings.retention_cron,
-            "SYNCD_RETENTION_CRON",
-        ),
-        PeriodicJob(
-            "task_retention",
-            "task_retention",
-            settings.task_retention_cron,
-            "SYNCD_TASK_RETENTION_CRON",
-        ),
+        ScheduleSpec(
+            id=job,
+            task_type=job,
+            trigger=Trigger(cron=cron),
+            name=name,
+            timezone=settings.timezone,
+            origin=Origin.BUILTIN,
+        )
+        for job, cron, name in (
+            ("partnumber_book_create", settings.snapshot_cron, "Partnumber book snapshot"),
+            ("partnumber_book_retention", settings.retention_cron, "Partnumber book retention"),
+            ("task_retention", settings.task_retention_cron, "Task retention"),
+        )
     ]
 
 
-def latest_fire(trigger: CronTrigger, after: datetime, now: datetime) -> datetime | None:
-    """The newest fire time in `(after, now]`, or None.
+def file_spec(entry: ScheduleEntry) -> ScheduleSpec:
+    """A `[[schedules]]` table of the settings file as a spec."""
+    return ScheduleSpec(
+        id=entry.id,
+        task_type=entry.task_type,
+        trigger=trigger_from(entry.trigger),
+        name=entry.name,
+        parameters=dict(entry.parameters),
+        priority=entry.priority,
+        data_source_id=entry.data_source_id,
+        interface_id=entry.interface_id,
+        max_attempts=entry.max_attempts,
+        timeout_s=entry.timeout_s,
+        timezone=entry.timezone,
+        start_at=entry.start_at,
+        end_at=entry.end_at,
+        jitter_s=entry.jitter_s,
+        overlap=Overlap(entry.overlap),
+        catch_up=CatchUp(entry.catch_up),
+        catch_up_window_s=entry.catch_up_window_s,
+        paused=entry.paused,
+        pause_note=entry.pause_note,
+        origin=Origin.FILE,
+    )
 
-    Searches growing windows back from `now` so that a long outage with a frequent cron costs
-    a few iterations, not one per missed period.
-    """
-    for window in _WINDOWS:
-        start = max(after, now - window)
-        found = _last_in(trigger, start, now)
-        if found is not None or start == after:
-            return found
-    return _last_in(trigger, after, now)
+
+def _file_spec(entry: ScheduleEntry) -> ScheduleSpec:
+    try:
+        return file_spec(entry)
+    except ScheduleError as exc:
+        raise ScheduleError(f"SYNCD_SCHEDULES: schedule {entry.id!r}: {exc}") from None
 
 
-def _last_in(trigger: CronTrigger, start: datetime, now: datetime) -> datetime | None:
-    last = None
-    fire = trigger.get_next_fire_time(None, start + _TICK)
-    while fire is not None and fire <= now:
-        last = fire
-        fire = trigger.get_next_fire_time(fire, fire + _TICK)
-    return last
+def trigger_from(spec: dict[str, object], field: str = "trigger") -> Trigger:
+    """`{"cron"}`, `{"every_s"}` or `{"at"}` as a checked `Trigger`."""
+    if len(spec) != 1:
+        raise InvalidInput(
+            [FieldProblem(field, "exactly one of cron, every_s, at (got " + ", ".join(spec) + ")")]
+        )
+    ((kind, value),) = spec.items()
+    if kind == "cron" and isinstance(value, str):
+        return Trigger(cron=check_cron(value, f"{field}.cron"))
+    if kind == "every_s" and isinstance(value, int | float) and not isinstance(value, bool):
+        return Trigger(every_s=check_interval(float(value), f"{field}.every_s"))
+    if kind == "at" and isinstance(value, str | datetime):
+        try:
+            at = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidInput([FieldProblem(f"{field}.at", str(exc))]) from None
+        if at.tzinfo is None:
+            raise InvalidInput([FieldProblem(f"{field}.at", "needs a UTC offset (e.g. Z)")])
+        return Trigger(at=at.astimezone(UTC))
+    raise InvalidInput(
+        [
+            FieldProblem(
+                f"{field}.{kind}", "expected cron (text), every_s (seconds) or at (ISO time)"
+            )
+        ]
+    )
 
 
 class PeriodicScheduler:
-    """Runs the cron jobs of this daemon; each fire only enqueues a task."""
+    """Fires the schedules of the database from this daemon (see the module docstring)."""
 
     def __init__(
         self,
         service: ScheduleService,
         store: ScheduleStore,
         settings: Settings,
-        jobs: Sequence[PeriodicJob] | None = None,
         clock: Clock = utcnow,
+        declared: Sequence[ScheduleSpec] | None = None,
     ) -> None:
         self.service = service
         self.store = store
         self.settings = settings
-        self.tz = settings.tz
-        self.jobs = {j.id: j for j in (jobs if jobs is not None else default_jobs(settings))}
-        self.triggers = {j.id: j.trigger(self.tz) for j in self.jobs.values()}
         self.clock = clock
-        self._scheduler: AsyncIOScheduler | None = None
+        self.declared = list(
+            declared
+            if declared is not None
+            else [*builtin_specs(settings), *(_file_spec(e) for e in settings.schedules)]
+        )
+        self.poll_s = settings.schedule_poll_s
+        self._templates: dict[tuple[str, datetime], NewTask] = {}
+        self.loop_cpu_s = 0.0  # CPU time of the loop's thread during `tick`
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.Task[None] | None = None
 
-    # ---- lifecycle ------------------------------------------------------------------------
+    # ---- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Create missing rows, catch up a missed fire per job, then start the cron triggers."""
-        await self.store.ensure([(j.id, j.task_type) for j in self.jobs.values()])
-        await self.catch_up()
-        scheduler = AsyncIOScheduler(timezone=self.tz)
-        for job_id, trigger in self.triggers.items():
-            scheduler.add_job(
-                self.on_fire,
-                trigger,
-                args=[job_id],
-                id=job_id,
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=None,
-            )
-        scheduler.start()
-        self._scheduler = scheduler
-        log.info("periodic jobs started", extra={"action": "scheduler", "jobs": list(self.jobs)})
+    async def start(self, *, loop: bool = True) -> None:
+        """Write the declared schedules, then start firing (`loop=False`: only `tick` fires,
+        for tests that drive the clock by hand)."""
+        await self.load_zones()
+        now = self.clock()
+        current = {r.id: r.created_at for r in await self.store.all()}
+        records = [await self._declared(s, now, current.get(s.id)) for s in self.declared]
+        await self.store.declare(records, (Origin.FILE, Origin.BUILTIN))
+        if loop:
+            self._loop = asyncio.create_task(self._run(), name="scheduler")
+        log.info(
+            "scheduler started",
+            extra={"action": "scheduler", "declared": [s.id for s in self.declared]},
+        )
+
+    async def load_zones(self) -> None:
+        """Load the zones the schedules use, off the event loop (each is read from a file
+        once per process; the claims then find them loaded)."""
+        names = {r.timezone for r in await self.store.all() if r.timezone}
+        names.add(self.settings.timezone)
+        for name in names:
+            with contextlib.suppress(ScheduleError):
+                await asyncio.to_thread(check_zone, name)
 
     async def stop(self) -> None:
-        """Stop the cron triggers (enqueued tasks are the engine's business)."""
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        """Stop firing (enqueued tasks are the engine's business)."""
+        if self._loop is not None:
+            # The flag as well as the cancel: on Python 3.11 a cancel that lands as the wait's
+            # timeout expires can be swallowed by `asyncio.timeout`; the loop then sees the flag.
+            self._stopping = True
+            self._wake.set()
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
 
-    def cron_jobs(self) -> list[Any]:
-        """The APScheduler jobs while started (none once stopped)."""
-        return [] if self._scheduler is None else list(self._scheduler.get_jobs())
+    @property
+    def cpu_s(self) -> float:
+        """CPU time of the claims: the event loop's thread during each turn, and the store's
+        own thread (SQLite's writer) while it claimed (the metrics read it)."""
+        return self.loop_cpu_s + self.store.cpu_s
 
-    async def catch_up(self) -> list[TaskRecord]:
-        """Fire once each job whose newest scheduled time passed since its last fire."""
-        fired = []
-        now = self.clock()
-        for job_id in self.jobs:
-            row = await self.store.require(job_id)
-            if row.paused:
-                continue
-            due = latest_fire(self.triggers[job_id], self._baseline(row), now)
-            if due is not None:
-                task = await self.fire(job_id, due)
-                if task is not None:
-                    fired.append(task)
-        return fired
+    def wake(self) -> None:
+        """A definition changed here: look again now."""
+        self._wake.set()
 
-    @staticmethod
-    def _baseline(row: ScheduleRow) -> datetime:
-        return row.last_fire_at or row.created_at
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before the turn: a change made during it is looked at next
+            try:
+                began = time.thread_time()
+                await self.tick()
+                self.loop_cpu_s += time.thread_time() - began
+                wait = await self._until_next()
+            except Exception:
+                log.exception("scheduler turn failed", extra={"action": "scheduler"})
+                wait = self.poll_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
-    async def on_fire(self, job_id: str) -> None:
-        """APScheduler's callback: enqueue for the fire time that just passed (a failure is
-        logged and published, never raised)."""
+    async def _until_next(self) -> float:
+        due = await self.store.next_due()
+        if due is None:
+            return self.poll_s
+        return max(0.0, min(self.poll_s, (due - self.clock()).total_seconds()))
+
+    # ---- firing -------------------------------------------------------------------------------
+
+    async def tick(self) -> list[FirePlan]:
+        """Fire everything due now (in batches), then the queued fires whose previous task
+        ended. Returns the plans carried out."""
+        done: list[FirePlan] = []
+        due = await self.store.next_due()  # a read: no write transaction while nothing is due
+        while due is not None and due <= self.clock():
+            now = self.clock()
+            batch = await self.store.claim_fires(now, BATCH, _planner(plan_due, self._context(now)))
+            await self._carry_out(batch)
+            done.extend(p for p, _ in batch)
+            if len(batch) < BATCH:
+                break
+        if await self.store.has_queued():
+            ctx = self._context(self.clock())
+            batch = await self.store.claim_queued(BATCH, _planner(plan_queued, ctx))
+            await self._carry_out(batch)
+            done.extend(p for p, _ in batch)
+        return done
+
+    def _context(self, now: datetime) -> Context:
+        return Context(now, self.settings.timezone, self._prepare, frozenset())
+
+    def _prepare(self, schedule: ScheduleRecord, fire: datetime) -> NewTask:
+        """The task of one fire: the template checked by the service once per version of the
+        schedule (kept by id and `updated_at`), with the fire's time and jitter."""
+        key = (schedule.id, schedule.updated_at)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= TEMPLATES:
+                self._templates.clear()
+            template = self.service.prepare(task_request(schedule, fire))
+            self._templates[key] = template
+        jitter = schedule.jitter_s or 0.0
+        run_after = fire + timedelta(seconds=random.uniform(0, jitter)) if jitter else None
+        return template._replace(scheduled_for=fire, run_after=run_after)
+
+    async def _carry_out(self, batch: Sequence[tuple[FirePlan, list[TaskRecord]]]) -> None:
+        """After the claim committed: tell the pool and the bus, cancel what a
+        `cancel_previous` fire replaces, log failures."""
+        tasks = [t for _, records in batch for t in records]
+        self.service.announce(tasks)
+        by_fire = {(t.schedule_id, t.scheduled_for): t for t in tasks}
+        for plan, _ in batch:
+            for task_id in plan.cancel:
+                with contextlib.suppress(ScheduleError):
+                    await self.service.cancel(task_id)
+            for fire in plan.fires:
+                task = by_fire.get((plan.schedule.id, fire.scheduled_for))
+                lag = (
+                    None if task is None else (task.created_at - fire.scheduled_for).total_seconds()
+                )
+                self.service.bus.publish(
+                    FireEvent(EventKind.SCHEDULE_FIRED, plan.schedule.id, fire.outcome.value, lag)
+                )
+                if fire.outcome is FireOutcome.FAILED:
+                    log.error(
+                        "schedule fire failed",
+                        extra={
+                            "action": "fire",
+                            "schedule_id": plan.schedule.id,
+                            "scheduled_for": fire.scheduled_for.isoformat(),
+                            "error": fire.error,
+                        },
+                    )
+
+    # ---- definitions --------------------------------------------------------------------------
+
+    async def _record(
+        self, spec: ScheduleSpec, now: datetime, created: datetime | None = None
+    ) -> ScheduleRecord:
+        """Check a spec (422 naming the field) and make its record, its first fire computed;
+        `created` is when an existing schedule was first saved (an interval's grid counts
+        from it when it has no `start_at`, across edits and restarts)."""
+        zone = None
+        if spec.timezone:
+            zone = await asyncio.to_thread(check_zone, spec.timezone, "timezone")
+        check_bounds(spec.start_at, spec.end_at)
+        if spec.jitter_s < 0:
+            raise InvalidInput([FieldProblem("jitter_s", "must not be negative")])
+        record = ScheduleRecord(
+            id=spec.id,
+            task_type=spec.task_type,
+            paused=spec.paused,
+            last_fire_at=None,
+            last_run_at=None,
+            last_task_id=None,
+            created_at=created or now,
+            updated_at=now,
+            name=spec.name,
+            origin=spec.origin.value,
+            trigger=spec.trigger.spec(),
+            timezone=zone,
+            parameters=dict(spec.parameters),
+            priority=spec.priority,
+            data_source_id=spec.data_source_id,
+            interface_id=spec.interface_id,
+            max_attempts=spec.max_attempts,
+            timeout_s=spec.timeout_s,
+            start_at=spec.start_at.astimezone(UTC) if spec.start_at else None,
+            end_at=spec.end_at.astimezone(UTC) if spec.end_at else None,
+            jitter_s=spec.jitter_s,
+            overlap=spec.overlap.value,
+            catch_up=spec.catch_up.value,
+            catch_up_window_s=spec.catch_up_window_s,
+            pause_note=spec.pause_note if spec.paused else None,
+            next_fire_at=None,
+            queued_fire_at=None,
+            last_error=None,
+            last_error_at=None,
+        )
+        self.service.prepare(task_request(record, None, now))  # the template's own checks
+        if spec.data_source_id and not await self.store.source_exists(spec.data_source_id):
+            raise InvalidInput(
+                [FieldProblem("data_source_id", f"no data source {spec.data_source_id!r}")]
+            )
+        first = record.timing(self.settings.timezone).next_after(now)
+        return _with_next(record, first)
+
+    async def _declared(
+        self, spec: ScheduleSpec, now: datetime, created: datetime | None
+    ) -> ScheduleRecord:
+        """A declared schedule's record; a bad one stops start-up naming it and its field."""
         try:
-            row = await self.store.require(job_id)
-            due = latest_fire(self.triggers[job_id], self._baseline(row), self.clock())
-            if due is not None:
-                await self.fire(job_id, due)
-        except Exception:
-            log.exception("periodic job failed to enqueue", extra={"action": "fire", "job": job_id})
-            self._announce(job_id, ok=False)
+            return await self._record(spec, now, created)
+        except ScheduleError as exc:
+            where = "SYNCD_SCHEDULES" if spec.origin is Origin.FILE else "built-in schedule"
+            raise ScheduleError(f"{where}: schedule {spec.id!r}: {exc}") from None
 
-    def _announce(self, job_id: str, ok: bool) -> None:
-        self.service.bus.publish(FireEvent(EventKind.SCHEDULE_FIRED, job_id, ok))
+    async def save(
+        self, spec: ScheduleSpec, *, create: bool, role: Role | None = None
+    ) -> ScheduleView:
+        """Create or replace a schedule made over the API (a declared one: `InvalidState`)."""
+        created = None if create else (await self._changeable(spec.id)).created_at
+        now = self.clock()
+        record = await self._record(spec, now, created)
+        if role is not None:
+            self.service.prepare(task_request(record, None, now), role)
+        saved = await self.store.save(record, create=create)
+        self.wake()
+        return await self.view(saved.id)
 
-    # ---- actions ----------------------------------------------------------------------------
+    async def delete(self, schedule_id: str) -> None:
+        """Remove a schedule made over the API (a declared one: `InvalidState`)."""
+        await self._changeable(schedule_id)
+        await self.store.delete(schedule_id)
 
-    async def fire(self, job_id: str, scheduled: datetime) -> TaskRecord | None:
-        """Enqueue the task of one scheduled fire; None when paused or already fired."""
-        job = self._job(job_id)
-        row = await self.store.require(job_id)
-        if row.paused or (row.last_fire_at is not None and row.last_fire_at >= scheduled):
-            return None
-        stamp = scheduled.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        task, created = await self.service.create(
-            TaskRequest(task_type=job.task_type, dedupe_key=f"{job_id}@{stamp}")
-        )
-        await self.store.record_fire(job_id, scheduled, task.id)
-        self._announce(job_id, ok=True)
-        log.info(
-            "periodic job fired",
-            extra={"action": "fire", "job": job_id, "task_id": task.id, "task_created": created},
-        )
+    async def _changeable(self, schedule_id: str) -> ScheduleRecord:
+        record = await self.store.require(schedule_id)
+        managed = self.managed_by(record)
+        if managed is not None:
+            raise InvalidState(
+                f"schedule {schedule_id!r} is managed by {managed}; change it there",
+                {"id": schedule_id, "managed_by": managed},
+            )
+        return record
+
+    def managed_by(self, record: ScheduleRecord) -> str | None:
+        """Where a declared schedule is kept ("the settings file <path>", "built-in"), or
+        None for one made over the API."""
+        if record.origin == Origin.FILE.value:
+            return f"the settings file {self.settings.config}"
+        if record.origin in (Origin.BUILTIN.value, None):
+            return "built-in (its cron is a setting)"
+        return None
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    async def run_now(self, schedule_id: str, *, role: Role | None = None) -> TaskRecord:
+        """Enqueue the schedule's task now, by hand (its fires are unchanged)."""
+        record = await self.store.require(schedule_id)
+        now = self.clock()
+        task, _ = await self.service.create(task_request(record, None, now), role=role)
+        await self.store.record_task(schedule_id, task.id)
         return task
 
-    async def run_now(self, job_id: str, *, role: Role | None = None) -> TaskRecord:
-        """Enqueue the job's task now, by hand (the cron baseline is unchanged); `role` is the
-        caller's, checked like a create (`ScheduleService`)."""
-        job = self._job(job_id)
-        await self.store.require(job_id)
-        task, _ = await self.service.create(TaskRequest(task_type=job.task_type), role=role)
-        await self.store.record_run(job_id, task.id)
-        return task
+    async def pause(self, schedule_id: str, note: str | None = None) -> ScheduleView:
+        """Stop firing the schedule on every daemon, across restarts, with a note why."""
+        await self.store.set_paused(schedule_id, True, note, None)
+        return await self.view(schedule_id)
 
-    async def pause(self, job_id: str) -> ScheduleView:
-        """Stop firing the job (on every daemon, across restarts)."""
-        self._job(job_id)
-        return self._view(await self.store.set_paused(job_id, True))
+    async def resume(self, schedule_id: str) -> ScheduleView:
+        """Fire again from the next fire time; the fires of the pause are not caught up."""
+        record = await self.store.require(schedule_id)
+        nxt = record.timing(self.settings.timezone).next_after(self.clock())
+        await self.store.set_paused(schedule_id, False, None, nxt)
+        self.wake()
+        return await self.view(schedule_id)
 
-    async def resume(self, job_id: str) -> ScheduleView:
-        """Fire the job again from its next scheduled time; paused fires are not caught up."""
-        self._job(job_id)
-        row = await self.store.require(job_id)
-        skip = latest_fire(self.triggers[job_id], self._baseline(row), self.clock())
-        return self._view(await self.store.set_paused(job_id, False, skip_until=skip))
+    async def backfill(
+        self, schedule_id: str, start: datetime, end: datetime, *, role: Role | None = None
+    ) -> list[TaskRecord]:
+        """Enqueue the fires of `[start, end]` (in the past) that have no task yet, each
+        under the schedule's overlap policy."""
+        now = self.clock()
+        if end <= start:
+            raise InvalidInput([FieldProblem("end", "must be after start")])
+        if end > now:
+            raise InvalidInput([FieldProblem("end", "must not be in the future")])
+        record = await self.store.require(schedule_id)
+        timing = record.timing(self.settings.timezone)
+        fires = list(timing.fires_between(start - timedelta(microseconds=1), end))
+        if len(fires) > MAX_CATCH_UP:
+            raise InvalidInput(
+                [
+                    FieldProblem(
+                        "start", f"the range holds {len(fires)} fires; at most {MAX_CATCH_UP}"
+                    )
+                ]
+            )
+        if role is not None:
+            self.service.prepare(task_request(record, None, now), role)
+        fired = await self.store.fired_at(schedule_id, fires)
+        fresh = [f for f in fires if f not in fired]
+        ctx = self._context(now)
+        done = await self.store.backfill(
+            schedule_id, lambda s, u, src: plan_backfill(s, fresh, u, _with(ctx, src))
+        )
+        if done is None:
+            return []
+        await self._carry_out([done])
+        return done[1]
+
+    # ---- views --------------------------------------------------------------------------------
 
     async def views(self) -> list[ScheduleView]:
-        """Every job with its next and last run."""
-        return [self._view(await self.store.require(job_id)) for job_id in self.jobs]
+        """Every schedule with its next fire and its last run."""
+        records = await self.store.all()
+        last = await self.store.last_runs([r.id for r in records])
+        words = await asyncio.to_thread(_describe, records)
+        return [replace(self._view(r, 1, last.get(r.id)), description=words[r.id]) for r in records]
 
-    async def view(self, job_id: str) -> ScheduleView:
-        """One job."""
-        self._job(job_id)
-        return self._view(await self.store.require(job_id))
+    async def view(self, schedule_id: str, *, runs: bool = False) -> ScheduleView:
+        """One schedule with its next `UPCOMING` fires (and its last 10 runs: `runs`)."""
+        record = await self.store.require(schedule_id)
+        recent = await self.store.runs(schedule_id, 10)
+        view = self._view(record, UPCOMING, recent[0] if recent else None)
+        words = await asyncio.to_thread(_describe, [record])
+        return replace(view, runs=recent if runs else None, description=words[record.id])
 
-    def _job(self, job_id: str) -> PeriodicJob:
+    def _view(self, record: ScheduleRecord, count: int, last: TaskRecord | None) -> ScheduleView:
+        zone = record.timezone or self.settings.timezone
+        nxt: list[datetime] = []
+        if not record.paused and record.next_fire_at is not None:
+            nxt = [record.next_fire_at]
+            if count > 1:
+                nxt.extend(record.timing(zone).upcoming(record.next_fire_at, count - 1))
+        return ScheduleView(record, zone, nxt, last, None, self.managed_by(record))
+
+
+def _planner(
+    rule: Callable[[ScheduleRecord, Sequence[tuple[str, str]], Context], FirePlan | None],
+    ctx: Context,
+) -> Planner:
+    """`rule` as the store's planner, with the data sources the claim found. A schedule the
+    rules cannot handle at all (its stored zone is gone from this machine, say) is stopped
+    with the reason as its last error, so that it cannot hold up every other schedule's
+    claim."""
+
+    def plan(
+        schedule: ScheduleRecord, unfinished: Sequence[tuple[str, str]], sources: frozenset[str]
+    ) -> FirePlan | None:
         try:
-            return self.jobs[job_id]
-        except KeyError:
-            raise NotFound(f"no schedule {job_id!r}; known: {', '.join(self.jobs)}") from None
+            return rule(schedule, unfinished, _with(ctx, sources))
+        except Exception as exc:
+            log.exception(
+                "schedule cannot fire", extra={"action": "fire", "schedule_id": schedule.id}
+            )
+            fire = schedule.next_fire_at or ctx.now
+            problem = f"cannot fire, stopped: {exc}"
+            return FirePlan(
+                schedule,
+                [Fire(fire, FireOutcome.FAILED, error=problem)],
+                next_fire_at=None,
+                last_fire_at=schedule.last_fire_at,
+                queued_fire_at=None,
+                error=problem,
+            )
 
-    def _view(self, row: ScheduleRow) -> ScheduleView:
-        job = self.jobs[row.id]
-        next_run = None
-        if not row.paused:
-            next_run = self.triggers[row.id].get_next_fire_time(None, self.clock())
-        return ScheduleView(
-            id=job.id,
-            task_type=job.task_type,
-            cron=job.cron,
-            timezone=self.settings.timezone,
-            next_run_at=next_run,
-            last_run_at=row.last_run_at,
-            last_task_id=row.last_task_id,
-            paused=row.paused,
-        )
+    return plan
+
+
+def _describe(records: Sequence[ScheduleRecord]) -> dict[str, str]:
+    """Each schedule's trigger in words (run off the event loop: see `describe_cron`)."""
+    return {r.id: trigger_of(r.trigger).describe() for r in records}
+
+
+def _with(ctx: Context, sources: frozenset[str]) -> Context:
+    return Context(ctx.now, ctx.default_zone, ctx.prepare, sources, ctx.memo)
+
+
+def _with_next(record: ScheduleRecord, first: datetime | None) -> ScheduleRecord:
+    values = dict(record.__dict__)
+    values["next_fire_at"] = first
+    return ScheduleRecord(**values)

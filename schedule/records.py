@@ -55,6 +55,7 @@ class TaskFilter:
     status: TaskStatus | None = None
     task_type: str | None = None
     data_source_id: str | None = None
+    schedule_id: str | None = None
     search: str | None = None  # a reference or id prefix, or a dedupe key prefix
 
 
@@ -160,6 +161,8 @@ class TaskRequest:
     timeout_s: float | None = None
     dedupe_key: str | None = None
     callback_url: str | None = None
+    schedule_id: str | None = None  # set by the scheduler only, never by an API caller
+    scheduled_for: datetime | None = None
 
 
 @dataclass(frozen=True)

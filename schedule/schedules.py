@@ -1,127 +1,411 @@
-"""Persistent state of the periodic jobs (`sync_schedules`): last fire, last task, paused.
+"""The schedules (`sync_schedules`) and the claim of their fires, shared by every daemon.
 
-Shared by every daemon on the database, so a pause made through one daemon's API holds for all,
-and survives restarts.
+A fire is claimed in the database, never in a daemon's memory: `claim_fires` locks the due
+schedules (`FOR UPDATE SKIP LOCKED` on MariaDB, so daemons split them; SQLite's write
+transaction holds the whole file), inserts the fires' tasks and moves each schedule's
+`next_fire_at` on, all in one transaction. A daemon that crashes before the commit leaves the
+fire to the next claim; one that committed has enqueued it. The unique index on a task's
+`(schedule_id, scheduled_for)` refuses a second task for the same fire whatever happens.
+
+Definitions change through `save` and `delete`; every daemon reads them at its next claim, so a
+change made through one daemon holds on all of them within the scheduler's poll.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schedule.clock import Clock, naive, utc, utcnow
-from schedule.exceptions import NotFound
-from schedule.models import sync_schedules
+from schedule.clock import Clock, naive, utcnow
+from schedule.definition import Origin, ScheduleRecord
+from schedule.exceptions import InvalidState, NotFound
+from schedule.firing import FirePlan
+from schedule.ids import new_ids
+from schedule.models import status_is, sync_data_sources, sync_schedules, sync_tasks
 from schedule.store import Connector
+from schedule.task import NewTask, TaskRecord, TaskStatus, new_task_values
 
 S = sync_schedules
+T = sync_tasks
+DS = sync_data_sources
+_UNFINISHED = (status_is(TaskStatus.PENDING), status_is(TaskStatus.RUNNING))
+_TIME_FIELDS = tuple(f.name for f in TaskRecord.row_fields() if f.spec.type.python_type is datetime)
+_SCHEDULE_TIMES = tuple(
+    f.name for f in ScheduleRecord.row_fields() if f.spec.type.python_type is datetime
+)
 
-
-@dataclass(frozen=True)
-class ScheduleRow:
-    """One row of `sync_schedules` (times aware UTC)."""
-
-    id: str
-    task_type: str
-    paused: bool
-    last_fire_at: datetime | None
-    last_run_at: datetime | None
-    last_task_id: str | None
-    created_at: datetime
+Planner = Callable[[ScheduleRecord, Sequence[tuple[str, str]], frozenset[str]], FirePlan | None]
+"""Decides what a claimed schedule's fires become (`schedule.firing`), given its unfinished
+tasks `(id, status)` and the data sources that exist."""
 
 
 class ScheduleStore:
-    """Reads and writes `sync_schedules`."""
+    """Reads and writes `sync_schedules`, and enqueues the fires' tasks."""
 
     def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
         self.db = db
         self.clock = clock
+        # CPU time of claims done off the event loop's thread (SQLite's writer thread).
+        self.cpu_s = 0.0
 
-    async def ensure(self, jobs: Sequence[tuple[str, str]]) -> None:
-        """Create the rows of `(id, task_type)` jobs that have none yet (first start)."""
-        now = naive(self.clock())
-        for job_id, task_type in jobs:
-            if await self.get(job_id) is not None:
-                continue
-            try:
-                async with self.db.write() as conn:
-                    await conn.execute(
-                        insert(S).values(
-                            id=job_id,
-                            task_type=task_type,
-                            paused=False,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
-            except IntegrityError:
-                pass  # another daemon created it at the same moment
+    # ---- reads -------------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> ScheduleRow | None:
-        """A job's row, or None."""
+    async def get(self, schedule_id: str) -> ScheduleRecord | None:
+        """A schedule, or None."""
         async with self.db.read() as conn:
-            row = (await conn.execute(select(S).where(S.c.id == job_id))).first()
-        if row is None:
-            return None
-        return ScheduleRow(
-            id=row.id,
-            task_type=row.task_type,
-            paused=bool(row.paused),
-            last_fire_at=utc(row.last_fire_at),
-            last_run_at=utc(row.last_run_at),
-            last_task_id=row.last_task_id,
-            created_at=utc(row.created_at) or self.clock(),
-        )
+            row = (await conn.execute(select(S).where(S.c.id == schedule_id))).mappings().first()
+        return None if row is None else ScheduleRecord.from_row(row)
 
-    async def require(self, job_id: str) -> ScheduleRow:
-        """A job's row, or `NotFound`."""
-        row = await self.get(job_id)
+    async def require(self, schedule_id: str) -> ScheduleRecord:
+        """A schedule, or `NotFound`."""
+        row = await self.get(schedule_id)
         if row is None:
-            raise NotFound(f"no schedule {job_id!r}")
+            raise NotFound(f"no schedule {schedule_id!r}")
         return row
 
-    async def record_fire(self, job_id: str, fire_at: datetime, task_id: str) -> bool:
-        """Note a scheduled fire and its task; False when a newer fire was already noted."""
-        now = naive(self.clock())
-        fire = naive(fire_at)
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(S)
-                .where(S.c.id == job_id, or_(S.c.last_fire_at.is_(None), S.c.last_fire_at < fire))
-                .values(last_fire_at=fire, last_run_at=now, last_task_id=task_id, updated_at=now)
-            )
-        return bool(result.rowcount)
+    async def all(self) -> list[ScheduleRecord]:
+        """Every schedule, by id."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select(S).order_by(S.c.id))).mappings().all()
+        return [ScheduleRecord.from_row(r) for r in rows]
 
-    async def record_run(self, job_id: str, task_id: str) -> None:
-        """Note a run requested by hand (the fire baseline is left alone)."""
+    async def next_due(self) -> datetime | None:
+        """The earliest fire any schedule waits for (paused ones aside), or None."""
+        async with self.db.read() as conn:
+            value = (
+                await conn.execute(select(func.min(S.c.next_fire_at)).where(S.c.paused == false()))
+            ).scalar()
+        return None if value is None else _aware(value)
+
+    async def source_exists(self, source_id: str) -> bool:
+        """Whether a data source of that id exists."""
+        async with self.db.read() as conn:
+            return bool(await _sources(conn, {source_id}))
+
+    async def has_queued(self) -> bool:
+        """Whether a schedule has a fire waiting behind its previous task, and that task (and
+        every other of the schedule) has ended."""
+        busy = (
+            select(T.c.id).where(T.c.schedule_id == S.c.id, or_(*_UNFINISHED)).correlate(S).exists()
+        )
+        q = select(S.c.id).where(S.c.queued_fire_at.is_not(None), S.c.paused == false(), ~busy)
+        async with self.db.read() as conn:
+            return (await conn.execute(q.limit(1))).first() is not None
+
+    async def runs(self, schedule_id: str, limit: int = 10) -> list[TaskRecord]:
+        """The newest tasks of a schedule, newest fire first."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(T)
+                .where(T.c.schedule_id == schedule_id)
+                .order_by(T.c.scheduled_for.desc())
+                .limit(limit)
+            )
+            return [TaskRecord.from_row(r) for r in rows.mappings()]
+
+    async def last_runs(self, ids: Collection[str]) -> dict[str, TaskRecord]:
+        """The newest task of each schedule in `ids` that has one."""
+        if not ids:
+            return {}
+        newest = (
+            select(T.c.schedule_id, func.max(T.c.scheduled_for).label("fire"))
+            .where(T.c.schedule_id.in_(list(ids)))
+            .group_by(T.c.schedule_id)
+            .subquery()
+        )
+        q = select(T).join(
+            newest,
+            and_(T.c.schedule_id == newest.c.schedule_id, T.c.scheduled_for == newest.c.fire),
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return {r["schedule_id"]: TaskRecord.from_row(r) for r in rows}
+
+    async def fired_at(self, schedule_id: str, fires: Sequence[datetime]) -> set[datetime]:
+        """Which of `fires` already have a task."""
+        if not fires:
+            return set()
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(T.c.scheduled_for).where(
+                    T.c.schedule_id == schedule_id,
+                    T.c.scheduled_for.in_([naive(f) for f in fires]),
+                )
+            )
+            return {_aware(v) for v in rows.scalars()}
+
+    # ---- definitions --------------------------------------------------------------------------
+
+    async def save(self, record: ScheduleRecord, *, create: bool) -> ScheduleRecord:
+        """Insert a new schedule (`create`; `InvalidState` when the id is taken) or replace
+        the definition of an existing one (`NotFound` when there is none)."""
+        values = _stored(record)
+        async with self.db.write() as conn:
+            if create:
+                try:
+                    await conn.execute(insert(S).values(**values))
+                except IntegrityError:
+                    raise InvalidState(
+                        f"schedule {record.id!r} already exists", {"id": record.id}
+                    ) from None
+            else:
+                values.pop("created_at")
+                result = await conn.execute(update(S).where(S.c.id == record.id).values(**values))
+                if not result.rowcount:
+                    raise NotFound(f"no schedule {record.id!r}")
+        return await self.require(record.id)
+
+    async def delete(self, schedule_id: str) -> None:
+        """Remove a schedule (its tasks stay, with their `schedule_id`)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(S).where(S.c.id == schedule_id))
+        if not result.rowcount:
+            raise NotFound(f"no schedule {schedule_id!r}")
+
+    async def declare(self, records: Sequence[ScheduleRecord], origins: Collection[Origin]) -> None:
+        """Make the schedules of `origins` (the settings file, the built-ins) exactly
+        `records`: new ones inserted, changed definitions replaced (their state kept when the
+        trigger is the same), the others of those origins removed. Several daemons starting
+        at once converge on the same rows."""
+        wanted = {r.id: r for r in records}
+        names = [o.value for o in origins]
+        async with self.db.write() as conn:
+            # Only the rows this touches are locked: fires of the others are claimed meanwhile.
+            mine = or_(S.c.origin.in_(names), S.c.origin.is_(None), S.c.id.in_(list(wanted)))
+            query = self.db.lock(select(S).where(mine), skip_locked=False)
+            rows = (await conn.execute(query)).mappings().all()
+            current = {r["id"]: ScheduleRecord.from_row(r) for r in rows}
+            # A row of no origin is a periodic job of an older version: a built-in, or gone.
+            gone = [
+                i
+                for i, r in current.items()
+                if (r.origin in names or r.origin is None) and i not in wanted
+            ]
+            if gone:
+                await conn.execute(delete(S).where(S.c.id.in_(gone)))
+            for record in wanted.values():
+                await _declare_one(conn, record, current.get(record.id))
+
+    async def set_paused(
+        self, schedule_id: str, paused: bool, note: str | None, next_fire_at: datetime | None
+    ) -> ScheduleRecord:
+        """Pause (with a note) or resume; a resume moves the next fire on (`next_fire_at`) so
+        that the fires of the pause are not caught up."""
+        values: dict[str, Any] = {"paused": paused, "pause_note": note}
+        if not paused:
+            values["next_fire_at"] = None if next_fire_at is None else naive(next_fire_at)
+            values["queued_fire_at"] = None
+        async with self.db.write() as conn:
+            result = await conn.execute(update(S).where(S.c.id == schedule_id).values(**values))
+        if not result.rowcount:
+            raise NotFound(f"no schedule {schedule_id!r}")
+        return await self.require(schedule_id)
+
+    # ---- fires --------------------------------------------------------------------------------
+
+    async def claim_fires(
+        self, now: datetime, limit: int, planner: Planner
+    ) -> list[tuple[FirePlan, list[TaskRecord]]]:
+        """Claim up to `limit` due schedules and enqueue their fires' tasks as `planner`
+        says, in one transaction (see the module docstring)."""
+        due = (
+            select(S)
+            .where(S.c.paused == false(), S.c.next_fire_at <= naive(now))
+            .order_by(S.c.next_fire_at)
+            .limit(limit)
+        )
+        return await self._fire(due, planner)
+
+    async def claim_queued(
+        self, limit: int, planner: Planner
+    ) -> list[tuple[FirePlan, list[TaskRecord]]]:
+        """Enqueue the fires that wait behind their schedule's previous task, where it ended."""
+        waiting = (
+            select(S)
+            .where(S.c.queued_fire_at.is_not(None), S.c.paused == false())
+            .order_by(S.c.queued_fire_at)
+            .limit(limit)
+        )
+        return await self._fire(waiting, planner)
+
+    async def backfill(
+        self, schedule_id: str, planner: Planner
+    ) -> tuple[FirePlan, list[TaskRecord]] | None:
+        """Enqueue past fires of one schedule as `planner` says (its state left alone)."""
+        done = await self._fire(select(S).where(S.c.id == schedule_id), planner, wait=True)
+        return done[0] if done else None
+
+    async def _fire(
+        self, query: Any, planner: Planner, *, wait: bool = False
+    ) -> list[tuple[FirePlan, list[TaskRecord]]]:
+        now = self.clock()
+        async with self.db.write() as conn:
+            rows = (await conn.execute(self.db.lock(query, skip_locked=not wait))).mappings().all()
+            if not rows:
+                return []
+            schedules = [ScheduleRecord.from_row(r) for r in rows]
+            unfinished = await _unfinished(conn, [s.id for s in schedules])
+            sources = await _sources(conn, {s.data_source_id for s in schedules})
+            plans = [p for s in schedules if (p := planner(s, unfinished[s.id], sources))]
+            done = [(p, _records(p.tasks, now)) for p in plans]
+            rows_ = [_task_row(r) for _, records in done for r in records]
+            if rows_:
+                await conn.execute(insert(T), rows_)
+            await _advance(conn, plans, now)
+        return done
+
+    async def record_task(self, schedule_id: str, task_id: str) -> None:
+        """Note a task run by hand as the schedule's last run."""
         now = naive(self.clock())
         async with self.db.write() as conn:
             await conn.execute(
-                update(S)
-                .where(S.c.id == job_id)
-                .values(last_run_at=now, last_task_id=task_id, updated_at=now)
+                update(S).where(S.c.id == schedule_id).values(last_run_at=now, last_task_id=task_id)
             )
 
-    async def set_paused(
-        self, job_id: str, paused: bool, skip_until: datetime | None = None
-    ) -> ScheduleRow:
-        """Pause or resume; `skip_until` moves the fire baseline so paused fires are skipped."""
-        now = naive(self.clock())
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(S).where(S.c.id == job_id).values(paused=paused, updated_at=now)
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _stored(record: ScheduleRecord) -> dict[str, Any]:
+    values = dict(record.__dict__)
+    for name in _SCHEDULE_TIMES:
+        if values[name] is not None:
+            values[name] = naive(values[name])
+    return values
+
+
+async def _declare_one(
+    conn: AsyncConnection, record: ScheduleRecord, current: ScheduleRecord | None
+) -> None:
+    if current is None:
+        await conn.execute(insert(S).values(**_stored(record)))
+        return
+    same_timing = (current.trigger, current.timezone, current.start_at, current.end_at) == (
+        record.trigger,
+        record.timezone,
+        record.start_at,
+        record.end_at,
+    )
+    kept = replace(
+        record,
+        created_at=current.created_at,
+        paused=current.paused,
+        pause_note=current.pause_note,
+        last_fire_at=current.last_fire_at,
+        last_run_at=current.last_run_at,
+        last_task_id=current.last_task_id,
+        queued_fire_at=current.queued_fire_at,
+        last_error=current.last_error,
+        last_error_at=current.last_error_at,
+        next_fire_at=current.next_fire_at if same_timing else record.next_fire_at,
+        updated_at=current.updated_at
+        if _definition(current) == _definition(record)
+        else record.updated_at,
+    )
+    if kept != current:
+        values = _stored(kept)
+        await conn.execute(update(S).where(S.c.id == record.id).values(**values))
+
+
+def _definition(record: ScheduleRecord) -> tuple[Any, ...]:
+    skip = {
+        "updated_at",
+        "created_at",
+        "next_fire_at",
+        "last_fire_at",
+        "last_run_at",
+        "last_task_id",
+        "queued_fire_at",
+        "last_error",
+        "last_error_at",
+        "paused",
+        "pause_note",
+    }
+    return tuple(v for k, v in record.__dict__.items() if k not in skip)
+
+
+async def _unfinished(conn: AsyncConnection, ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each schedule's pending and running tasks, `(id, status)`."""
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for chunk in _chunks(ids, 1000):
+        rows = await conn.execute(
+            select(T.c.schedule_id, T.c.id, T.c.status).where(
+                T.c.schedule_id.in_(chunk), or_(*_UNFINISHED)
             )
-            if result.rowcount and skip_until is not None:
-                fire = naive(skip_until)
-                await conn.execute(
-                    update(S)
-                    .where(
-                        S.c.id == job_id, or_(S.c.last_fire_at.is_(None), S.c.last_fire_at < fire)
-                    )
-                    .values(last_fire_at=fire)
-                )
-        return await self.require(job_id)
+        )
+        for schedule_id, task_id, status in rows:
+            out[schedule_id].append((task_id, status))
+    return out
+
+
+async def _sources(conn: AsyncConnection, ids: set[str | None]) -> frozenset[str]:
+    wanted = [i for i in ids if i]
+    if not wanted:
+        return frozenset()
+    rows = await conn.execute(select(DS.c.id).where(DS.c.id.in_(wanted)))
+    return frozenset(rows.scalars())
+
+
+def _records(items: Sequence[NewTask], now: datetime) -> list[TaskRecord]:
+    return [
+        TaskRecord.from_values(new_task_values(item, now, ids))
+        for item, ids in zip(items, new_ids(len(items)), strict=True)
+    ]
+
+
+def _task_row(record: TaskRecord) -> dict[str, Any]:
+    row = dict(record.__dict__)
+    for name in _TIME_FIELDS:
+        if row[name] is not None:
+            row[name] = naive(row[name])
+    return row
+
+
+def state_groups(plans: Sequence[FirePlan]) -> dict[tuple[Any, ...], list[str]]:
+    """The schedules of a claim by the state their fires leave them in: `(next_fire_at as
+    claimed, next_fire_at, last_fire_at, queued_fire_at, error)`, times naive UTC. Every
+    `* * * * *` schedule of a claim shares one, so one UPDATE writes them all."""
+    groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for p in plans:
+        key = (
+            _n(p.schedule.next_fire_at),
+            _n(p.next_fire_at),
+            _n(p.last_fire_at),
+            _n(p.queued_fire_at),
+            p.error,
+        )
+        groups[key].append(p.schedule.id)
+    return groups
+
+
+async def _advance(conn: AsyncConnection, plans: Sequence[FirePlan], now: datetime) -> None:
+    """Write each schedule's state after its fires (`state_groups`), fenced by the
+    `next_fire_at` it was claimed at."""
+    stamp = naive(now)
+    for (was, nxt, last, queued, error), ids in state_groups(plans).items():
+        values: dict[str, Any] = {
+            "next_fire_at": nxt,
+            "last_fire_at": last,
+            "queued_fire_at": queued,
+        }
+        if error is not None:
+            values.update(last_error=error, last_error_at=stamp)
+        fence = S.c.next_fire_at == was if was is not None else S.c.next_fire_at.is_(None)
+        for chunk in _chunks(ids, 1000):
+            await conn.execute(update(S).where(S.c.id.in_(chunk), fence).values(**values))
+
+
+def _n(value: datetime | None) -> datetime | None:
+    return None if value is None else naive(value)
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] or []

@@ -105,28 +105,35 @@ class ScheduleService:
         """Check and validate every request first (nothing is written if one is refused or
         bad), then enqueue all."""
         items = [
-            self._new_task(r, role, prefix=self._prefix(i, len(requests)))
+            self.prepare(r, role, prefix=self._prefix(i, len(requests)))
             for i, r in enumerate(requests)
         ]
         pairs = await self.store.create_many(items)
-        if any(created for _, created in pairs) and self.pool is not None:
+        self.announce([task for task, created in pairs if created])
+        return pairs
+
+    def announce(self, tasks: Sequence[TaskRecord]) -> None:
+        """Tasks were enqueued (here or by a schedule's fire): wake the pool, log and publish
+        `created` for each."""
+        if tasks and self.pool is not None:
             self.pool.wake()
         logged = log.isEnabledFor(logging.INFO)  # once per batch, not an extra dict per task
-        for task, created in pairs:
-            if created:
-                if logged:
-                    log.info(
-                        "task created",
-                        extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
-                    )
-                self._publish(EventKind.CREATED, task)
-        return pairs
+        for task in tasks:
+            if logged:
+                log.info(
+                    "task created",
+                    extra={"task_id": task.id, "task_type": task.task_type, "action": "create"},
+                )
+            self._publish(EventKind.CREATED, task)
 
     @staticmethod
     def _prefix(index: int, count: int) -> str:
         return f"tasks.{index}." if count > 1 else ""
 
-    def _new_task(self, request: TaskRequest, role: Role | None, prefix: str = "") -> NewTask:
+    def prepare(self, request: TaskRequest, role: Role | None = None, prefix: str = "") -> NewTask:
+        """The task `request` asks for, checked against its type and with the defaults filled
+        in, without enqueuing it (`InvalidInput` / `Forbidden` when it is refused); the
+        schedules check their task template with it."""
         spec = self._spec(request.task_type, prefix)
         self._check_by_hand(spec, role, f"{prefix}task_type")
         self._check_size(request.parameters, f"{prefix}parameters")
@@ -151,6 +158,8 @@ class ScheduleService:
             callback_url=request.callback_url,
             service=getattr(parsed, "service", None) if spec.external else None,
             service_group=getattr(parsed, "group", None) if spec.external else None,
+            schedule_id=request.schedule_id,
+            scheduled_for=request.scheduled_for,
         )
 
     @staticmethod

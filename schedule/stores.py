@@ -17,7 +17,8 @@ from schedule.datasources import DataSourceStore
 from schedule.imports import ImportStore
 from schedule.nodes import NodeStore
 from schedule.schedules import ScheduleStore
-from schedule.store import Connector, TaskStore, make_store
+from schedule.schedules_sqlite import SqliteScheduleStore
+from schedule.store import Connector, SqliteConnector, TaskStore, make_store
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class Stores:
     imports: ImportStore
     schedules: ScheduleStore
     nodes: NodeStore
+
+
+def schedule_store(db: Connector, clock: Clock = utcnow) -> ScheduleStore:
+    """The schedule store for the connector's backend: on SQLite its claim of due fires runs
+    on the writer thread (`schedule.schedules_sqlite`)."""
+    if isinstance(db, SqliteConnector):
+        return SqliteScheduleStore(db, clock)
+    return ScheduleStore(db, clock)
 
 
 #: How long a daemon counts as alive after its last heartbeat: three heartbeats, each a third
@@ -45,6 +54,6 @@ def open_stores(db: Connector, clock: Clock = utcnow, *, alive_s: float = ALIVE_
         books=BookStore(db, clock),
         data_sources=DataSourceStore(db, clock),
         imports=ImportStore(db, clock),
-        schedules=ScheduleStore(db, clock),
+        schedules=schedule_store(db, clock),
         nodes=NodeStore(db, alive_s, clock),
     )

@@ -64,6 +64,8 @@ class NewTask(NamedTuple):
     retry_of: str | None = None
     service: str | None = None  # external tasks: who may claim it (GET /api/crontask)
     service_group: str | None = None
+    schedule_id: str | None = None  # the schedule whose fire created it
+    scheduled_for: datetime | None = None  # that fire's scheduled time (aware UTC)
 
 
 class New(enum.Enum):
@@ -90,6 +92,10 @@ class Rule:
 
 def _run_after(item: NewTask, now: datetime) -> datetime:
     return utc(item.run_after) or now
+
+
+def _scheduled_for(item: NewTask, now: datetime) -> datetime | None:
+    return utc(item.scheduled_for)
 
 
 def _callback_status(item: NewTask, now: datetime) -> CallbackStatus | None:
@@ -151,6 +157,15 @@ class TaskRecord(TableRow):
     callback_attempts: int = column(Integer, server_default=0)
     callback_error: str | None = column(Text)
     callback_next_at: datetime | None = column(Timestamp, internal=True)
+    # Schedules: the schedule whose fire created the task and that fire's time. A unique
+    # index on the pair (schedule.models) makes a fire enqueue at most one task, whichever
+    # daemon claims it.
+    schedule_id: str | None = column(
+        String(64), new=Request(), doc="the schedule whose fire created the task"
+    )
+    scheduled_for: datetime | None = column(
+        Timestamp, new=Rule(_scheduled_for), doc="the scheduled time of that fire"
+    )
 
 
 TASK_FIELDS = TaskRecord.row_fields()

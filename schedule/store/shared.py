@@ -481,6 +481,8 @@ def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
         clauses.append(T.c.task_type == flt.task_type)
     if flt.data_source_id is not None:
         clauses.append(T.c.data_source_id == flt.data_source_id)
+    if flt.schedule_id is not None:
+        clauses.append(T.c.schedule_id == flt.schedule_id)
     if flt.search:
         clauses.append(search_clause(flt.search))
     return and_(True, *clauses)

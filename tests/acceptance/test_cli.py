@@ -232,6 +232,49 @@ def test_token_from_option_or_environment(guarded: Daemon) -> None:
     assert "completed" in made.stdout.splitlines()[-1]
 
 
+def test_schedules_commands(daemon: Daemon) -> None:
+    made = syncd(
+        daemon, "schedules", "add", "erp-parts", "noop", "--cron", "*/15 * * * *",
+        "--tz", "Europe/Moscow", "-p", "steps=2", "--overlap", "queue_one",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "Every 15 minutes (Europe/Moscow)" in made.stdout
+    assert "NEXT FIRE (UTC)" in made.stdout and "IN Europe/Moscow" in made.stdout
+    listed = syncd(daemon, "schedules", "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("erp-parts"))
+    assert "Every 15 minutes" in row and "api" in row
+    assert "task_retention" in listed.stdout  # the built-ins are schedules too
+    edited = syncd(daemon, "schedules", "edit", "erp-parts", "--every", "3600", "--json")
+    assert edited.returncode == 0, edited.stderr
+    shown = json.loads(edited.stdout)
+    assert shown["description"] == "Every hour" and shown["overlap"] == "queue_one"
+    assert shown["parameters"] == {"steps": 2}
+    paused = syncd(daemon, "schedules", "pause", "erp-parts", "--note", "ERP upgrade")
+    assert "paused:      yes (ERP upgrade)" in paused.stdout, paused.stdout
+    assert syncd(daemon, "schedules", "resume", "erp-parts").returncode == 0
+    ran = syncd(daemon, "schedules", "run", "erp-parts", "--follow")
+    assert ran.returncode == 0 and "completed" in ran.stdout.splitlines()[-1], ran.stdout
+    hourly = syncd(
+        daemon, "schedules", "edit", "erp-parts", "--cron", "0 * * * *", "--overlap", "allow"
+    )
+    assert hourly.returncode == 0, hourly.stderr
+    filled = syncd(
+        daemon, "schedules", "backfill", "erp-parts",
+        "--start", "2026-01-05T09:00:00Z", "--end", "2026-01-05T11:00:00Z",
+    )  # fmt: skip
+    assert filled.returncode == 0 and "3 task(s) enqueued" in filled.stdout, filled.stderr
+    tasks = syncd(daemon, "tasks", "list", "--schedule", "erp-parts", "--json")
+    assert json.loads(tasks.stdout)["pagination"]["total"] == 4
+    bad = syncd(daemon, "schedules", "add", "x", "noop", "--cron", "61 * * * *")
+    assert bad.returncode == 1 and "trigger.cron" in bad.stderr
+    refused = syncd(daemon, "schedules", "rm", "task_retention")
+    assert refused.returncode == 1 and "built-in" in refused.stderr
+    assert syncd(daemon, "schedules", "rm", "erp-parts").returncode == 0
+    gone = syncd(daemon, "schedules", "show", "erp-parts")
+    assert gone.returncode == 1 and "no schedule" in gone.stderr
+
+
 def test_version_and_usage_errors_name_the_command() -> None:
     version = syncd(None, "--version")
     assert version.returncode == 0 and version.stdout.startswith("syncd ")

@@ -295,17 +295,68 @@ def test_schedules_run_now_pause_resume(daemon: Daemon, page: Any) -> None:
     if endpoint_missing(daemon, "/api/schedules"):
         pytest.skip("this daemon has no schedule endpoints")
     page.goto(daemon.url + "/#/schedules")
-    first = page.locator("tbody tr").first
-    expect(first).to_be_visible()
-    job = first.get_attribute("data-id")
-    first.locator("button[data-action=pause]").click()
-    page.click("#confirm-ok")
-    expect(page.locator(f'tr[data-id="{job}"] button[data-action=resume]')).to_be_visible()
-    page.locator(f'tr[data-id="{job}"] button[data-action=resume]').click()
-    expect(page.locator(f'tr[data-id="{job}"] button[data-action=pause]')).to_be_visible()
-    screenshot(page, "schedules")
+    job = "partnumber_book_create"
+    built_in = page.locator(f'tr[data-id="{job}"]')
+    expect(built_in).to_contain_text("At 03:00 AM")
+    expect(built_in.locator("button[data-action=delete]")).to_have_count(0)  # built in
+    built_in.locator("button[data-action=pause]").click()
+    page.fill("dialog.ask textarea[name=note]", "supplier feed late")
+    page.click("dialog.ask button[data-action=ok]")
+    expect(built_in).to_contain_text("supplier feed late")
+    built_in.locator("button[data-action=resume]").click()
+    expect(built_in.locator("button[data-action=pause]")).to_be_visible()
     page.locator('tr[data-id="task_retention"] button[data-action=run]').click()
     page.click("#confirm-ok")
     expect(page.locator(".toast", has_text="task_retention: task ")).to_contain_text("enqueued")
     kinds = [t["task_type"] for t in daemon.call("GET", "/api/sync/tasks?size=100")["tasks"]]
     assert "task_retention" in kinds
+
+
+def test_schedule_form_validates_as_you_type_then_edit_backfill_delete(
+    daemon: Daemon, page: Any
+) -> None:
+    page.goto(daemon.url + "/#/schedules")
+    page.click("button[data-action=new]")
+    page.fill(".schedule-form input[name=id]", "erp-parts")
+    page.fill(".schedule-form input[name=trigger]", "61 * * * *")
+    preview = page.locator("#schedule-preview")
+    expect(preview).to_contain_text("trigger.cron")  # the cron parser's words, as you type
+    page.fill(".schedule-form input[name=trigger]", "*/15 * * * *")
+    page.fill(".schedule-form input[name=timezone]", "Europe/Moscow")
+    expect(preview).to_contain_text("Every 15 minutes")
+    expect(preview.locator("li")).to_have_count(5)
+    screenshot(page, "schedule-form")
+    page.select_option(".schedule-form select[name=overlap]", "allow")
+    page.click(".schedule-form button[data-action=save]")
+    made = page.locator('tr[data-id="erp-parts"]')
+    expect(made).to_contain_text("Every 15 minutes")
+    made.locator("button[data-action=edit]").click()
+    page.fill(".schedule-form input[name=trigger]", "0 * * * *")
+    expect(preview).to_contain_text("Every hour")
+    page.click(".schedule-form button[data-action=save]")
+    expect(made).to_contain_text("Every hour")
+    made.locator("button[data-action=backfill]").click()
+    page.fill("dialog.ask input[name=start]", "2026-01-05T09:00")
+    page.fill("dialog.ask input[name=end]", "2026-01-05T11:00")
+    page.click("dialog.ask button[data-action=ok]")
+    expect(page.locator(".toast", has_text="erp-parts: 3 task(s) enqueued")).to_be_visible()
+    screenshot(page, "schedules")
+    made.locator("a", has_text="tasks").click()
+    expect(page.locator("tbody tr")).to_have_count(3)
+    page.goto(daemon.url + "/#/schedules")
+    page.locator('tr[data-id="erp-parts"] button[data-action=delete]').click()
+    page.click("#confirm-ok")
+    expect(page.locator('tr[data-id="erp-parts"]')).to_have_count(0)
+
+
+def test_schedules_page_at_phone_width(daemon: Daemon, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    tab = context.new_page()
+    try:
+        tab.goto(daemon.url + "/#/schedules")
+        expect(tab.locator('tr[data-id="task_retention"]')).to_be_visible()
+        width = tab.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"the page is {width} px wide at a 360 px viewport"
+        screenshot(tab, "schedules-360")
+    finally:
+        context.close()

@@ -44,3 +44,37 @@ def test_bench_runs_small(mariadb_url: str) -> None:
     assert figures["syncd_rate"] > 0 and figures["huey_rate"] > 0
     assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"]
     assert set(figures["mariadb_rates"]) == {"1", "2"}
+
+
+def test_schedule_bench_runs_small(mariadb_url: str) -> None:
+    """`bench/schedules.py` with 10 schedules every 2 s, on SQLite and two daemons on MariaDB."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.schedules",
+            "--schedules=10",
+            "--every-s=1",
+            "--duration-s=2",
+            f"--mariadb={mariadb_url}",
+            "--nodes=2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for part in ("SQLite, 1 daemon (10 schedules)", "MariaDB, 2 daemons (10 schedules)"):
+        assert part in out, out
+    figures = json.loads(out.strip().splitlines()[-1])
+    for name, nodes in (("sqlite", 1), ("mariadb", 2)):
+        run = figures[name]
+        assert run["expected_fires"] == 30 and run["tasks"] >= 30, run
+        assert run["duplicates"] == 0, run
+        assert 0 <= run["lag_p50_s"] <= run["lag_p99_s"], run
+        assert run["create_rate"] > 0 and len(run["scheduler_cpu_share"]) == nodes, run

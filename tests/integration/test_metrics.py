@@ -56,8 +56,8 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     store = client.app[STORE]
     assert await store.external.claim("gone-node", "m", None, lease_s=-1) is not None
 
-    client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=True))
-    client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=False))
+    client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", "enqueued", 0.25))
+    client.app[BUS].publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", "failed"))
 
     await events.wait(lost["id"], "rescued", within=15)
     samples = await scrape(client)
@@ -71,9 +71,15 @@ async def test_metrics_follow_the_tasks(aiohttp_client: Any, settings: Settings)
     assert samples[("syncd_task_retries_total", (("task_type", "noop"),))] == 1
     assert samples[("syncd_task_duration_seconds_count", (("task_type", "noop"),))] == 4
     assert samples[("syncd_queue_depth", ())] >= 2  # the far-future noop and the rescued task
-    assert samples[("syncd_scheduler_fires_total", (("job", "snapshot"), ("result", "ok")))] == 1
-    assert samples[("syncd_scheduler_fires_total", (("job", "snapshot"), ("result", "error")))] == 1
-    assert samples[("syncd_scheduler_last_success_timestamp_seconds", (("job", "snapshot"),))] > 0
+    fires = "syncd_scheduler_fires_total"
+    assert samples[(fires, (("outcome", "enqueued"), ("schedule", "snapshot")))] == 1
+    assert samples[(fires, (("outcome", "failed"), ("schedule", "snapshot")))] == 1
+    assert samples[("syncd_scheduler_fire_lag_seconds_count", ())] == 1
+    assert samples[("syncd_scheduler_fire_lag_seconds_bucket", (("le", "0.5"),))] == 1
+    assert samples[("syncd_scheduler_fire_lag_seconds_bucket", (("le", "0.1"),))] == 0
+    assert (
+        samples[("syncd_scheduler_last_success_timestamp_seconds", (("schedule", "snapshot"),))] > 0
+    )
     assert samples[("syncd_database_errors_total", ())] == 0
 
 
@@ -91,10 +97,8 @@ async def test_a_retry_counts_as_a_created_task(aiohttp_client: Any, settings: S
 
 def test_each_app_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
-    first.scheduler_fire("job", ok=True)
+    first.scheduler_fire("job", "enqueued")
     assert second.registry is not first.registry
-    assert b'job="job"' not in second.render()
-    assert (
-        REGISTRY.get_sample_value("syncd_scheduler_fires_total", {"job": "job", "result": "ok"})
-        is None
-    )
+    assert b'schedule="job"' not in second.render()
+    labels = {"schedule": "job", "outcome": "enqueued"}
+    assert REGISTRY.get_sample_value("syncd_scheduler_fires_total", labels) is None

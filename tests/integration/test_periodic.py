@@ -1,30 +1,41 @@
-"""Periodic jobs on every dialect: coalesced catch-up, one task per fire, persisted pause."""
+"""The scheduler on every dialect: one task per fire across daemons, catch-up and overlap
+policies, pause and resume, backfill, failed fires, the built-in and file schedules."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from config.settings import Settings
+from config.settings import ScheduleEntry, Settings
 from engine.handlers import default_registry
+from schedule.datasources import DataSourceStore
+from schedule.definition import (
+    CatchUp,
+    FireOutcome,
+    Origin,
+    Overlap,
+    ScheduleRecord,
+    ScheduleSpec,
+)
 from schedule.events import FireEvent
-from schedule.exceptions import NotFound
-from schedule.periodic import PeriodicJob, PeriodicScheduler, latest_fire
+from schedule.exceptions import InvalidInput, InvalidState, NotFound
+from schedule.periodic import PeriodicScheduler, file_spec
 from schedule.records import Outcome, Page, TaskFilter
-from schedule.schedules import ScheduleStore
 from schedule.service import ScheduleService
 from schedule.store import Connector, TaskStore, connect, make_store
-from schedule.task import TaskStatus
+from schedule.stores import schedule_store
+from schedule.task import TaskRecord, TaskStatus
+from schedule.triggers import Trigger
 from tests.conftest import make_settings
 from tests.helpers import Clock, Events
 
-START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+START = datetime(2026, 3, 10, 12, 0, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -43,159 +54,318 @@ def store(dialect_connector: Connector, clock: Clock) -> TaskStore:
 
 
 def make_scheduler(
-    ddb: AsyncEngine, settings: Settings, clock: Clock
-) -> tuple[PeriodicScheduler, ScheduleService]:
+    ddb: AsyncEngine,
+    settings: Settings,
+    clock: Clock,
+    declared: list[ScheduleSpec] | None = None,
+) -> PeriodicScheduler:
     """A daemon's scheduler and service (no engine: nothing runs, tasks stay pending)."""
     db = connect(ddb)
     service = ScheduleService(make_store(db, clock), default_registry(), settings)
-    return PeriodicScheduler(service, ScheduleStore(db, clock), settings, clock=clock), service
-
-
-async def tasks_of(store: TaskStore, task_type: str) -> list[str | None]:
-    tasks, *_ = await store.list_tasks(TaskFilter(task_type=task_type), Page(1, 100))
-    return [t.dedupe_key for t in tasks]
-
-
-def test_latest_fire_finds_the_newest_due_time_only() -> None:
-    job = PeriodicJob("j", "noop", "*/5 * * * *", "X")
-    trigger = job.trigger(ZoneInfo("UTC"))
-    now = datetime(2026, 3, 10, 12, 7, 30, tzinfo=UTC)
-    assert latest_fire(trigger, now - timedelta(days=90), now) == datetime(
-        2026, 3, 10, 12, 5, tzinfo=UTC
+    return PeriodicScheduler(
+        service, schedule_store(db, clock), settings, clock=clock, declared=declared or []
     )
-    assert latest_fire(trigger, datetime(2026, 3, 10, 12, 5, tzinfo=UTC), now) is None
-    yearly = PeriodicJob("y", "noop", "0 3 1 1 *", "X").trigger(ZoneInfo("Europe/Moscow"))
-    far = datetime(2030, 6, 1, tzinfo=UTC)
-    assert latest_fire(yearly, datetime(2026, 1, 1, tzinfo=UTC), far) == datetime(
-        2030, 1, 1, 0, 0, tzinfo=UTC
-    )  # 03:00 Moscow
 
 
-async def test_missed_fires_are_caught_up_once(
+def spec(schedule_id: str = "erp", **fields: object) -> ScheduleSpec:
+    values: dict[str, object] = {"task_type": "noop", "trigger": Trigger(cron="*/15 * * * *")}
+    values.update(fields)
+    return ScheduleSpec(id=schedule_id, **values)  # type: ignore[arg-type]
+
+
+async def tasks_of(store: TaskStore, schedule_id: str) -> list[TaskRecord]:
+    tasks, *_ = await store.list_tasks(TaskFilter(schedule_id=schedule_id), Page(1, 500))
+    return sorted(tasks, key=lambda t: t.scheduled_for or START)
+
+
+def fires(tasks: list[TaskRecord]) -> list[str]:
+    return [t.scheduled_for.strftime("%d %H:%M") for t in tasks if t.scheduled_for]
+
+
+async def finish(store: TaskStore, task: TaskRecord) -> None:
+    """Run a pending task to completion by hand."""
+    claimed = await store.claim("n", 100, 30)
+    for t in claimed:
+        if t.id == task.id:
+            await store.finish("n", [Outcome(t.id, t.attempt, TaskStatus.COMPLETED, "completed")])
+        else:
+            await store.release("n", {t.id: t.attempt})
+
+
+async def test_a_fire_enqueues_one_task_with_its_schedule_and_time(
     ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
 ) -> None:
-    scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
-    await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
-    assert await scheduler.catch_up() == []  # first start: nothing was missed
-    clock.advance(days=5, hours=3)  # down for five nights: 2026-03-15 15:00 UTC
-    fired = await scheduler.catch_up()
-    assert sorted(t.task_type for t in fired) == [
-        "partnumber_book_create",
-        "partnumber_book_retention",
-        "task_retention",
-    ]
-    # 03:00 Moscow = 00:00 UTC; only the newest missed fire (the 15th), not one per night.
-    assert await tasks_of(store, "partnumber_book_create") == [
-        "partnumber_book_create@2026-03-15T00:00:00Z"
-    ]
-    assert await scheduler.catch_up() == []
-    restarted, _ = make_scheduler(ddb, dialect_settings, clock)
-    assert await restarted.catch_up() == []
-    views = {v.id: v for v in await restarted.views()}
-    view = views["partnumber_book_create"]
-    snapshot = next(t for t in fired if t.task_type == "partnumber_book_create")
-    assert view.last_task_id == snapshot.id
-    assert view.next_run_at == datetime(2026, 3, 16, 0, 0, tzinfo=UTC)
-    assert view.cron == "0 3 * * *" and view.timezone == "Europe/Moscow"
-
-
-async def test_two_daemons_create_one_task_per_fire(
-    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
-) -> None:
-    first, _ = make_scheduler(ddb, dialect_settings, clock)
-    second, _ = make_scheduler(ddb, dialect_settings, clock)
-    await first.store.ensure([(j.id, j.task_type) for j in first.jobs.values()])
-    fire_at = datetime(2026, 3, 11, 0, 0, tzinfo=UTC)
-    clock.now = fire_at + timedelta(seconds=1)
-    a, b = await asyncio.gather(
-        first.fire("task_retention", fire_at), second.fire("task_retention", fire_at)
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    events = Events(scheduler.service.bus)
+    view = await scheduler.save(spec(parameters={"steps": 2}, priority=5), create=True)
+    assert view.next_fires[:2] == [datetime(2026, 3, 10, 12, m, tzinfo=UTC) for m in (15, 30)]
+    assert await scheduler.tick() == []
+    clock.now = datetime(2026, 3, 10, 12, 15, 0, 200000, tzinfo=UTC)
+    (plan,) = await scheduler.tick()
+    assert [f.outcome for f in plan.fires] == [FireOutcome.ENQUEUED]
+    (task,) = await tasks_of(store, "erp")
+    assert task.scheduled_for == datetime(2026, 3, 10, 12, 15, tzinfo=UTC)
+    assert task.schedule_id == "erp" and task.parameters == {"steps": 2} and task.priority == 5
+    assert await scheduler.tick() == []  # claimed: the next fire is 12:30
+    assert (await scheduler.store.require("erp")).next_fire_at == datetime(
+        2026, 3, 10, 12, 30, tzinfo=UTC
     )
-    ids = {t.id for t in (a, b) if t is not None}
-    assert len(ids) == 1
-    assert await tasks_of(store, "task_retention") == ["task_retention@2026-03-11T00:00:00Z"]
-    # A daemon that fires late, after the task finished, adds nothing either.
-    (task_id,) = ids
-    await store.claim("n", 1, 30)
-    running = await store.require(task_id)
-    assert running.status is TaskStatus.RUNNING
-    done = Outcome(task_id, running.attempt, TaskStatus.COMPLETED, "completed")
-    assert await store.finish("n", [done]) == {task_id}
-    assert await second.fire("task_retention", fire_at) is None
-    assert "task_retention" not in {t.task_type for t in await second.catch_up()}
-    assert len(await tasks_of(store, "task_retention")) == 1
+    (fired,) = [e for e in events.seen if isinstance(e, FireEvent)]
+    assert (fired.job_id, fired.outcome) == ("erp", "enqueued")
+    assert fired.lag_s == pytest.approx(0.2)
+    assert events.count("created") == 1
 
 
-async def test_pause_persists_and_resume_skips_paused_fires(
+async def test_daemons_sharing_a_database_fire_each_fire_once(
     ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
 ) -> None:
-    scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
-    await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
-    paused = await scheduler.pause("partnumber_book_create")
-    assert paused.paused and paused.next_run_at is None
-    clock.advance(days=2)
-    restarted, _ = make_scheduler(ddb, dialect_settings, clock)  # a restart keeps the pause
-    fired = await restarted.catch_up()
-    assert "partnumber_book_create" not in {t.task_type for t in fired}
-    assert await restarted.fire("partnumber_book_create", clock.now - timedelta(hours=1)) is None
-    assert (await restarted.view("partnumber_book_create")).paused
-    resumed = await restarted.resume("partnumber_book_create")
-    assert not resumed.paused
-    assert await restarted.catch_up() == []  # the fires missed while paused are skipped
-    assert await tasks_of(store, "partnumber_book_create") == []
-    clock.advance(days=1)
-    fired = await restarted.catch_up()
-    assert [t.task_type for t in fired if t.task_type == "partnumber_book_create"] == [
-        "partnumber_book_create"
-    ]
+    daemons = [make_scheduler(ddb, dialect_settings, clock) for _ in range(3)]
+    for i in range(30):
+        every_minute = spec(f"s{i}", trigger=Trigger(cron="* * * * *"), overlap=Overlap.ALLOW)
+        await daemons[i % 3].save(every_minute, create=True)
+    for minute in range(3):
+        clock.now = datetime(2026, 3, 10, 12, 1 + minute, 0, 1000, tzinfo=UTC)
+        await asyncio.gather(*(d.tick() for d in daemons))
+    tasks, total, *_ = await store.list_tasks(TaskFilter(), Page(1, 500))
+    assert total == 90
+    assert len({(t.schedule_id, t.scheduled_for) for t in tasks}) == 90
 
 
-async def test_run_now_and_unknown_ids(
+async def test_catch_up_policies_after_downtime(
     ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
 ) -> None:
-    scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
-    await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
-    task = await scheduler.run_now("partnumber_book_retention")
-    assert task.status is TaskStatus.PENDING and task.task_type == "partnumber_book_retention"
-    view = await scheduler.view("partnumber_book_retention")
-    assert view.last_task_id == task.id and view.last_run_at == clock.now
-    assert await scheduler.catch_up() == []  # a manual run is not a scheduled fire
-    for action in (scheduler.run_now, scheduler.pause, scheduler.resume, scheduler.view):
-        with pytest.raises(NotFound):
-            await action("nope")
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    for name, policy in (("latest", CatchUp.LATEST), ("none", CatchUp.NONE), ("all", CatchUp.ALL)):
+        await scheduler.save(
+            spec(name, catch_up=policy, overlap=Overlap.ALLOW, catch_up_window_s=1800),
+            create=True,
+        )
+    clock.now = datetime(2026, 3, 10, 13, 20, tzinfo=UTC)  # down from 12:00:30 to 13:20
+    await scheduler.tick()
+    assert fires(await tasks_of(store, "latest")) == ["10 13:15"]
+    assert fires(await tasks_of(store, "none")) == []
+    assert fires(await tasks_of(store, "all")) == ["10 13:00", "10 13:15"]  # the window: 30 min
+    await scheduler.tick()  # once: a second turn (or daemon) adds nothing
+    assert len(await tasks_of(store, "latest")) == 1
+    clock.now = datetime(2026, 3, 10, 13, 30, 5, tzinfo=UTC)
+    await scheduler.tick()
+    assert fires(await tasks_of(store, "none")) == ["10 13:30"]
 
 
-async def test_cron_callback_enqueues_the_fire_that_just_passed(
+async def test_overlap_policies(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    for policy in Overlap:
+        await scheduler.save(spec(policy.value, overlap=policy), create=True)
+    for minute in (15, 30, 45):
+        clock.now = datetime(2026, 3, 10, 12, minute, 1, tzinfo=UTC)
+        await scheduler.tick()
+    assert fires(await tasks_of(store, "skip")) == ["10 12:15"]
+    assert fires(await tasks_of(store, "allow")) == ["10 12:15", "10 12:30", "10 12:45"]
+    cancelled = await tasks_of(store, "cancel_previous")
+    assert [t.status for t in cancelled] == [TaskStatus.CANCELLED] * 2 + [TaskStatus.PENDING]
+    queued = await tasks_of(store, "queue_one")
+    assert fires(queued) == ["10 12:15"]
+    assert (await scheduler.store.require("queue_one")).queued_fire_at == datetime(
+        2026, 3, 10, 12, 30, tzinfo=UTC
+    )
+    await finish(store, queued[0])
+    await scheduler.tick()  # the previous task ended: the queued fire is enqueued
+    assert fires(await tasks_of(store, "queue_one")) == ["10 12:15", "10 12:30"]
+
+
+async def test_pause_with_a_note_holds_on_every_daemon_and_resume_skips_its_fires(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    first = make_scheduler(ddb, dialect_settings, clock)
+    second = make_scheduler(ddb, dialect_settings, clock)
+    await first.save(spec(), create=True)
+    paused = await first.pause("erp", "ERP maintenance until 14:00")
+    assert paused.record.paused and paused.record.pause_note == "ERP maintenance until 14:00"
+    assert paused.next_fires == []
+    clock.now = datetime(2026, 3, 10, 13, 50, tzinfo=UTC)
+    assert await second.tick() == []
+    resumed = await second.resume("erp")
+    assert not resumed.record.paused and resumed.record.pause_note is None
+    assert resumed.next_fires[0] == datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
+    assert await first.tick() == []  # the fires of the pause are not caught up
+    clock.now = datetime(2026, 3, 10, 14, 0, 1, tzinfo=UTC)
+    await first.tick()
+    assert fires(await tasks_of(store, "erp")) == ["10 14:00"]
+    await first.delete("erp")  # deleted through one daemon: the other fires it no more
+    clock.now = datetime(2026, 3, 10, 14, 15, 1, tzinfo=UTC)
+    assert await second.tick() == []
+    assert fires(await tasks_of(store, "erp")) == ["10 14:00"]
+
+
+async def test_backfill_enqueues_the_past_fires_once(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec(overlap=Overlap.ALLOW), create=True)
+    start, end = datetime(2026, 3, 10, 9, 0, tzinfo=UTC), datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+    made = await scheduler.backfill("erp", start, end)
+    assert len(made) == 5  # 09:00, 09:15, 09:30, 09:45, 10:00
+    assert await scheduler.backfill("erp", start, end) == []  # already there
+    with pytest.raises(InvalidInput, match="end: must not be in the future"):
+        await scheduler.backfill("erp", start, clock.now + timedelta(hours=1))
+    await scheduler.save(spec("skipper"), create=True)
+    assert len(await scheduler.backfill("skipper", start, end)) == 1  # overlap skip holds
+
+
+async def test_a_fire_whose_task_cannot_be_made_is_recorded_and_the_rest_go_on(
     ddb: AsyncEngine,
     dialect_settings: Settings,
     clock: Clock,
     store: TaskStore,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="schedule.periodic")  # the daemon logs at INFO
-    scheduler, service = make_scheduler(ddb, dialect_settings, clock)
-    events = Events(service.bus)
-    await scheduler.store.ensure([(j.id, j.task_type) for j in scheduler.jobs.values()])
-    clock.now = datetime(2026, 3, 11, 1, 0, 0, 300000, tzinfo=UTC)  # 04:00:00.3 Moscow
-    await scheduler.on_fire("task_retention")
-    await scheduler.on_fire("task_retention")  # a second daemon's callback for the same fire
-    assert await tasks_of(store, "task_retention") == ["task_retention@2026-03-11T01:00:00Z"]
-    assert await tasks_of(store, "partnumber_book_create") == []
-    fires = [(e.job_id, e.ok) for e in events.seen if isinstance(e, FireEvent)]
-    assert fires == [("task_retention", True)]
-    assert events.count("created") == 1
-    logged = [r for r in caplog.records if r.getMessage() == "periodic job fired"]
-    assert [getattr(r, "task_created", None) for r in logged] == [True]
+    caplog.set_level(logging.ERROR, logger="schedule.periodic")
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec("ok"), create=True)
+    await scheduler.save(spec("broken"), create=True)
+    # The task type's own checks refuse the template now (a parameter it no longer takes).
+    await scheduler.store.save(
+        await _with_params(scheduler, "broken", {"no_such_parameter": 1}), create=False
+    )
+    clock.now = datetime(2026, 3, 10, 12, 15, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert fires(await tasks_of(store, "ok")) == ["10 12:15"]
+    broken = await scheduler.store.require("broken")
+    assert broken.last_error and "no_such_parameter" in broken.last_error
+    assert broken.next_fire_at == datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
+    assert any(r.getMessage() == "schedule fire failed" for r in caplog.records)
 
 
-async def test_start_registers_cron_jobs_and_stops(
+async def test_a_fire_whose_data_source_was_deleted_fails_and_is_recorded(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    sources = DataSourceStore(scheduler.store.db, clock)
+    definition = {
+        "name": "ERP parts",
+        "kind": "sql",
+        "connection": {},
+        "target_table": "tools",
+        "key_columns": ["tool_id"],
+        "column_mapping": {},
+        "interfaces": {},
+    }
+    await sources.create("erp-parts", definition)
+    await scheduler.save(spec(task_type="full_sync", data_source_id="erp-parts"), create=True)
+    await sources.delete("erp-parts")
+    events = Events(scheduler.service.bus)
+    clock.now = datetime(2026, 3, 10, 12, 15, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert await tasks_of(store, "erp") == []
+    failed = await scheduler.store.require("erp")
+    assert failed.last_error == "data source 'erp-parts' does not exist"
+    assert failed.last_error_at == clock.now
+    outcomes = [e.outcome for e in events.seen if isinstance(e, FireEvent)]
+    assert outcomes == ["failed"]
+
+
+async def test_a_schedule_that_cannot_fire_at_all_is_stopped_and_the_rest_go_on(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec("ok"), create=True)
+    made = await scheduler.save(spec("lost-zone"), create=True)
+    # Its zone is not on this machine (any more): no fire time can be computed for it.
+    await scheduler.store.save(replace(made.record, timezone="Mars/Olympus"), create=False)
+    clock.now = datetime(2026, 3, 10, 12, 15, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert fires(await tasks_of(store, "ok")) == ["10 12:15"]
+    stopped = await scheduler.store.require("lost-zone")
+    assert stopped.next_fire_at is None
+    assert stopped.last_error and "cannot fire, stopped" in stopped.last_error
+    clock.now = datetime(2026, 3, 10, 12, 30, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert len(await tasks_of(store, "ok")) == 1  # skip: the 12:15 task is still pending
+
+
+async def test_an_interval_keeps_its_grid_across_edits_and_pauses(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    made = await scheduler.save(spec(trigger=Trigger(every_s=600)), create=True)
+    # Without start_at an interval counts from when the schedule was first saved.
+    assert made.next_fires[:2] == [START + timedelta(minutes=10), START + timedelta(minutes=20)]
+    clock.advance(minutes=3)
+    again = await scheduler.save(spec(trigger=Trigger(every_s=600), priority=7), create=False)
+    assert again.next_fires[0] == START + timedelta(minutes=10)
+    assert again.record.created_at == START and again.record.priority == 7
+    await scheduler.pause("erp")
+    resumed = await scheduler.resume("erp")
+    assert resumed.next_fires[0] == START + timedelta(minutes=10)
+    clock.now = START + timedelta(minutes=10, seconds=1)
+    await scheduler.tick()
+    assert (await scheduler.store.require("erp")).next_fire_at == START + timedelta(minutes=20)
+
+
+async def _with_params(
+    scheduler: PeriodicScheduler, schedule_id: str, params: dict[str, object]
+) -> ScheduleRecord:
+    return replace(await scheduler.store.require(schedule_id), parameters=params)
+
+
+async def test_bad_definitions_are_refused_naming_the_field(
     ddb: AsyncEngine, dialect_settings: Settings, clock: Clock
 ) -> None:
-    scheduler, _ = make_scheduler(ddb, dialect_settings, clock)
-    await scheduler.start()
-    try:
-        jobs = {j.id: j for j in scheduler.cron_jobs()}
-        assert set(jobs) == set(scheduler.jobs)
-        assert str(jobs["task_retention"].trigger.timezone) == "Europe/Moscow"
-    finally:
-        await scheduler.stop()
-    assert scheduler.cron_jobs() == []
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    cases = [
+        (spec(timezone="Mars/Olympus"), "timezone: unknown time zone"),
+        (spec(task_type="nope"), "task_type"),
+        (spec(data_source_id="gone"), "data_source_id: no data source 'gone'"),
+        (
+            spec(start_at=START, end_at=START - timedelta(hours=1)),
+            "end_at: must be after start_at",
+        ),
+        (spec(parameters={"sleep_s": "long"}), "parameters"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            await scheduler.save(bad, create=True)
+    await scheduler.save(spec(), create=True)
+    with pytest.raises(InvalidState, match="already exists"):
+        await scheduler.save(spec(), create=True)
+    with pytest.raises(NotFound):
+        await scheduler.delete("nope")
+
+
+async def test_declared_schedules_are_read_only_and_follow_the_declaration(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    entry = ScheduleEntry(id="nightly", task_type="noop", trigger={"cron": "0 2 * * *"})
+    declared = [file_spec(entry)]
+    scheduler = make_scheduler(ddb, dialect_settings, clock, declared)
+    await scheduler.start(loop=False)
+    view = await scheduler.view("nightly")
+    assert view.record.origin == Origin.FILE.value and view.managed_by
+    # 02:00 Moscow is 23:00 UTC the day before.
+    assert view.next_fires[0] == datetime(2026, 3, 10, 23, 0, tzinfo=UTC)
+    with pytest.raises(InvalidState, match="settings file"):
+        await scheduler.delete("nightly")
+    with pytest.raises(InvalidState, match="settings file"):
+        await scheduler.save(spec("nightly"), create=False)
+    restarted = make_scheduler(ddb, dialect_settings, clock, [])
+    await restarted.start(loop=False)  # removed from the file: removed
+    with pytest.raises(NotFound):
+        await restarted.view("nightly")
+
+
+async def test_run_now_enqueues_without_moving_the_fires(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec(), create=True)
+    task = await scheduler.run_now("erp")
+    assert task.schedule_id == "erp" and task.scheduled_for == clock.now
+    view = await scheduler.view("erp", runs=True)
+    assert view.runs is not None and [r.id for r in view.runs] == [task.id]
+    assert view.next_fires[0] == datetime(2026, 3, 10, 12, 15, tzinfo=UTC)
+    assert len(view.next_fires) == 5
+    for action in (scheduler.run_now, scheduler.resume, scheduler.view):
+        with pytest.raises(NotFound):
+            await action("nope")

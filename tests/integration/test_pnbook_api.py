@@ -43,17 +43,12 @@ async def test_schedules_list_run_pause_resume(client: Client) -> None:
         "task_retention",
     }
     snap = schedules["partnumber_book_create"]
-    assert set(snap) == {
-        "id",
-        "task_type",
-        "cron",
-        "timezone",
-        "next_run_at",
-        "last_run_at",
-        "last_task_id",
-        "paused",
-    }
-    assert (snap["cron"], snap["timezone"], snap["paused"]) == ("0 3 * * *", "UTC", False)
+    assert (snap["trigger"], snap["timezone"], snap["paused"]) == (
+        {"cron": "0 3 * * *"},
+        "UTC",
+        False,
+    )
+    assert (snap["origin"], snap["description"]) == ("builtin", "At 03:00 AM")
     assert snap["next_run_at"].endswith("T03:00:00.000Z")
 
     resp = await client.post("/api/schedules/task_retention/run")
@@ -68,7 +63,7 @@ async def test_schedules_list_run_pause_resume(client: Client) -> None:
     listed = {s["id"]: s for s in (await (await client.get("/api/schedules")).json())["schedules"]}
     assert listed["task_retention"]["paused"] is True
     assert listed["task_retention"]["next_run_at"] is None
-    assert listed["task_retention"]["last_task_id"] == task["id"]
+    assert listed["task_retention"]["last_run"]["task_id"] == task["id"]
     resp = await client.post("/api/schedules/task_retention/resume")
     assert (await resp.json())["paused"] is False
 

@@ -4,7 +4,8 @@ document and the docs; maintenance task types are admin's to enqueue by hand."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from aiohttp.test_utils import TestClient
 from config.settings import ROLES, Role, Settings
 from controllers.app import create_app, routes_only
 from controllers.cli import main
-from controllers.keys import SCHEDULER
+from controllers.keys import BUS, SCHEDULER
 from controllers.openapi import access_table, undocumented
 from controllers.roles import PUBLIC, RouteAccess, api_path, misdeclared
 from engine.handlers import default_registry
 from tests.conftest import make_settings
+from tests.helpers import Events
 
 Client = TestClient[Any, Any]
 TOKENS: dict[str, Role] = {
@@ -298,6 +300,17 @@ async def test_maintenance_types_are_admins_to_enqueue_by_hand(dialect_client: C
 
     # the scheduler is not a role: its fires of the built-in retention jobs still enqueue
     scheduler = c.app[SCHEDULER]
-    for job in ("task_retention", "partnumber_book_retention"):
-        fired = await scheduler.fire(job, datetime.now(UTC))
-        assert fired is not None and fired.task_type == job and fired.dedupe_key
+    events = Events(c.app[BUS])
+    jobs = ("task_retention", "partnumber_book_retention")
+    for job in jobs:
+        record = await scheduler.store.require(job)
+        due = replace(record, next_fire_at=datetime.now(UTC) - timedelta(seconds=1))
+        await scheduler.store.save(due, create=False)
+    scheduler.wake()
+
+    async def fired() -> list[Any]:
+        found = [(await scheduler.store.runs(job, 1)) for job in jobs]
+        return [runs[0] for runs in found] if all(found) else []
+
+    for task, job in zip(await events.until(fired), jobs, strict=True):
+        assert task.task_type == job and task.schedule_id == job

@@ -29,6 +29,7 @@ from controllers.app import create_app
 from controllers.keys import BUS, STORE
 from schedule.books import BookStore
 from schedule.datasources import DataSourceStore, TargetWriter
+from schedule.definition import ScheduleRecord
 from schedule.imports import ImportStore, StockEntry
 from schedule.models import lot_partnumbers
 from schedule.records import ExternalReport
@@ -144,7 +145,12 @@ async def cancel(store: TaskStore) -> Thunk:
 
 
 async def schedule(store: TaskStore) -> Thunk:
-    return lambda: ScheduleStore(store.db).ensure([("nightly", "noop")])
+    schedules = ScheduleStore(store.db)
+    values: dict[str, Any] = {f.name: None for f in ScheduleRecord.row_fields()}
+    now = datetime.now(UTC)
+    values.update(id="nightly", task_type="noop", paused=False, created_at=now, updated_at=now)
+    await schedules.save(ScheduleRecord(**values), create=True)
+    return lambda: schedules.set_paused("nightly", True, "a test", None)
 
 
 async def data_source(store: TaskStore) -> Thunk:

@@ -51,7 +51,7 @@ def test_handlers_get_only_their_kinds_in_subscription_order() -> None:
     bus.subscribe(FireEvent, [EventKind.SCHEDULE_FIRED], lambda e: calls.append(f"c:{e.job_id}"))
     bus.publish(TaskEvent(EventKind.CREATED, task()))
     bus.publish(TaskEvent(EventKind.FINISHED, task()))
-    bus.publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", ok=True))
+    bus.publish(FireEvent(EventKind.SCHEDULE_FIRED, "snapshot", "enqueued", 0.01))
     bus.publish(NodeEvent(EventKind.DATABASE_DOWN, "n1"))  # nobody listens: nothing happens
     assert calls == ["b:created", "a:finished", "b:finished", "c:snapshot"]
 

@@ -10,7 +10,7 @@ import pytest
 from config.exceptions import SettingsError
 from config.settings import load_settings
 from engine.handlers.partnumber_book_retention import policy_of
-from schedule.periodic import default_jobs
+from schedule.periodic import builtin_specs
 
 
 @pytest.mark.parametrize(
@@ -35,8 +35,27 @@ def test_jobs_and_policy_follow_the_settings(tmp_path: Path) -> None:
     settings = load_settings(
         state_dir=tmp_path, snapshot_cron="15 2 * * 1-5", keep_daily=0, keep_yearly=3
     )
-    jobs = {j.id: j for j in default_jobs(settings)}
-    assert jobs["partnumber_book_create"].cron == "15 2 * * 1-5"
-    assert jobs["task_retention"].setting == "SYNCD_TASK_RETENTION_CRON"
+    jobs = {j.id: j for j in builtin_specs(settings)}
+    assert jobs["partnumber_book_create"].trigger.cron == "15 2 * * 1-5"
+    assert jobs["task_retention"].trigger.cron == settings.task_retention_cron
     policy = policy_of(settings)
     assert (policy.daily, policy.weekly, policy.monthly, policy.yearly) == (0, 5, 12, 3)
+
+
+def test_schedules_are_declared_in_the_settings_file(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        "[[schedules]]\n"
+        'id = "erp-parts-full"\n'
+        'task_type = "full_sync"\n'
+        'data_source_id = "erp-parts"\n'
+        'trigger = { cron = "0 2 * * *" }\n'
+        'timezone = "Europe/Moscow"\n'
+        'overlap = "queue_one"\n'
+    )
+    settings = load_settings(config, state_dir=tmp_path)
+    (entry,) = settings.schedules
+    assert entry.trigger == {"cron": "0 2 * * *"} and entry.overlap == "queue_one"
+    config.write_text('[[schedules]]\nid = "x"\ntask_type = "noop"\ntrigger = {}\ncolour = 1\n')
+    with pytest.raises(SettingsError, match="SYNCD_SCHEDULES"):
+        load_settings(config, state_dir=tmp_path)

@@ -17,6 +17,7 @@ export function render({ root, query, go }) {
     status: query.status || "",
     task_type: query.task_type || "",
     data_source_id: query.data_source_id || "",
+    schedule_id: query.schedule_id || "",
     q: (query.q || "").slice(0, 255),
     page: Math.max(1, Math.min(1_000_000, Math.round(Number(query.page)) || 1)),
     size: PAGE_SIZES.includes(Number(query.size)) ? Number(query.size) : 20,
@@ -66,7 +67,7 @@ export function render({ root, query, go }) {
         drawBatch();
         return;
       }
-      const filtered = filters.status || filters.task_type || filters.data_source_id || filters.q;
+      const filtered = filters.status || filters.task_type || filters.data_source_id || filters.schedule_id || filters.q;
       clear(listBox, empty(filtered ? "No task matches these filters" : "No tasks yet",
         filtered ? "Change or clear the filters above." : "Tasks appear here as soon as they are created."));
       drawBatch();
