@@ -293,7 +293,7 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
     }
     answer = client.call("GET", "/api/sync/tasks", query=query)
     if args.json:
-        _print_json(answer, out)
+        print_json(answer, out)
         return 0
     clock = Times(args.utc)
     rows = [
@@ -319,18 +319,24 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
 
 
 def _tasks_show(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    task = client.call("GET", f"/api/sync/tasks/{_q(args.id)}")
+    return show_task(client, client.call("GET", f"/api/sync/tasks/{quoted(args.id)}"), args, out)
+
+
+def show_task(
+    client: ApiClient, task: dict[str, Any], args: argparse.Namespace, out: TextIO
+) -> int:
+    """Print `task` as `--json`, `--follow` (until it ends) or `--utc` ask."""
     if args.follow:
-        return _follow(client, task, args, out)
+        return follow_task(client, task, args, out)
     if args.json:
-        _print_json(task, out)
+        print_json(task, out)
         return 0
     out.write(describe_task(task, Times(args.utc)))
     return 0
 
 
 def _tasks_create(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    body: dict[str, Any] = {"task_type": args.task_type, "parameters": _parameters(args)}
+    body: dict[str, Any] = {"task_type": args.task_type, "parameters": task_parameters(args)}
     for name in ("priority", "data_source_id", "interface_id", "max_attempts", "timeout_s"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
@@ -346,15 +352,15 @@ def _tasks_cancel(client: ApiClient, args: argparse.Namespace, out: TextIO) -> i
     """One line per task, worded alike for one id and for several: `cancelled X`,
     `cancel requested for X (it is running)`, or `X: refused: why` (exit 1 if any was)."""
     if len(args.ids) == 1:
-        task = client.call("POST", f"/api/sync/tasks/{_q(args.ids[0])}/cancel")
+        task = client.call("POST", f"/api/sync/tasks/{quoted(args.ids[0])}/cancel")
         if args.json:
-            _print_json(task, out)
+            print_json(task, out)
         else:
             out.write(cancel_line(task["reference"], task["status"]))
         return 0
     answer = client.call("POST", "/api/sync/tasks/batch/cancel", body={"ids": args.ids})
     if args.json:
-        _print_json(answer, out)
+        print_json(answer, out)
     else:
         for result in answer["results"]:
             if result["ok"]:
@@ -372,14 +378,14 @@ def cancel_line(name: str, status: str) -> str:
 
 
 def _tasks_retry(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    task = client.call("POST", f"/api/sync/tasks/{_q(args.id)}/retry")
+    task = client.call("POST", f"/api/sync/tasks/{quoted(args.id)}/retry")
     return _created(client, task, args, out, f"retry of {args.id} created as")
 
 
 def _tasks_stats(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", "/api/sync/tasks/statistics", query={"since": args.since})
     if args.json:
-        _print_json(answer, out)
+        print_json(answer, out)
         return 0
     db, engine = answer["database"], answer["engine"]
     rate = db["success_rate"]
@@ -412,7 +418,7 @@ def _snapshot_create(client: ApiClient, args: argparse.Namespace, out: TextIO) -
     task_id = answer.get("task_id") if isinstance(answer, dict) else None
     if not task_id:
         raise ClientError("the API did not answer with a task_id")
-    task = client.call("GET", f"/api/sync/tasks/{_q(task_id)}")
+    task = client.call("GET", f"/api/sync/tasks/{quoted(task_id)}")
     return _created(client, task, args, out, "snapshot")
 
 
@@ -420,9 +426,9 @@ def _created(
     client: ApiClient, task: dict[str, Any], args: argparse.Namespace, out: TextIO, what: str
 ) -> int:
     if args.follow:
-        return _follow(client, task, args, out)
+        return follow_task(client, task, args, out)
     if args.json:
-        _print_json(task, out)
+        print_json(task, out)
     else:
         out.write(f"{what} {task['reference']} ({task['task_type']}, id {task['id']})\n")
     return 0
@@ -431,7 +437,9 @@ def _created(
 # ---- following a task -------------------------------------------------------------------------
 
 
-def _follow(client: ApiClient, task: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
+def follow_task(
+    client: ApiClient, task: dict[str, Any], args: argparse.Namespace, out: TextIO
+) -> int:
     """Poll the task every 0.5 s until it ends: a bar redrawn in place on a terminal, a line
     per change otherwise, a JSON line per change with `--json`."""
     tty = out.isatty() and not args.json
@@ -448,7 +456,7 @@ def _follow(client: ApiClient, task: dict[str, Any], args: argparse.Namespace, o
         if task["status"] in FINISHED:
             break
         time.sleep(0.5)
-        task = client.call("GET", f"/api/sync/tasks/{_q(task['id'])}")
+        task = client.call("GET", f"/api/sync/tasks/{quoted(task['id'])}")
     if tty:
         out.write("\n")
     if task["status"] != "completed" and not args.json:
@@ -642,7 +650,7 @@ def _cell(value: Any, max_width: int) -> str:
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
 
-def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+def task_parameters(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if args.params:
         try:
@@ -663,9 +671,9 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _print_json(value: Any, out: TextIO) -> None:
+def print_json(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-def _q(key: str) -> str:
+def quoted(key: str) -> str:
     return quote(key, safe="")

@@ -13,13 +13,11 @@ from typing import Any, TextIO
 from controllers.client import (
     ApiClient,
     ClientError,
-    Times,
-    _follow,
-    _parameters,
-    _print_json,
-    _q,
-    describe_task,
+    print_json,
+    quoted,
+    show_task,
     table,
+    task_parameters,
 )
 
 PATH = "/api/schedules"
@@ -167,7 +165,7 @@ def _body(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     if args.task_type is not None:
         body["task_type"] = args.task_type
     if args.param or args.params:
-        body["parameters"] = _parameters(args)
+        body["parameters"] = task_parameters(args)
     return body
 
 
@@ -190,16 +188,16 @@ def _add(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _edit(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    current = client.call("GET", f"{PATH}/{_q(args.id)}")
+    current = client.call("GET", f"{PATH}/{quoted(args.id)}")
     base = {k: current[k] for k in _DEFINITION if current.get(k) is not None}
-    changed = client.call("PUT", f"{PATH}/{_q(args.id)}", body=_body(args, base))
+    changed = client.call("PUT", f"{PATH}/{quoted(args.id)}", body=_body(args, base))
     return _shown(changed, args, out)
 
 
 def _list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
     answer = client.call("GET", PATH)
     if args.json:
-        _print_json(answer, out)
+        print_json(answer, out)
         return 0
     rows = [
         [
@@ -220,12 +218,12 @@ def _list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    return _shown(client.call("GET", f"{PATH}/{_q(args.id)}"), args, out)
+    return _shown(client.call("GET", f"{PATH}/{quoted(args.id)}"), args, out)
 
 
 def _shown(schedule: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
-        _print_json(schedule, out)
+        print_json(schedule, out)
         return 0
     out.write(describe_schedule(schedule))
     return 0
@@ -262,36 +260,29 @@ def describe_schedule(s: dict[str, Any]) -> str:
 
 
 def _rm(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    client.call("DELETE", f"{PATH}/{_q(args.id)}")
+    client.call("DELETE", f"{PATH}/{quoted(args.id)}")
     out.write(f"deleted {args.id}\n")
     return 0
 
 
 def _pause(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
     body = {"note": args.note} if args.note else {}
-    return _shown(client.call("POST", f"{PATH}/{_q(args.id)}/pause", body=body), args, out)
+    return _shown(client.call("POST", f"{PATH}/{quoted(args.id)}/pause", body=body), args, out)
 
 
 def _resume(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    return _shown(client.call("POST", f"{PATH}/{_q(args.id)}/resume"), args, out)
+    return _shown(client.call("POST", f"{PATH}/{quoted(args.id)}/resume"), args, out)
 
 
 def _run(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    task = client.call("POST", f"{PATH}/{_q(args.id)}/run")
-    if args.follow:
-        return _follow(client, task, args, out)
-    if args.json:
-        _print_json(task, out)
-        return 0
-    out.write(describe_task(task, Times(args.utc)))
-    return 0
+    return show_task(client, client.call("POST", f"{PATH}/{quoted(args.id)}/run"), args, out)
 
 
 def _backfill(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
     body = {"start": args.start, "end": args.end}
-    answer = client.call("POST", f"{PATH}/{_q(args.id)}/backfill", body=body)
+    answer = client.call("POST", f"{PATH}/{quoted(args.id)}/backfill", body=body)
     if args.json:
-        _print_json(answer, out)
+        print_json(answer, out)
         return 0
     tasks = answer["tasks"]
     rows = [[_utc(t["scheduled_for"]), t["reference"], t["status"]] for t in tasks]
