@@ -23,14 +23,13 @@ import logging
 import queue
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schedule.store.sqlite_writer import PerEngine
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -153,28 +152,9 @@ def _settle(results: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
             future.set_exception(outcome)
 
 
-_readers: weakref.WeakKeyDictionary[Engine, SqliteReader] = weakref.WeakKeyDictionary()
-_readers_lock = threading.Lock()
+_readers = PerEngine(SqliteReader)
 
 
 def reader_for(engine: AsyncEngine, busy_timeout_s: float) -> SqliteReader:
     """The reader of a SQLite file engine (one per engine; closed by `engine.dispose()`)."""
-    sync_engine = engine.sync_engine
-    with _readers_lock:
-        reader = _readers.get(sync_engine)
-        if reader is None:
-            path = sync_engine.url.database
-            if not path or path == ":memory:":
-                raise ValueError("the SQLite store needs a database file, not :memory:")
-            reader = SqliteReader(path, busy_timeout_s)
-            _readers[sync_engine] = reader
-            if not event.contains(sync_engine, "engine_disposed", _on_disposed):
-                event.listen(sync_engine, "engine_disposed", _on_disposed)
-        return reader
-
-
-def _on_disposed(engine: Engine) -> None:
-    with _readers_lock:
-        reader = _readers.pop(engine, None)
-    if reader is not None:
-        reader.close()
+    return _readers.get(engine, busy_timeout_s)

@@ -48,7 +48,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -227,29 +227,47 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-_writers: weakref.WeakKeyDictionary[Engine, SqliteWriter] = weakref.WeakKeyDictionary()
-_writers_lock = threading.Lock()
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closeable)
+
+
+class PerEngine(Generic[C]):
+    """One thread-owning `C` per SQLite file engine, made by the first caller with its busy
+    timeout and closed by `engine.dispose()` (the writer here, the reader in sqlite_reader)."""
+
+    def __init__(self, make: Callable[[str, float], C]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[Engine, C] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, engine: AsyncEngine, busy_timeout_s: float) -> C:
+        sync_engine = engine.sync_engine
+        with self._lock:
+            made = self._made.get(sync_engine)
+            if made is None:
+                path = sync_engine.url.database
+                if not path or path == ":memory:":
+                    raise ValueError("the SQLite store needs a database file, not :memory:")
+                made = self._make(path, busy_timeout_s)
+                self._made[sync_engine] = made
+                if not event.contains(sync_engine, "engine_disposed", self._on_disposed):
+                    event.listen(sync_engine, "engine_disposed", self._on_disposed)
+            return made
+
+    def _on_disposed(self, engine: Engine) -> None:
+        with self._lock:
+            made = self._made.pop(engine, None)
+        if made is not None:
+            made.close()
+
+
+_writers = PerEngine(SqliteWriter)
 
 
 def writer_for(engine: AsyncEngine, busy_timeout_s: float) -> SqliteWriter:
     """The writer of a SQLite file engine (one per engine, made by the first caller with its
     busy timeout; closed by `engine.dispose()`)."""
-    sync_engine = engine.sync_engine
-    with _writers_lock:
-        writer = _writers.get(sync_engine)
-        if writer is None:
-            path = sync_engine.url.database
-            if not path or path == ":memory:":
-                raise ValueError("the SQLite store needs a database file, not :memory:")
-            writer = SqliteWriter(path, busy_timeout_s)
-            _writers[sync_engine] = writer
-            if not event.contains(sync_engine, "engine_disposed", _on_disposed):
-                event.listen(sync_engine, "engine_disposed", _on_disposed)
-        return writer
-
-
-def _on_disposed(engine: Engine) -> None:
-    with _writers_lock:
-        writer = _writers.pop(engine, None)
-    if writer is not None:
-        writer.close()
+    return _writers.get(engine, busy_timeout_s)
