@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import Integer, String, bindparam, case, func, insert, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schedule.clock import naive, utc
+from schedule.clock import Clock, naive, utc, utcnow
 from schedule.columns import Kind
 from schedule.exceptions import NotFound
 from schedule.ids import new_ids
 from schedule.models import status_is
 from schedule.records import AttemptRecord, Outcome
 from schedule.store import rollups
+from schedule.store.coalesce import Coalescer
 from schedule.store.connector import MySqlConnector
 from schedule.store.queries import (
     CLAIM_ORDER,
@@ -37,12 +38,20 @@ from schedule.store.queries import (
 from schedule.store.shared import SqlTaskStore
 from schedule.task import TASK_FIELDS, NewTask, TaskRecord, TaskStatus, new_task_values
 
+#: At most this many `GET`s of one task share a statement.
+DETAIL_BATCH = 100
+Detail = tuple[TaskRecord, list[AttemptRecord]]
 #: Times go to the database naive (UTC).
 _TIME_FIELDS = tuple(f.name for f in TASK_FIELDS if f.kind is Kind.TIME)
 
 
 class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
-    """MariaDB/MySQL: claims with `SKIP LOCKED`, finishes fenced under `FOR UPDATE`."""
+    """MariaDB/MySQL: claims with `SKIP LOCKED`, finishes fenced under `FOR UPDATE`; `GET`s
+    of one task that arrive together read in one statement."""
+
+    def __init__(self, db: MySqlConnector, clock: Clock = utcnow) -> None:
+        super().__init__(db, clock)
+        self._details: Coalescer[str, Detail] = Coalescer(self._fetch_details, DETAIL_BATCH)
 
     async def insert_tasks(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
         now = utc(self.clock()) or self.clock()
@@ -75,15 +84,27 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
         return out
 
     async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
-        """One statement, one round trip: the task with its attempts as a JSON array."""
-        async with self.db.read() as conn:
-            row = (await conn.execute(_DETAIL, {"key": key})).first()
-        if row is None:
+        """The task with its attempts; the lookups that arrive together share one statement
+        (`Coalescer`)."""
+        found = await self._details.get(key)
+        if found is None:
             raise NotFound(f"no task {key!r}")
-        task = TaskRecord.from_row(row._mapping)
-        found = sorted(json.loads(row.attempts_json or "[]"))  # by the attempt row's id
+        return found
+
+    async def _fetch_details(self, keys: Sequence[str]) -> dict[str, Detail]:
+        """One statement, one round trip: the tasks whose id or reference is one of `keys`,
+        each with its attempts as a JSON array."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(_DETAIL, {"keys": list(keys)})).all()
         fallback = self.clock()
-        return task, [_attempt(a, fallback) for a in found]
+        by_key: dict[str, Detail] = {}
+        for row in rows:
+            task = TaskRecord.from_row(row._mapping)
+            found = sorted(json.loads(row.attempts_json or "[]"))  # by the attempt row's id
+            detail = (task, [_attempt(a, fallback) for a in found])
+            by_key[task.id.lower()] = by_key[task.reference.lower()] = detail
+        # The columns compare without case (the database's collation), as a lookup of one did.
+        return {k: by_key[k.lower()] for k in keys if k.lower() in by_key}
 
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
@@ -143,7 +164,7 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
         return written, claimed
 
 
-_KEY = bindparam("key", type_=String)
+_KEYS = bindparam("keys", expanding=True, type_=String)
 _DETAIL = select(
     T,
     select(
@@ -162,7 +183,7 @@ _DETAIL = select(
     .where(A.c.task_id == T.c.id)
     .scalar_subquery()
     .label("attempts_json"),
-).where(or_(T.c.id == _KEY, T.c.reference == _KEY))
+).where(or_(T.c.id.in_(_KEYS), T.c.reference.in_(_KEYS)))
 
 
 def _attempt(values: list[Any], fallback: datetime) -> AttemptRecord:

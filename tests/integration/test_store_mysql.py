@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schedule.database import create_engine
+from schedule.exceptions import NotFound
 from schedule.models import sync_tasks
 from schedule.records import Outcome
 from schedule.store import MySqlConnector, TaskStore, connect, make_store
@@ -100,3 +101,28 @@ async def test_a_write_waiting_for_a_lock_ends_within_the_timeout(
     finally:
         await holder.close()
     assert (await store.cancel(task.id)).status is TaskStatus.CANCELLED
+
+
+async def test_gets_of_one_task_that_arrive_together_share_a_statement(
+    store: TaskStore, engine: AsyncEngine
+) -> None:
+    made = [t for t, _ in await store.create_many([NewTask("noop", {}, 3) for _ in range(30)])]
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "json_arrayagg" in statement.lower():
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    # by id, by reference, by a reference in lower case (the column's collation ignores case)
+    keys = [t.id for t in made[:10]] + [t.reference for t in made[10:20]]
+    keys += [t.reference.lower() for t in made[20:]]
+    found = await asyncio.gather(*(store.detail(k) for k in keys))
+    event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert [task.id for task, attempts in found] == [t.id for t in made]
+    assert all(attempts == [] for _, attempts in found)
+    assert 1 <= len(statements) < len(keys)
+
+    missing = asyncio.gather(store.detail(made[0].id), store.detail("NOSUCHTASK0"))
+    with pytest.raises(NotFound):
+        await missing
