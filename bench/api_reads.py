@@ -488,7 +488,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--single-seconds", type=float, default=2.0, help="each one-client run")
     parser.add_argument("--sqlite", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
-        "--mariadb", default="", help="'auto' (private server) or a mysql+pymysql:// URL"
+        "--mariadb",
+        default="",
+        help="'auto' (private server) or a mysql+pymysql:// URL ('{count}' replaced by the count)",
     )
     parser.add_argument(
         "--mariadb-buffer-pool-mb",
@@ -540,9 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextmanager
 def _mariadb(spec: str, counts: Sequence[int]) -> Iterator[dict[int, str]]:
     """`auto`: a private server with a database per count; a URL: that database for every
-    count, emptied before each is built (unless `--keep` finds it holding that count)."""
+    count (`{count}` in it is replaced by the count), emptied before each is built (unless
+    `--keep` finds it holding that count)."""
     if spec != "auto":
-        yield dict.fromkeys(counts, spec)
+        yield {c: spec.replace("{count}", str(c)) for c in counts}
         return
     from bench.mariadb import MariaDBServer
 
