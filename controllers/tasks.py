@@ -12,16 +12,19 @@ from controllers.jsonio import json_response
 from controllers.keys import POOL, REGISTRY, SERVICE, WAITING
 from controllers.models import (
     BatchCreateBody,
+    BatchOut,
     CreateTaskBody,
     IdsBody,
     ListQuery,
     PageQuery,
+    StatisticsOut,
     StatsQuery,
     TaskBatchOut,
     TaskDetailOut,
     TaskListOut,
     TaskOut,
     TaskTypesOut,
+    ThroughputOut,
     ThroughputQuery,
     UpdateTaskBody,
     attempt_json,
@@ -146,6 +149,7 @@ async def task_types(request: web.Request) -> web.Response:
     query=StatsQuery,
     responses={200: "`{database, engine}`"},
     tags=["tasks"],
+    response=StatisticsOut,
 )
 async def statistics(request: web.Request) -> web.Response:
     """Database aggregates and this node's engine counters."""
@@ -184,6 +188,7 @@ async def statistics(request: web.Request) -> web.Response:
     query=ThroughputQuery,
     responses={200: "`{hours, since, buckets: [{hour, completed, failed, cancelled}]}`"},
     tags=["tasks"],
+    response=ThroughputOut,
 )
 async def throughput(request: web.Request) -> web.Response:
     """Tasks finished per hour over the last `hours` hours, by final status (dashboard chart)."""
@@ -198,6 +203,7 @@ async def throughput(request: web.Request) -> web.Response:
     roles=OPERATORS,
     body=IdsBody,
     responses={200: "`{results: [...]}`"},
+    response=BatchOut,
     tags=["tasks"],
 )
 async def batch_cancel(request: web.Request) -> web.Response:
@@ -213,6 +219,7 @@ async def batch_cancel(request: web.Request) -> web.Response:
     roles=OPERATORS,
     body=IdsBody,
     responses={200: "`{results: [...]}`"},
+    response=BatchOut,
     tags=["tasks"],
 )
 async def batch_retry(request: web.Request) -> web.Response:
