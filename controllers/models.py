@@ -847,9 +847,16 @@ class ScheduleDetailOut(ScheduleOut):
 
 
 class ScheduleListOut(Out):
-    """`GET /api/schedules`."""
+    """`GET /api/schedules`: a page of the schedules, by id."""
 
     schedules: list[ScheduleOut]
+    pagination: PaginationOut
+
+
+class ScheduleListQuery(PageQuery):
+    """GET /api/schedules query."""
+
+    size: int = Field(100, ge=1, le=500)
 
 
 class BackfillOut(Out):

@@ -21,6 +21,8 @@ from controllers.client import (
 )
 
 PATH = "/api/schedules"
+#: Schedules asked for a page at a time by `schedules list`.
+LIST_PAGE = 500
 
 
 def add_schedule_commands(
@@ -195,9 +197,16 @@ def _edit(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
-    answer = client.call("GET", PATH)
+    schedules: list[dict[str, Any]] = []
+    page = 1
+    while True:  # every page (the API answers at most LIST_PAGE a page)
+        answer = client.call("GET", PATH, query={"page": page, "size": LIST_PAGE})
+        schedules.extend(answer["schedules"])
+        if page >= answer["pagination"]["total_pages"]:
+            break
+        page += 1
     if args.json:
-        print_json(answer, out)
+        print_json({"schedules": schedules}, out)
         return 0
     rows = [
         [
@@ -208,7 +217,7 @@ def _list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
             (s["last_run"] or {}).get("status", "-"),
             s["origin"],
         ]
-        for s in answer["schedules"]
+        for s in schedules
     ]
     if not rows:
         out.write("no schedules\n")

@@ -13,7 +13,7 @@ from datetime import UTC
 from aiohttp import web
 
 from controllers.auth import caller_role
-from controllers.errors import parse, parse_body, read_json, validation_error
+from controllers.errors import parse, parse_body, parse_query, read_json, validation_error
 from controllers.jsonio import json_response
 from controllers.keys import SCHEDULER
 from controllers.models import (
@@ -25,9 +25,11 @@ from controllers.models import (
     ScheduleBody,
     ScheduleDetailOut,
     ScheduleListOut,
+    ScheduleListQuery,
     ScheduleOut,
     TaskOut,
     iso,
+    pagination_json,
     schedule_json,
     task_json,
 )
@@ -68,11 +70,23 @@ def _spec(schedule_id: str, body: ScheduleBody) -> ScheduleSpec:
 
 
 @routes.get(PATH)
-@doc("List every schedule", roles=READERS, tags=TAGS, response=ScheduleListOut)
+@doc(
+    "List the schedules, a page at a time",
+    roles=READERS,
+    query=ScheduleListQuery,
+    tags=TAGS,
+    response=ScheduleListOut,
+)
 async def list_schedules(request: web.Request) -> web.Response:
-    """Built-in, file and API schedules: trigger in words, next fire, last run."""
-    views = await request.app[SCHEDULER].views()
-    return json_response({"schedules": [schedule_json(v) for v in views]})
+    """Built-in, file and API schedules by id: trigger in words, next fire, last run."""
+    query = parse_query(request, ScheduleListQuery)
+    views, total = await request.app[SCHEDULER].views((query.page - 1) * query.size, query.size)
+    return json_response(
+        {
+            "schedules": [schedule_json(v) for v in views],
+            "pagination": pagination_json(query.page, query.size, total),
+        }
+    )
 
 
 @routes.post(PATH)

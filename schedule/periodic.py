@@ -480,12 +480,14 @@ class PeriodicScheduler:
 
     # ---- views --------------------------------------------------------------------------------
 
-    async def views(self) -> list[ScheduleView]:
-        """Every schedule with its next fire and its last run."""
-        records = await self.store.all()
+    async def views(self, offset: int, limit: int) -> tuple[list[ScheduleView], int]:
+        """A page of the schedules (by id) with their next fire and last run, and how many
+        schedules there are."""
+        records, total = await self.store.page(offset, limit)
         last = await self.store.last_runs([r.id for r in records])
         words = await asyncio.to_thread(_describe, records)
-        return [replace(self._view(r, 1, last.get(r.id)), description=words[r.id]) for r in records]
+        views = [self._view(r, 1, last.get(r.id)) for r in records]
+        return [replace(v, description=words[v.record.id]) for v in views], total
 
     async def view(self, schedule_id: str, *, runs: bool = False) -> ScheduleView:
         """One schedule with its next `UPCOMING` fires (and its last 10 runs: `runs`)."""

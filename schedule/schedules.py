@@ -76,6 +76,14 @@ class ScheduleStore:
             rows = (await conn.execute(select(S).order_by(S.c.id))).mappings().all()
         return [ScheduleRecord.from_row(r) for r in rows]
 
+    async def page(self, offset: int, limit: int) -> tuple[list[ScheduleRecord], int]:
+        """`limit` schedules by id from `offset`, and how many there are."""
+        query = select(S).order_by(S.c.id).offset(offset).limit(limit)
+        async with self.db.read() as conn:
+            total = int((await conn.execute(select(func.count()).select_from(S))).scalar_one())
+            rows = (await conn.execute(query)).mappings().all()
+        return [ScheduleRecord.from_row(r) for r in rows], total
+
     async def next_due(self) -> datetime | None:
         """The earliest fire any schedule waits for (paused ones aside), or None."""
         async with self.db.read() as conn:

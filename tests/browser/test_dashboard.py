@@ -312,6 +312,25 @@ def test_schedules_run_now_pause_resume(daemon: Daemon, page: Any) -> None:
     assert "task_retention" in kinds
 
 
+def test_schedules_page_turns_pages_of_a_hundred(daemon: Daemon, page: Any) -> None:
+    ids = [f"zz-page-{i:03d}" for i in range(101)]
+    for schedule_id in ids:
+        body = {"id": schedule_id, "task_type": "noop", "trigger": {"cron": "0 4 * * *"}}
+        daemon.call("POST", "/api/schedules", body)
+    try:
+        total = daemon.call("GET", "/api/schedules?size=1")["pagination"]["total"]
+        page.goto(daemon.url + "/#/schedules")
+        expect(page.locator("tbody tr")).to_have_count(100)
+        expect(page.locator('tr[data-id="zz-page-100"]')).to_have_count(0)
+        page.click(".pager button[data-page=next]")
+        expect(page.locator("tbody tr")).to_have_count(total - 100)
+        expect(page.locator('tr[data-id="zz-page-100"]')).to_be_visible()
+        assert "page=2" in page.url
+    finally:
+        for schedule_id in ids:
+            daemon.call("DELETE", f"/api/schedules/{schedule_id}")
+
+
 def test_schedule_form_validates_as_you_type_then_edit_backfill_delete(
     daemon: Daemon, page: Any
 ) -> None:

@@ -160,3 +160,28 @@ async def test_preview_and_roles(client: Client) -> None:
         client, "POST", "/api/schedules/task_retention/backfill", rng, "ops"
     )
     assert status == 403 and "maintenance" in refused["error"]["message"]
+
+
+async def test_the_list_comes_a_page_at_a_time_by_id(client: Client) -> None:
+    for i in range(5):
+        body = {**ERP, "id": f"page-{i}", "trigger": {"cron": f"{i} * * * *"}}
+        assert (await call(client, "POST", "/api/schedules", body))[0] == 201
+    status, everything = await call(client, "GET", "/api/schedules?size=500", token="rd")
+    assert status == 200
+    ids = [s["id"] for s in everything["schedules"]]
+    assert ids == sorted(ids) and {f"page-{i}" for i in range(5)} <= set(ids)
+    total = everything["pagination"]["total"]
+    assert total == len(ids)
+    walked: list[str] = []
+    for page in range(1, -(-total // 3) + 1):
+        status, part = await call(client, "GET", f"/api/schedules?page={page}&size=3", token="rd")
+        assert status == 200 and part["pagination"] == {
+            "page": page,
+            "size": 3,
+            "total": total,
+            "total_pages": -(-total // 3),
+        }
+        walked.extend(s["id"] for s in part["schedules"])
+    assert walked == ids
+    assert fields_of(await call(client, "GET", "/api/schedules?size=501")) == ["size"]
+    assert fields_of(await call(client, "GET", "/api/schedules?page=0")) == ["page"]

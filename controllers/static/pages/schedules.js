@@ -6,14 +6,18 @@
 import { api, enqueueRule, session } from "../api.js";
 import {
   act, badge, clear, confirmAction, empty, errorBox, fmtTime, h, loading, pageHeader,
-  serialized, table, timeCell, toast,
+  pager, serialized, table, timeCell, toast,
 } from "../ui.js";
 
 const OVERLAP = ["skip", "queue_one", "cancel_previous", "allow"];
 const CATCH_UP = ["latest", "none", "all"];
 const path = (id, action = "") => `/api/schedules/${encodeURIComponent(id)}${action ? `/${action}` : ""}`;
 
-export function render({ root }) {
+/** Schedules shown a page. */
+const PAGE_SIZE = 100;
+
+export function render({ root, query, go }) {
+  const page = Math.max(1, Math.min(1_000_000, Math.round(Number(query.page)) || 1));
   const box = h("div.card.flush", loading());
   const formBox = h("div");
   const add = session.isAdmin
@@ -26,19 +30,26 @@ export function render({ root }) {
   const reload = serialized(async () => {
     let answer;
     try {
-      [answer, mayEnqueue] = await Promise.all([api("GET", "/api/schedules"), enqueueRule()]);
+      [answer, mayEnqueue] = await Promise.all([
+        api("GET", "/api/schedules", { query: { page, size: PAGE_SIZE } }),
+        enqueueRule(),
+      ]);
     } catch (error) {
       clear(box, errorBox(error, "Could not load the schedules"));
       return;
     }
     const schedules = answer.schedules || [];
+    const { pagination } = answer;
     if (!schedules.length) {
-      clear(box, empty("No schedules", "Create one with “New schedule”, or declare it in the settings file."));
+      clear(box, pagination && pagination.total
+        ? h("p.pad.empty-link", h("a", { href: "#", on: { click: (e) => { e.preventDefault(); go("/schedules", { page: pagination.total_pages }); } } }, `Go to page ${pagination.total_pages}`))
+        : empty("No schedules", "Create one with “New schedule”, or declare it in the settings file."));
       return;
     }
     const headers = ["Schedule", "When", "Next fire", "Last run", "State"];
     if (session.canOperate) headers.push("");
-    clear(box, h("div.table-scroll", table(headers, schedules.map(row))));
+    clear(box, h("div.table-scroll", table(headers, schedules.map(row))),
+      pagination && pagination.total_pages > 1 ? pager(pagination, (p) => go("/schedules", { page: p })) : null);
   });
 
   function row(s) {
