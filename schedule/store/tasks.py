@@ -83,9 +83,10 @@ class TaskStore(ABC):
 
     @abstractmethod
     async def list_tasks(self, flt: TaskFilter, page: Page) -> TaskPage:
-        """Newest first (`created_at`, then `id`), filtered, from `page.after` when given
-        (else by page number); the total matching is counted up to `COUNT_CAP` and flagged
-        inexact beyond it."""
+        """Newest first (`created_at`, then `id`), filtered, from `page.after` when given,
+        the page just newer than `page.before` when that is given (else by page number); the
+        total matching is counted up to `COUNT_CAP` and flagged inexact beyond it. The next
+        page starts after the last task's place, the previous one ends before the first's."""
 
     @abstractmethod
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
