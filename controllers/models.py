@@ -27,6 +27,7 @@ from schedule.columns import Kind, RowField
 from schedule.nodes import NodeRecord
 from schedule.periodic import ScheduleView
 from schedule.records import (
+    COUNT_CAP,
     AttemptRecord,
     BatchResult,
     ExternalReport,
@@ -157,10 +158,15 @@ class IdsBody(Strict):
 
 
 class ListQuery(Strict):
-    """GET /api/sync/tasks query."""
+    """GET /api/sync/tasks query. `size` comes before `page`: the bound on `page` reads it."""
 
-    page: int = Field(1, ge=1, le=1_000_000)
     size: int = Field(20, ge=1, le=500)
+    page: int = Field(
+        1,
+        ge=1,
+        description=f"by number within the first {COUNT_CAP:,} matching tasks only: "
+        f"(page - 1) * size must be below {COUNT_CAP}; deeper pages through `cursor`",
+    )
     status: TaskStatus | None = None
     task_type: str | None = Field(None, max_length=64)
     data_source_id: str | None = Field(None, max_length=64)
@@ -178,6 +184,24 @@ class ListQuery(Strict):
         description="`pagination.next_cursor` of the previous page: the next page, at any "
         "depth (instead of `page`)",
     )
+    before: str | None = Field(
+        None,
+        max_length=200,
+        description="`pagination.prev_cursor` of a page: the page just before it (newer), at "
+        "any depth (instead of `page` and `cursor`)",
+    )
+
+    @field_validator("page")
+    @classmethod
+    def _counted(cls, value: int, info: ValidationInfo) -> int:
+        size = info.data.get("size")
+        if size is not None and (value - 1) * size >= COUNT_CAP:
+            last = (COUNT_CAP - 1) // size + 1
+            raise ValueError(
+                f"pages by number reach the first {COUNT_CAP} tasks only (at size {size}, "
+                f"page {last} at most); to go deeper follow pagination.next_cursor"
+            )
+        return value
 
     @field_validator("q")
     @classmethod
@@ -195,13 +219,27 @@ class ListQuery(Strict):
                 raise ValueError("give page or cursor, not both")
         return value
 
+    @field_validator("before")
+    @classmethod
+    def _before(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            decode_cursor(value)  # ValueError: a 422 naming `before`
+            if info.data.get("page", 1) != 1:
+                raise ValueError("give page or before, not both")
+            if info.data.get("cursor") is not None:
+                raise ValueError("give cursor or before, not both")
+        return value
+
     def to_page(self) -> Page:
-        """The page asked for: after the cursor's place, or by number."""
+        """The page asked for: after the cursor's place, before the `before` place, or by
+        number."""
         after = decode_cursor(self.cursor) if self.cursor is not None else None
-        return Page(self.page, self.size, after)
+        before = decode_cursor(self.before) if self.before is not None else None
+        return Page(self.page, self.size, after, before)
 
 
 _CURSOR_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
+_NOT_A_CURSOR = "not a cursor of this list (use pagination.next_cursor or prev_cursor)"
 
 
 def encode_cursor(created_at: datetime, task_id: str) -> str:
@@ -218,9 +256,9 @@ def decode_cursor(cursor: str) -> Keyset:
         stamp, task_id = raw.split("|")
         created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        raise ValueError("not a cursor of this list (use pagination.next_cursor)") from None
+        raise ValueError(_NOT_A_CURSOR) from None
     if not _CURSOR_ID.fullmatch(task_id):
-        raise ValueError("not a cursor of this list (use pagination.next_cursor)")
+        raise ValueError(_NOT_A_CURSOR)
     return Keyset(created, task_id)
 
 
@@ -381,13 +419,18 @@ def pagination_json(page: int, size: int, total: int) -> dict[str, int]:
 
 def task_pagination_json(page: int, size: int, found: TaskPage) -> dict[str, Any]:
     """The `pagination` object of the task list: as `pagination_json`, with whether the
-    total is exact (else more than `total` tasks match) and the next page's cursor."""
-    following = found.next
+    total is exact (else more than `total` tasks match), the next page's cursor and the
+    previous page's (`before`)."""
     return {
         **pagination_json(page, size, found.total),
         "total_exact": found.exact,
-        "next_cursor": encode_cursor(following.created_at, following.id) if following else None,
+        "next_cursor": _cursor_of(found.next),
+        "prev_cursor": _cursor_of(found.previous),
     }
+
+
+def _cursor_of(place: Keyset | None) -> str | None:
+    return None if place is None else encode_cursor(place.created_at, place.id)
 
 
 def throughput_json(hours: list[HourCount]) -> dict[str, Any]:
@@ -773,6 +816,10 @@ class TaskPaginationOut(PaginationOut):
     )
     next_cursor: str | None = Field(
         description="the `cursor` of the next page; null on the last page"
+    )
+    prev_cursor: str | None = Field(
+        description="the `before` of the previous page (the place of this page's first task);"
+        " null on the first page"
     )
 
 

@@ -1,6 +1,7 @@
 """The task list's query plans on both dialects: every filter, on page 1, through the cursor
 and back through `before` (the same index read the other way) walks an index in the list's
-order (no sort of the matching rows, no table scan), and the capped count reads an index only. The figures at scale are bench/api_reads.py's."""
+order (no sort of the matching rows, no table scan), and the capped count reads an index only.
+The figures at scale are bench/api_reads.py's."""
 
 from __future__ import annotations
 
