@@ -104,6 +104,18 @@ class TaskPage(NamedTuple):
     previous: Keyset | None
 
 
+class ErrorPage(NamedTuple):
+    """A page of a task's record errors, in the order they were recorded: how many the task
+    has (`total`, exact when `exact`; else more than `total`, the cap of the task list), and
+    the ids the next page starts after and the previous one ends before (None at the ends)."""
+
+    errors: list[StoredRecordError]
+    total: int
+    exact: bool
+    next: int | None
+    previous: int | None
+
+
 class ProgressUpdate(NamedTuple):
     """Live progress of a running attempt, flushed to the database at a bounded rate."""
 

@@ -38,6 +38,7 @@ from schedule.models import status_is
 from schedule.records import (
     COUNT_CAP,
     AttemptRecord,
+    ErrorPage,
     HeartbeatReply,
     Keyset,
     Page,
@@ -160,27 +161,46 @@ class SqlTaskStore(TaskStore, Generic[C]):
             error=row.error,
         )
 
-    async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
-        where = E.c.task_id == task_id
+    async def errors(
+        self, task_id: str, page: Page, after: int | None = None, before: int | None = None
+    ) -> ErrorPage:
+        query = select(E).where(E.c.task_id == task_id)
+        if before is not None:  # read newest first from the place: turned round below
+            query = query.where(E.c.id < before).order_by(E.c.id.desc())
+        elif after is not None:
+            query = query.where(E.c.id > after).order_by(E.c.id)
+        else:
+            query = query.order_by(E.c.id).offset(page.offset)
         async with self.db.read() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(E).where(where))
-            ).scalar_one()
-            rows = await conn.execute(
-                select(E).where(where).order_by(E.c.id).limit(page.size).offset(page.offset)
+            # the task keeps the count as its errors are written: no count of a big task's rows
+            counted = select(T.c.error_count).where(T.c.id == task_id)
+            total = int((await conn.execute(counted)).scalar() or 0)
+            rows = (await conn.execute(query.limit(page.size + 1))).all()
+        items = [
+            StoredRecordError(
+                id=r.id,
+                attempt=r.attempt,
+                position=r.position,
+                record=r.record,
+                reason=r.reason,
+                created_at=utc(r.created_at) or self.clock(),
             )
-            items = [
-                StoredRecordError(
-                    id=r.id,
-                    attempt=r.attempt,
-                    position=r.position,
-                    record=r.record,
-                    reason=r.reason,
-                    created_at=utc(r.created_at) or self.clock(),
-                )
-                for r in rows
-            ]
-        return items, int(total)
+            for r in rows[: page.size]
+        ]
+        more = len(rows) > page.size
+        if before is not None:
+            items.reverse()
+            earlier, later = more, bool(items)
+        else:
+            earlier, later = bool(items) and (after is not None or page.offset > 0), more
+        cap = self.count_cap
+        return ErrorPage(
+            items,
+            min(total, cap),
+            total <= cap,
+            items[-1].id if later else None,
+            items[0].id if earlier else None,
+        )
 
     # ---- transitions requested by people --------------------------------------------------
 

@@ -21,12 +21,12 @@ from typing import Any
 from schedule.clock import Clock
 from schedule.records import (
     AttemptRecord,
+    ErrorPage,
     HeartbeatReply,
     Outcome,
     Page,
     ProgressUpdate,
     RecordError,
-    StoredRecordError,
     TaskFilter,
     TaskPage,
 )
@@ -93,8 +93,12 @@ class TaskStore(ABC):
         """Finished attempts of a task, oldest first."""
 
     @abstractmethod
-    async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
-        """Per-record errors of a task in the order they were recorded."""
+    async def errors(
+        self, task_id: str, page: Page, after: int | None = None, before: int | None = None
+    ) -> ErrorPage:
+        """Per-record errors of a task in the order they were recorded: after the error id
+        `after`, or the page just before the error id `before`, or by page number. The total is
+        the task's `error_count`, capped as the task list's is."""
 
     # ---- transitions requested by people --------------------------------------------------
 

@@ -156,9 +156,14 @@ def test_task_page_with_attempts_and_paged_record_errors(daemon: Daemon, page: A
     expect(page.get_by_role("cell", name="bad row 1", exact=True)).to_be_visible()
     expect(page.get_by_role("cell", name="bad row 21", exact=True)).to_have_count(0)
     screenshot(page, "task")
-    page.click(".pager button:text('Next ›')")
+    with page.expect_request(lambda r: urlsplit(r.url).path.endswith("/errors")) as sent:
+        page.click(".pager button:text('Next ›')")
+    assert "cursor" in parse_qs(urlsplit(sent.value.url).query)  # the same cost at any depth
     expect(page.locator(".pager input[name=page]")).to_have_value("2")
     expect(page.get_by_role("cell", name="bad row 25", exact=True)).to_be_visible()
+    page.click(".pager button:text('‹ Previous')")
+    expect(page.locator(".pager input[name=page]")).to_have_value("1")
+    expect(page.get_by_role("cell", name="bad row 1", exact=True)).to_be_visible()
 
 
 def add_record_errors(daemon: Daemon, task: dict[str, Any], count: int) -> None:

@@ -180,6 +180,8 @@ async def test_errors_and_statistics(client: Client, events: Events, gates: Gate
     await events.wait(task["id"], "finished")
     errors = await get(client, f"/api/sync/tasks/{task['id']}/errors?size=5")
     assert errors["pagination"]["total"] == 1 and errors["errors"][0]["reason"] == "bad row"
+    assert errors["pagination"]["next_cursor"] is None
+    assert errors["pagination"]["prev_cursor"] is None
     stats = await get(client, "/api/sync/tasks/statistics")
     assert stats["database"]["by_status"]["completed"] == 1
     assert stats["engine"]["node_id"] == "test-node" and stats["engine"]["max_concurrent"] == 4
@@ -255,6 +257,23 @@ async def test_bad_create_input(
 async def test_bad_list_query(client: Client, query: str, field: str) -> None:
     data = await get(client, f"/api/sync/tasks?{query}", 422)
     assert field in error_fields(data)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("page=501", "page"),
+        ("page=21&size=500", "page"),
+        ("cursor=notacursor", "cursor"),
+        ("cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ", "cursor"),  # a task list cursor
+        ("before=ZXJyb3J8LTE", "before"),  # error|-1
+        ("page=2&before=ZXJyb3J8Nw", "before"),
+        ("cursor=ZXJyb3J8Nw&before=ZXJyb3J8Nw", "before"),
+    ],
+)
+async def test_bad_record_errors_query(client: Client, query: str, field: str) -> None:
+    data = await get(client, f"/api/sync/tasks/nosuchtask/errors?{query}", 422)
+    assert error_fields(data) == [field]
 
 
 async def test_page_numbers_stop_at_the_counted_part(client: Client) -> None:

@@ -196,10 +196,42 @@ async def test_record_errors_and_paging(st: TaskStore) -> None:
     errors = [RecordError(f"bad {i}", {"row": i}, i) for i in range(25)]
     assert await st.record_errors("n1", task.id, 1, errors)
     assert not await st.record_errors("n2", task.id, 1, errors)
-    page, total = await st.errors(task.id, Page(2, 10))
-    assert total == 25 and [e.position for e in page] == list(range(10, 20))
+    page, total, exact, *_ = await st.errors(task.id, Page(2, 10))
+    assert total == 25 and exact and [e.position for e in page] == list(range(10, 20))
     assert page[0].record == {"row": 10}
     assert (await st.require(task.id)).error_count == 25
+
+
+async def test_record_errors_walk_by_place_both_ways(st: TaskStore) -> None:
+    """A task's record errors, forward from page 1 by `next` and back from the last page by
+    `previous`: every error once, in the order recorded; the ends have no place beyond; the
+    total is the task's count, capped as the task list's is."""
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=30)
+    assert await st.record_errors(
+        "n1", task.id, 1, [RecordError(f"r{i}", None, i) for i in range(11)]
+    )
+    forward: list[list[int | None]] = []
+    found = await st.errors(task.id, Page(1, 4))
+    assert found.previous is None
+    while True:
+        forward.append([e.position for e in found.errors])
+        if found.next is None:
+            break
+        assert found.next == found.errors[-1].id
+        found = await st.errors(task.id, Page(1, 4), after=found.next)
+        assert found.previous == found.errors[0].id
+    assert forward == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    backward = []
+    while found.previous is not None:
+        found = await st.errors(task.id, Page(1, 4), before=found.previous)
+        assert found.next == found.errors[-1].id
+        backward.append([e.position for e in found.errors])
+    assert backward == [[4, 5, 6, 7], [0, 1, 2, 3]]
+    third = await st.errors(task.id, Page(3, 4))
+    assert [e.position for e in third.errors] == [8, 9, 10] and third.next is None
+    st.count_cap = 10
+    assert (await st.errors(task.id, Page(1, 4)))[1:3] == (10, False)
 
 
 async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
