@@ -284,7 +284,8 @@ def _one_request(url: str) -> Figure:
 
 
 def list_paths(url: str, count: int) -> dict[str, str]:
-    """The list requests measured: page 1, each filter, a shallow page, deep pages by cursor."""
+    """The list requests measured: page 1, each filter, a shallow page, deep pages by cursor,
+    and a deep page back through `before` (the previous page's place)."""
     size = 50
     paths = {
         "list page 1": "/api/sync/tasks?size=20",
@@ -304,6 +305,9 @@ def list_paths(url: str, count: int) -> dict[str, str]:
     for name, page in (("list cursor, deep page", deep), ("list cursor, last page", last)):
         cursor = _cursor_at(url, (page - 1) * size)
         paths[name] = f"/api/sync/tasks?size={size}&cursor={urllib.parse.quote(cursor)}"
+        if page == deep:
+            back = f"/api/sync/tasks?size={size}&before={urllib.parse.quote(cursor)}"
+            paths["list before, deep page"] = back
     return paths
 
 
