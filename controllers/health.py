@@ -8,6 +8,7 @@ from aiohttp import web
 
 from controllers.errors import UNAVAILABLE
 from controllers.keys import DB, POOL, SETTINGS
+from controllers.models import HealthOut, ReadyOut
 from controllers.openapi import doc
 from controllers.roles import PUBLIC
 
@@ -16,7 +17,11 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 @doc(
-    "Liveness: the process serves HTTP", roles=PUBLIC, responses={200: "alive"}, tags=["operations"]
+    "Liveness: the process serves HTTP",
+    roles=PUBLIC,
+    responses={200: "alive"},
+    tags=["operations"],
+    response=HealthOut,
 )
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive and its event loop answers."""
@@ -29,6 +34,7 @@ async def healthz(request: web.Request) -> web.Response:
     roles=PUBLIC,
     responses={200: "ready", 503: "not ready (the checks say why)"},
     tags=["operations"],
+    response=ReadyOut,
 )
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers (it was migrated at start-up), a write can be made now

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from controllers.auth import ROLE
 from controllers.keys import SETTINGS
+from controllers.models import WhoamiOut
 from controllers.openapi import doc
 from controllers.roles import ANY_ROLE
 
@@ -23,6 +24,7 @@ routes = web.RouteTableDef()
     roles=ANY_ROLE,
     responses={200: "`{role, auth}`; `auth` is false when no tokens are configured"},
     tags=["auth"],
+    response=WhoamiOut,
 )
 async def whoami(request: web.Request) -> web.Response:
     """The caller's role: `{"role", "auth"}`. Without configured tokens everyone (on the

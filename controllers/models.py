@@ -1002,3 +1002,156 @@ class TaskTypesOut(Out):
     """`GET /api/sync/task-types`."""
 
     task_types: list[TaskTypeOut]
+
+
+# ---- response models of the operations, statistics, batch and partnumber-book answers ------
+
+
+class HealthOut(Out):
+    """`GET /healthz`."""
+
+    status: Literal["ok"]
+
+
+class ReadyChecksOut(Out):
+    """What `/readyz` checked: `ok`, or why not."""
+
+    database: str
+    writes: str
+    engine: str
+
+
+class ReadyOut(Out):
+    """`GET /readyz` (the same shape with 503 when a check fails)."""
+
+    status: Literal["ready", "unavailable"]
+    checks: ReadyChecksOut
+
+
+class WhoamiOut(Out):
+    """`GET /api/whoami`."""
+
+    role: str
+    auth: bool = Field(description="false when no tokens are configured (everyone is admin)")
+
+
+class DatabaseStatsOut(Out):
+    """Aggregates over the database: tasks finished since `since`, and pending and running
+    now."""
+
+    total: int
+    by_status: dict[str, int]
+    by_type: dict[str, int]
+    success_rate: float | None
+    avg_duration_s: float | None
+    since: str
+    running_by_node: dict[str, int]
+
+
+class EngineStatsOut(Out):
+    """This node's engine."""
+
+    node_id: str
+    running_tasks: int
+    queue_length: int
+    max_concurrent: int
+    uptime_s: float
+    database_ok: bool
+    running_by_type: dict[str, int]
+
+
+class StatisticsOut(Out):
+    """`GET /api/sync/tasks/statistics`."""
+
+    database: DatabaseStatsOut
+    engine: EngineStatsOut
+
+
+class HourOut(Out):
+    """Tasks that finished in one hour, by final status."""
+
+    hour: str
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class ThroughputOut(Out):
+    """`GET /api/sync/tasks/throughput`."""
+
+    hours: int
+    since: str | None
+    buckets: list[HourOut]
+
+
+class BatchItemOut(Out):
+    """One id of a batch cancel or retry: `status` (and a retry's new `task_id`) when it was
+    done, else `error`."""
+
+    id: str
+    ok: bool
+    status: str | None = None
+    task_id: str | None = None
+    error: str | None = None
+
+
+class BatchOut(Out):
+    """`POST /api/sync/tasks/batch/cancel` and `.../batch/retry`."""
+
+    results: list[BatchItemOut]
+
+
+class Seed000TaskOut(Out):
+    """`GET /api/tasks/{id}`: a task in seed 000's shape."""
+
+    id: str
+    type: str
+    status: Literal["running", "completed", "error"]
+    progress: int
+    message: str
+    result: Any
+    error: str | None
+    created_at: str
+    done_at: str | None
+
+
+class BookOut(Out):
+    """One partnumber book."""
+
+    id: int
+    version: str
+    is_active: bool
+    created_at: str
+    item_count: int
+    task_id: str | None
+
+
+class BookListOut(Out):
+    """`GET /api/admin/pricing/partnumber-books`."""
+
+    books: list[BookOut]
+
+
+class SnapshotTaskOut(Out):
+    """`POST /api/admin/pricing/partnumber-books`: the snapshot task."""
+
+    task_id: str
+
+
+class BookItemOut(Out):
+    """One item of a partnumber book."""
+
+    partnumber: str
+    vendor: str
+    lot_name: str
+    qty: int
+    is_primary_pn: bool
+    description: str | None
+
+
+class BookItemsOut(Out):
+    """`GET /api/admin/pricing/partnumber-books/{version}/items`."""
+
+    book: BookOut
+    items: list[BookItemOut]
+    pagination: PaginationOut

@@ -9,8 +9,12 @@ from controllers.errors import parse, parse_query, read_json
 from controllers.jsonio import json_response
 from controllers.keys import BOOKS, SERVICE
 from controllers.models import (
+    BookItemsOut,
     BookItemsQuery,
+    BookListOut,
     CreateBookBody,
+    Seed000TaskOut,
+    SnapshotTaskOut,
     book_item_json,
     book_json,
     pagination_json,
@@ -31,6 +35,7 @@ CREATE_DEDUPE_KEY = "partnumber_book_create@api"
     roles=READERS,
     responses={200: "the task", 404: "no such task"},
     tags=["partnumber books"],
+    response=Seed000TaskOut,
 )
 async def get_task(request: web.Request) -> web.Response:
     """A task in seed 000's shape, for clients that poll it every 500 ms."""
@@ -43,6 +48,7 @@ async def get_task(request: web.Request) -> web.Response:
     "List partnumber books, newest first, with item counts",
     roles=READERS,
     tags=["partnumber books"],
+    response=BookListOut,
 )
 async def list_books(request: web.Request) -> web.Response:
     """Every book, newest first, with its item count and whether it is the active one."""
@@ -57,6 +63,7 @@ async def list_books(request: web.Request) -> web.Response:
     body=CreateBookBody,
     body_required=False,
     responses={200: '{"task_id": ...} of the (possibly already running) snapshot task'},
+    response=SnapshotTaskOut,
     tags=["partnumber books"],
 )
 async def create_book(request: web.Request) -> web.Response:
@@ -79,6 +86,7 @@ async def create_book(request: web.Request) -> web.Response:
     roles=READERS,
     query=BookItemsQuery,
     responses={200: "a page of items", 404: "no such version"},
+    response=BookItemsOut,
     tags=["partnumber books"],
 )
 async def book_items(request: web.Request) -> web.Response:

@@ -77,7 +77,7 @@ def markdown_table(rows: Iterable[RouteAccess], maintenance_types: Iterable[str]
     lines.append("")
     lines.append(
         f"Maintenance task types, which only {_names(MAINTAINERS)} may enqueue by hand "
-        f"(create, batch create, retry, batch retry, a schedule's run now): {types}."
+        f"(create, batch create, retry, batch retry, a schedule's run now or backfill): {types}."
     )
     return "\n".join(lines) + "\n"
 

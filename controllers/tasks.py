@@ -12,17 +12,20 @@ from controllers.jsonio import json_response
 from controllers.keys import POOL, REGISTRY, SERVICE, WAITING
 from controllers.models import (
     BatchCreateBody,
+    BatchOut,
     CreateTaskBody,
     ErrorListOut,
     ErrorsQuery,
     IdsBody,
     ListQuery,
+    StatisticsOut,
     StatsQuery,
     TaskBatchOut,
     TaskDetailOut,
     TaskListOut,
     TaskOut,
     TaskTypesOut,
+    ThroughputOut,
     ThroughputQuery,
     UpdateTaskBody,
     attempt_json,
@@ -147,6 +150,7 @@ async def task_types(request: web.Request) -> web.Response:
     query=StatsQuery,
     responses={200: "`{database, engine}`"},
     tags=["tasks"],
+    response=StatisticsOut,
 )
 async def statistics(request: web.Request) -> web.Response:
     """Database aggregates and this node's engine counters."""
@@ -185,6 +189,7 @@ async def statistics(request: web.Request) -> web.Response:
     query=ThroughputQuery,
     responses={200: "`{hours, since, buckets: [{hour, completed, failed, cancelled}]}`"},
     tags=["tasks"],
+    response=ThroughputOut,
 )
 async def throughput(request: web.Request) -> web.Response:
     """Tasks finished per hour over the last `hours` hours, by final status (dashboard chart)."""
@@ -199,6 +204,7 @@ async def throughput(request: web.Request) -> web.Response:
     roles=OPERATORS,
     body=IdsBody,
     responses={200: "`{results: [...]}`"},
+    response=BatchOut,
     tags=["tasks"],
 )
 async def batch_cancel(request: web.Request) -> web.Response:
@@ -214,6 +220,7 @@ async def batch_cancel(request: web.Request) -> web.Response:
     roles=OPERATORS,
     body=IdsBody,
     responses={200: "`{results: [...]}`"},
+    response=BatchOut,
     tags=["tasks"],
 )
 async def batch_retry(request: web.Request) -> web.Response:

@@ -90,7 +90,7 @@ class AttemptRunner:
         if not result:
             return 0
         try:
-            return len(jsontext.dumps(result).encode())
+            return len(jsontext.dumps(result))  # ASCII: characters are bytes
         except (TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"the handler's result is not JSON: {_describe(exc)}") from None
 

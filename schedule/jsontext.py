@@ -14,13 +14,18 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+#: `json.dumps(value, allow_nan=False)` builds an encoder on every call; this one is built
+#: once (an encoder keeps no state between calls).
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
 
 def dumps(value: Any) -> str:
-    """`json.dumps(value)`, with `null` for every non-finite float."""
+    """`json.dumps(value)`, with `null` for every non-finite float. ASCII only (`\\u`
+    escapes), so its length is its size in bytes."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return _ENCODER.encode(value)
     except ValueError:  # only for a non-finite float (circular values do not come here)
-        return json.dumps(finite(value), allow_nan=False)
+        return _ENCODER.encode(finite(value))
 
 
 def finite(value: Any) -> Any:

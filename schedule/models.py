@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    func,
     literal_column,
     text,
     true,
@@ -127,6 +128,17 @@ Index(
     sync_tasks.c.status,
     sqlite_where=SCHEDULED_ONLY,
 )
+
+# The task list's search (`q`, a prefix of a reference, an id or a dedupe key, ASCII case
+# ignored): the reference and the id are searched through their unique indexes, the dedupe key
+# through this one. SQLite compares text with case, so its index holds the key in lower case
+# (only tasks with a key); MariaDB's collation ignores case, so the key itself.
+Index(
+    "ix_sync_tasks_dedupe_search",
+    func.lower(sync_tasks.c.dedupe_key),
+    sqlite_where=text("dedupe_key IS NOT NULL"),
+).ddl_if(dialect="sqlite")
+Index("ix_sync_tasks_dedupe_key", sync_tasks.c.dedupe_key).ddl_if(dialect="mysql")
 
 sync_task_attempts = Table(
     "sync_task_attempts",

@@ -150,7 +150,7 @@ class HeartbeatReply:
 
 @dataclass(frozen=True)
 class Statistics:
-    """Aggregates over tasks created since a moment."""
+    """Aggregates since a moment: tasks that finished since then, and pending and running now."""
 
     since: datetime
     total: int

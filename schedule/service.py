@@ -34,6 +34,9 @@ from schedule.task import NewTask, TaskRecord, TaskStatus
 from schedule.tasktypes import TaskType, TaskTypes, UnknownTaskType
 
 log = logging.getLogger(__name__)
+#: Measures a stored value's size as UTF-8 JSON (built once: `json.dumps` with options builds
+#: an encoder on every call).
+_SIZE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 #: The roles that may enqueue a maintenance task type (`HandlerSpec.maintenance`) by hand.
 MAINTAINERS: frozenset[Role] = frozenset({"admin"})
@@ -179,7 +182,7 @@ class ScheduleService:
         every task list and live frame carries it, so a few huge ones made pages of hundreds
         of megabytes."""
         limit = self.settings.max_parameters_kb * 1024
-        size = len(json.dumps(value, ensure_ascii=False).encode())
+        size = len(_SIZE_ENCODER.encode(value).encode())
         if size > limit:
             raise InvalidInput(
                 [

@@ -119,6 +119,47 @@ export function upload(path, field, file, onProgress) {
   });
 }
 
+// The task types the daemon runs, read once (`GET /api/sync/task-types`) and shared by the
+// pages: the type filter lists them, and their `maintenance` flag says which ones only an admin
+// may enqueue by hand. A failed read is asked again by the next caller.
+let taskTypesRead = null;
+
+/** The daemon's task types: resolves with `[{task_type, description, maintenance}]`. */
+export function taskTypes() {
+  if (!taskTypesRead) {
+    taskTypesRead = api("GET", "/api/sync/task-types").then((answer) => answer.task_types);
+    taskTypesRead.catch(() => {
+      taskTypesRead = null;
+    });
+  }
+  return taskTypesRead;
+}
+
+/**
+ * Which task types this session may enqueue by hand (create, retry, a schedule's Run now or
+ * Backfill), as the API decides it: resolves with `(taskType) => boolean`, whose `why(taskType)`
+ * says in words why a type is refused. An admin may enqueue any type, an operator every type but
+ * the maintenance ones (they delete data), a read role none. Never rejects: while the types
+ * cannot be read, an operator is offered none (the API would refuse some, and which is unknown).
+ */
+export async function enqueueRule() {
+  if (!session.canOperate) return rule(() => false, () => `the ${session.role} role can only read`);
+  if (session.isAdmin) return rule(() => true, () => "");
+  let types;
+  try {
+    types = await taskTypes();
+  } catch (error) {
+    return rule(() => false, () => `the task types could not be read (${error.message}); reload the page`);
+  }
+  const maintenance = new Set(types.filter((t) => t.maintenance).map((t) => t.task_type));
+  return rule((taskType) => !maintenance.has(taskType),
+    (taskType) => `${taskType} is a maintenance task type (it deletes data): only an admin may enqueue it by hand`);
+}
+
+function rule(allows, why) {
+  return Object.assign(allows, { why });
+}
+
 /** Who am I: sets session.role / session.auth; rejects with ApiError (401 for a bad token). */
 export async function whoami() {
   const me = await api("GET", "/api/whoami");

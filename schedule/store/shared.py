@@ -10,12 +10,14 @@ and `finish_and_claim`.
 
 from __future__ import annotations
 
+import string
 from abc import abstractmethod
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Select,
     and_,
@@ -30,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from schedule import jsontext
 from schedule.clock import Clock, naive, utc, utcnow
@@ -523,13 +527,59 @@ def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
 
 def search_clause(text: str) -> ColumnElement[bool]:
     """Tasks whose reference or id starts with `text`, or whose dedupe key does (ASCII case
-    ignored, as both dialects' LIKE do). `%` and `_` in `text` are matched as themselves."""
-    pattern = text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-    return or_(
-        T.c.reference.like(pattern.upper(), escape="!"),
-        T.c.id.like(pattern.lower(), escape="!"),
+    ignored). `%` and `_` in `text` are matched as themselves. Each dialect reads it through
+    indexes (`TaskSearch`)."""
+    return TaskSearch(text)
+
+
+class TaskSearch(ColumnElement[bool]):
+    """The task list's search, compiled for each dialect so that each of its three prefixes
+    reads an index (the reference's, the id's, `ix_sync_tasks_dedupe_*`):
+
+    * MariaDB/MySQL: `LIKE 'text%'` on each column; the collation ignores case and a prefix
+      LIKE is an index range.
+    * SQLite: its LIKE ignores ASCII case but reads no index, so each prefix is a range: the
+      reference in upper case and the id in lower case (as they are made), the dedupe key as
+      `lower(dedupe_key)`, which its index holds.
+    """
+
+    type = Boolean()
+    inherit_cache = False  # its text is not a bound parameter SQLAlchemy's cache would see
+    _is_implicitly_boolean = True  # a condition as it is (not `... = 1`)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+#: Above every character a prefix can be followed by (SQLite compares UTF-8 bytes).
+_LAST_CHAR = "\U0010ffff"
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+@compiles(TaskSearch)
+def _search_like(element: TaskSearch, compiler: SQLCompiler, **kw: Any) -> str:
+    pattern = element.text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+    clause = or_(
+        T.c.reference.like(pattern.translate(_ASCII_UPPER), escape="!"),
+        T.c.id.like(pattern.translate(_ASCII_LOWER), escape="!"),
         T.c.dedupe_key.like(pattern, escape="!"),
     )
+    return compiler.process(clause.self_group(), **kw)
+
+
+@compiles(TaskSearch, "sqlite")
+def _search_ranges(element: TaskSearch, compiler: SQLCompiler, **kw: Any) -> str:
+    def starts(column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
+        return and_(column >= prefix, column < prefix + _LAST_CHAR)
+
+    lowered = element.text.translate(_ASCII_LOWER)
+    clause = or_(
+        starts(T.c.reference, element.text.translate(_ASCII_UPPER)),
+        starts(T.c.id, lowered),
+        and_(T.c.dedupe_key.is_not(None), starts(func.lower(T.c.dedupe_key), lowered)),
+    )
+    return compiler.process(clause.self_group(), **kw)
 
 
 def _progress_params(update_: ProgressUpdate) -> dict[str, Any]:

@@ -263,6 +263,7 @@ def _naive_time(text: str) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+@functools.lru_cache(maxsize=4096)
 def time_load(text: str) -> datetime:
     """A stored time as an aware UTC datetime. Cached: the rows of one claim or one batch
     share most of their times (created together, claimed together), and datetimes are

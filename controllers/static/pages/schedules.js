@@ -1,8 +1,9 @@
 // Schedules: every schedule (built-in, settings file, API) with its trigger in words, next fire
 // and last run; a form that checks the trigger as you type and previews the next 5 fires; run
-// now, pause with a note, resume, backfill, delete; a link to each schedule's tasks.
+// now, pause with a note, resume, backfill, delete; a link to each schedule's tasks. Run now and
+// Backfill enqueue by hand: offered only where the API would take them from this role.
 
-import { api, session } from "../api.js";
+import { api, enqueueRule, session } from "../api.js";
 import {
   act, badge, clear, confirmAction, empty, errorBox, fmtTime, h, loading, pageHeader,
   serialized, table, timeCell, toast,
@@ -20,10 +21,12 @@ export function render({ root }) {
     : null;
   clear(root, pageHeader("Schedules", "Each fire enqueues one task, on whichever daemon claims it.", add), formBox, box);
 
+  let mayEnqueue = null; // (task type) => whether this role may enqueue it by hand (enqueueRule)
+
   const reload = serialized(async () => {
     let answer;
     try {
-      answer = await api("GET", "/api/schedules");
+      [answer, mayEnqueue] = await Promise.all([api("GET", "/api/schedules"), enqueueRule()]);
     } catch (error) {
       clear(box, errorBox(error, "Could not load the schedules"));
       return;
@@ -60,10 +63,11 @@ export function render({ root }) {
 
   function actions(s) {
     const own = s.managed_by === null;
+    const byHand = mayEnqueue(s.task_type);
     return [
-      button("Run now", "run", s, run, false),
+      byHand ? button("Run now", "run", s, run, false) : null,
       s.paused ? button("Resume", "resume", s, resume) : button("Pause", "pause", s, pause),
-      button("Backfill", "backfill", s, backfill),
+      byHand ? button("Backfill", "backfill", s, backfill) : null,
       session.isAdmin && own ? button("Edit", "edit", s, (_, x) => openForm(x)) : null,
       session.isAdmin && own ? button("Delete", "delete", s, remove) : null,
     ];

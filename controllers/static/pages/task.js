@@ -1,6 +1,6 @@
 // One task: status, live progress, parameters, result, attempts and per-record errors (paged).
 
-import { api, session } from "../api.js";
+import { api, enqueueRule, session } from "../api.js";
 import { live } from "../live.js";
 import {
   act, badge, clear, confirmAction, empty, errorBox, fmtDuration, fmtNumber, fmtTime, h, json,
@@ -15,6 +15,7 @@ export function render({ root, params, query, go }) {
   const errorPage = Math.max(1, Math.round(Number(query.epage)) || 1);
   const errorPlace = query.ecursor ? { cursor: query.ecursor } : query.ebefore ? { before: query.ebefore } : null;
   let task = null;
+  let mayEnqueue = null; // (task type) => whether this role may retry it (enqueueRule)
   let bar = null;
   let messageNode = null;
   let rowsNode = null;
@@ -23,7 +24,10 @@ export function render({ root, params, query, go }) {
 
   const reload = serialized(async () => {
     try {
-      task = await api("GET", `/api/sync/tasks/${encodeURIComponent(key)}`);
+      [task, mayEnqueue] = await Promise.all([
+        api("GET", `/api/sync/tasks/${encodeURIComponent(key)}`),
+        enqueueRule(),
+      ]);
     } catch (error) {
       clear(root, back(), errorBox(error, `Could not load task ${key}`));
       return;
@@ -71,8 +75,11 @@ export function render({ root, params, query, go }) {
     if ((task.status === "pending" || task.status === "running") && !task.cancel_requested) {
       out.push(h("button.btn.danger", { type: "button", dataset: { action: "cancel" }, on: { click: (e) => cancel(e.currentTarget) } }, "Cancel task"));
     }
-    if (task.status === "failed" || task.status === "cancelled") {
+    if ((task.status === "failed" || task.status === "cancelled") && mayEnqueue(task.task_type)) {
       out.push(h("button.btn.primary", { type: "button", dataset: { action: "retry" }, on: { click: (e) => retry(e.currentTarget) } }, "Retry"));
+    } else if (task.status === "failed" || task.status === "cancelled") {
+      // Not offered (the API would refuse it with 403): say why, where Retry would be.
+      out.push(h("p.muted.small.action-note", `No Retry: ${mayEnqueue.why(task.task_type)}.`));
     }
     return out;
   }

@@ -1,6 +1,7 @@
-// Tasks: filters, paging, live progress, cancel/retry with confirmation, batch actions.
+// Tasks: filters, paging, live progress, cancel/retry with confirmation, batch actions. Retry is
+// offered only where the API would take it from this role (a maintenance type is admin's).
 
-import { api, session } from "../api.js";
+import { api, enqueueRule, session, taskTypes } from "../api.js";
 import { live } from "../live.js";
 import {
   PAGE_SIZES, act, badge, clear, confirmAction, empty, errorBox, fmtNumber, h, labelRow, loading,
@@ -31,6 +32,7 @@ export function render({ root, query, go }) {
   const rows = new Map(); // task id -> {row, task}
   let tasks = [];
   let lastAnswer = null;
+  let mayEnqueue = null; // (task type) => whether this role may retry it (enqueueRule)
 
   const listBox = h("div.card.flush", loading());
   const batchBar = h("div.batch-bar", { hidden: true });
@@ -45,7 +47,11 @@ export function render({ root, query, go }) {
     try {
       const { page, cursor, before, ...rest } = filters;
       const place = cursor ? { cursor } : before ? { before } : { page };
-      const answer = await api("GET", "/api/sync/tasks", { query: { ...rest, ...place } });
+      const [answer, rule] = await Promise.all([
+        api("GET", "/api/sync/tasks", { query: { ...rest, ...place } }),
+        enqueueRule(),
+      ]);
+      mayEnqueue = rule;
       tasks = answer.tasks;
       lastAnswer = answer;
       draw(answer);
@@ -159,7 +165,7 @@ export function render({ root, query, go }) {
   }
 
   function rowKey(task) {
-    return [task.status, task.cancel_requested, task.attempt, task.error].join("|");
+    return [task.status, task.cancel_requested, task.attempt, task.error, mayEnqueue(task.task_type)].join("|");
   }
 
   function taskRow(task) {
@@ -202,7 +208,7 @@ export function render({ root, query, go }) {
         on: { click: (e) => cancel(e.currentTarget, task) },
       }, "Cancel"));
     }
-    if (RETRYABLE.has(task.status)) {
+    if (RETRYABLE.has(task.status) && mayEnqueue(task.task_type)) {
       out.push(h("button.btn.small.ghost", {
         type: "button", dataset: { action: "retry" },
         on: { click: (e) => retry(e.currentTarget, task) },
@@ -240,16 +246,26 @@ export function render({ root, query, go }) {
     batchBar.hidden = !session.canOperate || chosen.length === 0;
     if (batchBar.hidden) return;
     const cancellable = chosen.filter((t) => ACTIVE.has(t.status)).length;
-    const retryable = chosen.filter((t) => RETRYABLE.has(t.status)).length;
+    const retryable = chosen.filter((t) => RETRYABLE.has(t.status) && mayEnqueue(t.task_type)).length;
     clear(batchBar,
       h("strong", `${chosen.length} selected`),
       h("button.btn.small.danger", { type: "button", disabled: !cancellable, dataset: { action: "batch-cancel" }, on: { click: (e) => batch(e.currentTarget, "cancel", chosen) } }, `Cancel ${cancellable}`),
       h("button.btn.small", { type: "button", disabled: !retryable, dataset: { action: "batch-retry" }, on: { click: (e) => batch(e.currentTarget, "retry", chosen) } }, `Retry ${retryable}`),
+      withheldNote(chosen),
       h("button.btn.small.ghost", { type: "button", on: { click: () => { selected.clear(); for (const b of listBox.querySelectorAll("td.check input")) b.checked = false; draw(lastAnswer); } } }, "Clear selection"));
   }
 
+  /** Which selected tasks the batch retry leaves out because this role may not retry them. */
+  function withheldNote(chosen) {
+    const withheld = chosen.filter((t) => RETRYABLE.has(t.status) && !mayEnqueue(t.task_type));
+    if (!withheld.length) return null;
+    const why = [...new Set(withheld.map((t) => mayEnqueue.why(t.task_type)))].join("; ");
+    return h("span.small.batch-note", { role: "note" }, `${withheld.length} not retried: ${why}`);
+  }
+
   async function batch(button, action, chosen) {
-    const wanted = chosen.filter((t) => (action === "cancel" ? ACTIVE : RETRYABLE).has(t.status));
+    const wanted = chosen.filter((t) => (action === "cancel"
+      ? ACTIVE.has(t.status) : RETRYABLE.has(t.status) && mayEnqueue(t.task_type)));
     const ok = await confirmAction(`${action === "cancel" ? "Cancel" : "Retry"} ${wanted.length} task(s)?`,
       action === "cancel" ? "Pending ones stop at once; running ones are asked to stop."
         : "A new task is created for each; the originals stay as they are.",
@@ -319,8 +335,8 @@ function filterBar(filters, go) {
     filters.task_type ? h("option", { value: filters.task_type, selected: true }, filters.task_type) : null);
   const source = h("input#f-source", { name: "data_source_id", placeholder: "Data source id", value: filters.data_source_id, maxlength: 64 });
   const search = h("input#f-search", { type: "search", name: "q", placeholder: "Reference, id or dedupe key", value: filters.q, maxlength: 255 });
-  api("GET", "/api/sync/task-types").then((answer) => {
-    for (const { task_type: name } of answer.task_types) {
+  taskTypes().then((types) => {
+    for (const { task_type: name } of types) {
       if (name !== filters.task_type) type.append(h("option", { value: name }, name));
     }
   }).catch(() => {});
