@@ -305,8 +305,9 @@ async def test_the_cursors_walk_the_list_once_in_order_both_ways(
 
 
 async def test_before_the_newest_task_and_past_the_ends(st: TaskStore, clock: Clock) -> None:
-    """`before` the first task is an empty page with no previous; a page by number past the
-    end has neither place; a short first page by `before` (tasks deleted since) ends there."""
+    """`before` the newest task is an empty page with neither place; a page by number past the
+    end has neither place; `before` a place with fewer newer tasks than the page's size gives
+    those tasks, newest first, with no previous place and the next one at its last task."""
     made = []
     for _ in range(5):
         made.append((await st.create(noop()))[0])
