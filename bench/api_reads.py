@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import insert, text
+from sqlalchemy import insert, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from bench.daemon import Daemon, daemon_env
@@ -218,8 +218,9 @@ def prepare_mariadb(url: str, buffer_pool_mb: int) -> None:
             size = buffer_pool_mb * 1024 * 1024
             conn.execute(text(f"SET GLOBAL innodb_buffer_pool_size = {size}"))
         for table in (sync_tasks, sync_task_attempts):
-            names = ["PRIMARY", *(index.name for index in table.indexes)]
-            for name in names:
+            # the indexes the database has (some of the schema's are SQLite's only)
+            held = [str(index["name"]) for index in inspect(conn).get_indexes(table.name)]
+            for name in ["PRIMARY", *held]:
                 conn.execute(
                     text(f"SELECT COUNT(*) FROM {table.name} FORCE INDEX (`{name}`)")
                 ).scalar()
@@ -284,7 +285,8 @@ def _one_request(url: str) -> Figure:
 
 
 def list_paths(url: str, count: int) -> dict[str, str]:
-    """The list requests measured: page 1, each filter, a shallow page, deep pages by cursor."""
+    """The list requests measured: page 1, each filter, a shallow page, deep pages by cursor,
+    and a deep page back through `before` (the previous page's place)."""
     size = 50
     paths = {
         "list page 1": "/api/sync/tasks?size=20",
@@ -304,6 +306,9 @@ def list_paths(url: str, count: int) -> dict[str, str]:
     for name, page in (("list cursor, deep page", deep), ("list cursor, last page", last)):
         cursor = _cursor_at(url, (page - 1) * size)
         paths[name] = f"/api/sync/tasks?size={size}&cursor={urllib.parse.quote(cursor)}"
+        if page == deep:
+            back = f"/api/sync/tasks?size={size}&before={urllib.parse.quote(cursor)}"
+            paths["list before, deep page"] = back
     return paths
 
 

@@ -188,7 +188,24 @@ def add_client_commands(sub: Any) -> None:
         metavar="TEXT",
         help="tasks whose reference or id starts with TEXT, or whose dedupe key does",
     )
-    listing.add_argument("--page", type=int, default=1, metavar="N", help="page number (from 1)")
+    place = listing.add_mutually_exclusive_group()
+    place.add_argument(
+        "--page",
+        type=int,
+        default=1,
+        metavar="N",
+        help="page number (from 1); numbers reach the counted pages only, --cursor goes deeper",
+    )
+    place.add_argument(
+        "--cursor",
+        metavar="C",
+        help="the page after a place: the `next page` cursor a listing printed (any depth)",
+    )
+    place.add_argument(
+        "--before",
+        metavar="C",
+        help="the page before a place: the `previous page` cursor a listing printed",
+    )
     listing.add_argument(
         "--size", type=int, default=20, metavar="N", help="tasks per page, 1..500 (default 20)"
     )
@@ -288,9 +305,12 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
         "data_source_id": args.data_source_id,
         "schedule_id": args.schedule_id,
         "q": args.search,
-        "page": args.page,
         "size": args.size,
+        "cursor": args.cursor,
+        "before": args.before,
     }
+    if args.cursor is None and args.before is None:
+        query["page"] = args.page
     answer = client.call("GET", "/api/sync/tasks", query=query)
     if args.json:
         print_json(answer, out)
@@ -313,9 +333,24 @@ def _tasks_list(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
     else:
         headers = ["REFERENCE", "TYPE", "STATUS", "PROGRESS", "ATTEMPT", "CREATED", "MESSAGE"]
         out.write(table(headers, rows, max_width=_message_width(rows)))
-    page = answer["pagination"]
-    out.write(f"page {page['page']} of {max(1, page['total_pages'])}, {page['total']} task(s)\n")
+    out.write(
+        _list_footer(answer["pagination"], by_number=args.cursor is None and args.before is None)
+    )
     return 0
+
+
+def _list_footer(page: dict[str, Any], by_number: bool) -> str:
+    """Where this page is in the list, how many tasks match, and the cursors of the pages
+    beside it (for `--cursor` and `--before`)."""
+    more = "" if page["total_exact"] else "more than "
+    pages = max(1, page["total_pages"])
+    where = f"page {page['page']} of {more}{pages}" if by_number else "page by cursor"
+    lines = [f"{where}, {more}{page['total']} task(s)"]
+    if page["prev_cursor"]:
+        lines.append(f"previous page: --before {page['prev_cursor']}")
+    if page["next_cursor"]:
+        lines.append(f"next page: --cursor {page['next_cursor']}")
+    return "".join(line + "\n" for line in lines)
 
 
 def _tasks_show(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:

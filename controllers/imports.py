@@ -334,8 +334,8 @@ async def import_status(request: web.Request) -> web.Response:
     if task.status.finished:
         result = task.result or {}
         body["imported_records"] = int(result.get("imported", 0))
-        errors, _ = await service.errors(task.id, Page(1, max(query.errors_limit, 1)))
-        body["errors"] = [e.record for e in errors][: query.errors_limit]
+        found = await service.errors(task.id, Page(1, max(query.errors_limit, 1)))
+        body["errors"] = [e.record for e in found.errors][: query.errors_limit]
         if task.status is not TaskStatus.COMPLETED:
             body["error"] = task.error or task.status.value
     return json_response(body)

@@ -27,8 +27,10 @@ from schedule.columns import Kind, RowField
 from schedule.nodes import NodeRecord
 from schedule.periodic import ScheduleView
 from schedule.records import (
+    COUNT_CAP,
     AttemptRecord,
     BatchResult,
+    ErrorPage,
     ExternalReport,
     HourCount,
     Keyset,
@@ -156,11 +158,73 @@ class IdsBody(Strict):
     ids: list[str] = Field(min_length=1, max_length=1000)
 
 
-class ListQuery(Strict):
+class PlacedPages(Strict):
+    """The paging of a list that counts up to COUNT_CAP: by number within the counted part,
+    and through the places of its pages at any depth (`cursor`: the page after a page, from its
+    `pagination.next_cursor`; `before`: the page before it, from its `prev_cursor`). `size`
+    comes before `page`: the bound on `page` reads it."""
+
+    size: int = Field(20, ge=1, le=500)
+    page: int = Field(
+        1,
+        ge=1,
+        description=f"by number within the first {COUNT_CAP:,} only: (page - 1) * size must "
+        f"be below {COUNT_CAP}; deeper pages through `cursor`",
+    )
+    cursor: str | None = Field(
+        None,
+        max_length=200,
+        description="`pagination.next_cursor` of a page: the page after it, at any depth "
+        "(instead of `page`)",
+    )
+    before: str | None = Field(
+        None,
+        max_length=200,
+        description="`pagination.prev_cursor` of a page: the page before it, at any depth "
+        "(instead of `page` and `cursor`)",
+    )
+
+    @staticmethod
+    def read_cursor(text: str) -> object:
+        """The place a cursor of this list names; ValueError when it is not one."""
+        raise NotImplementedError
+
+    @field_validator("page")
+    @classmethod
+    def _counted(cls, value: int, info: ValidationInfo) -> int:
+        size = info.data.get("size")
+        if size is not None and (value - 1) * size >= COUNT_CAP:
+            last = (COUNT_CAP - 1) // size + 1
+            raise ValueError(
+                f"pages by number reach the first {COUNT_CAP} only (at size {size}, page "
+                f"{last} at most); to go deeper follow pagination.next_cursor"
+            )
+        return value
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            cls.read_cursor(value)  # ValueError: a 422 naming the cursor
+            if info.data.get("page", 1) != 1:
+                raise ValueError("give page or cursor, not both")
+        return value
+
+    @field_validator("before")
+    @classmethod
+    def _before(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            cls.read_cursor(value)  # ValueError: a 422 naming `before`
+            if info.data.get("page", 1) != 1:
+                raise ValueError("give page or before, not both")
+            if info.data.get("cursor") is not None:
+                raise ValueError("give cursor or before, not both")
+        return value
+
+
+class ListQuery(PlacedPages):
     """GET /api/sync/tasks query."""
 
-    page: int = Field(1, ge=1, le=1_000_000)
-    size: int = Field(20, ge=1, le=500)
     status: TaskStatus | None = None
     task_type: str | None = Field(None, max_length=64)
     data_source_id: str | None = Field(None, max_length=64)
@@ -172,12 +236,9 @@ class ListQuery(Strict):
         description="a reference or id prefix, or a dedupe key prefix (ASCII case ignored)",
     )
 
-    cursor: str | None = Field(
-        None,
-        max_length=200,
-        description="`pagination.next_cursor` of the previous page: the next page, at any "
-        "depth (instead of `page`)",
-    )
+    @staticmethod
+    def read_cursor(text: str) -> object:
+        return decode_cursor(text)
 
     @field_validator("q")
     @classmethod
@@ -186,22 +247,30 @@ class ListQuery(Strict):
             raise ValueError("must not be blank")
         return value.strip() if value is not None else None
 
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None:
-            decode_cursor(value)  # ValueError: a 422 naming the cursor
-            if info.data.get("page", 1) != 1:
-                raise ValueError("give page or cursor, not both")
-        return value
-
     def to_page(self) -> Page:
-        """The page asked for: after the cursor's place, or by number."""
+        """The page asked for: after the cursor's place, before the `before` place, or by
+        number."""
         after = decode_cursor(self.cursor) if self.cursor is not None else None
-        return Page(self.page, self.size, after)
+        before = decode_cursor(self.before) if self.before is not None else None
+        return Page(self.page, self.size, after, before)
+
+
+class ErrorsQuery(PlacedPages):
+    """GET /api/sync/tasks/{id}/errors query."""
+
+    @staticmethod
+    def read_cursor(text: str) -> object:
+        return decode_error_cursor(text)
+
+    def places(self) -> tuple[int | None, int | None]:
+        """The error ids the page starts after and ends before (None: not given)."""
+        after = decode_error_cursor(self.cursor) if self.cursor is not None else None
+        before = decode_error_cursor(self.before) if self.before is not None else None
+        return after, before
 
 
 _CURSOR_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
+_NOT_A_CURSOR = "not a cursor of this list (use pagination.next_cursor or prev_cursor)"
 
 
 def encode_cursor(created_at: datetime, task_id: str) -> str:
@@ -218,10 +287,27 @@ def decode_cursor(cursor: str) -> Keyset:
         stamp, task_id = raw.split("|")
         created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        raise ValueError("not a cursor of this list (use pagination.next_cursor)") from None
+        raise ValueError(_NOT_A_CURSOR) from None
     if not _CURSOR_ID.fullmatch(task_id):
-        raise ValueError("not a cursor of this list (use pagination.next_cursor)")
+        raise ValueError(_NOT_A_CURSOR)
     return Keyset(created, task_id)
+
+
+def encode_error_cursor(error_id: int) -> str:
+    """The cursor of a place in a task's record errors: opaque URL-safe text."""
+    return base64.urlsafe_b64encode(f"error|{error_id}".encode()).decode().rstrip("=")
+
+
+def decode_error_cursor(cursor: str) -> int:
+    """The error id an `encode_error_cursor` cursor names; ValueError for any other text."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except ValueError:
+        raw = ""
+    kind, _, number = raw.partition("|")
+    if kind != "error" or not number.isascii() or not number.isdigit() or len(number) > 18:
+        raise ValueError(_NOT_A_CURSOR)
+    return int(number)
 
 
 class PageQuery(Strict):
@@ -381,13 +467,28 @@ def pagination_json(page: int, size: int, total: int) -> dict[str, int]:
 
 def task_pagination_json(page: int, size: int, found: TaskPage) -> dict[str, Any]:
     """The `pagination` object of the task list: as `pagination_json`, with whether the
-    total is exact (else more than `total` tasks match) and the next page's cursor."""
-    following = found.next
+    total is exact (else more than `total` tasks match), the next page's cursor and the
+    previous page's (`before`)."""
     return {
         **pagination_json(page, size, found.total),
         "total_exact": found.exact,
-        "next_cursor": encode_cursor(following.created_at, following.id) if following else None,
+        "next_cursor": _cursor_of(found.next),
+        "prev_cursor": _cursor_of(found.previous),
     }
+
+
+def errors_pagination_json(page: int, size: int, found: ErrorPage) -> dict[str, Any]:
+    """The `pagination` object of a task's record errors: the task list's shape."""
+    return {
+        **pagination_json(page, size, found.total),
+        "total_exact": found.exact,
+        "next_cursor": None if found.next is None else encode_error_cursor(found.next),
+        "prev_cursor": None if found.previous is None else encode_error_cursor(found.previous),
+    }
+
+
+def _cursor_of(place: Keyset | None) -> str | None:
+    return None if place is None else encode_cursor(place.created_at, place.id)
 
 
 def throughput_json(hours: list[HourCount]) -> dict[str, Any]:
@@ -766,13 +867,18 @@ class PaginationOut(Out):
 
 
 class TaskPaginationOut(PaginationOut):
-    """The `pagination` object of the task list (`task_pagination_json`)."""
+    """The `pagination` object of the task list (`task_pagination_json`) and of a task's
+    record errors (`errors_pagination_json`)."""
 
     total_exact: bool = Field(
-        description="false: more than `total` tasks match (the count stops at a cap)"
+        description="false: there are more than `total` (the count stops at a cap)"
     )
     next_cursor: str | None = Field(
         description="the `cursor` of the next page; null on the last page"
+    )
+    prev_cursor: str | None = Field(
+        description="the `before` of the previous page (the place of this page's first item);"
+        " null on the first page"
     )
 
 
@@ -780,6 +886,24 @@ class TaskListOut(Out):
     """`GET /api/sync/tasks`."""
 
     tasks: list[TaskOut]
+    pagination: TaskPaginationOut
+
+
+class RecordErrorOut(Out):
+    """One per-record error (`record_error_json`)."""
+
+    id: int
+    attempt: int
+    position: int | None
+    record: Any = Field(description="the record as the handler reported it (any JSON)")
+    reason: str
+    created_at: str | None
+
+
+class ErrorListOut(Out):
+    """`GET /api/sync/tasks/{id}/errors`."""
+
+    errors: list[RecordErrorOut]
     pagination: TaskPaginationOut
 
 

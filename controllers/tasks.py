@@ -14,9 +14,10 @@ from controllers.models import (
     BatchCreateBody,
     BatchOut,
     CreateTaskBody,
+    ErrorListOut,
+    ErrorsQuery,
     IdsBody,
     ListQuery,
-    PageQuery,
     StatisticsOut,
     StatsQuery,
     TaskBatchOut,
@@ -29,7 +30,7 @@ from controllers.models import (
     UpdateTaskBody,
     attempt_json,
     batch_json,
-    pagination_json,
+    errors_pagination_json,
     record_error_json,
     task_json,
     task_pagination_json,
@@ -317,19 +318,21 @@ async def delete_task(request: web.Request) -> web.Response:
 @doc(
     "Per-record errors of a task",
     roles=READERS,
-    query=PageQuery,
+    query=ErrorsQuery,
     responses={200: "`{errors, pagination}`", 404: "no such task"},
     tags=["tasks"],
+    response=ErrorListOut,
 )
 async def task_errors(request: web.Request) -> web.Response:
-    """Per-record errors, paged."""
-    query = parse_query(request, PageQuery)
-    errors, total = await request.app[SERVICE].errors(
-        request.match_info["id"], Page(query.page, query.size)
+    """Per-record errors in the order they were recorded, paged as the task list is."""
+    query = parse_query(request, ErrorsQuery)
+    after, before = query.places()
+    found = await request.app[SERVICE].errors(
+        request.match_info["id"], Page(query.page, query.size), after, before
     )
     return json_response(
         {
-            "errors": [record_error_json(e) for e in errors],
-            "pagination": pagination_json(query.page, query.size, total),
+            "errors": [record_error_json(e) for e in found.errors],
+            "pagination": errors_pagination_json(query.page, query.size, found),
         }
     )

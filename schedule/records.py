@@ -59,6 +59,13 @@ class TaskFilter:
     search: str | None = None  # a reference or id prefix, or a dedupe key prefix
 
 
+#: The task list counts the tasks that match up to this many; beyond, its total says "more
+#: than COUNT_CAP" (an exact count of a million rows is most of a second). Pages by number stay
+#: within the counted part (the API refuses an offset at or past it); deeper pages go through a
+#: cursor (`Page.after`), whose cost does not grow with depth.
+COUNT_CAP = 10_000
+
+
 @dataclass(frozen=True)
 class Keyset:
     """A place in the task list's order (newest first: `created_at`, then `id`, descending):
@@ -71,11 +78,13 @@ class Keyset:
 @dataclass(frozen=True)
 class Page:
     """A 1-based page of a list; for the task list, `after` (a cursor) instead of a number
-    starts the page right after that place, at any depth for the same cost."""
+    starts the page right after that place, and `before` ends it right before that place (the
+    page just newer), both at any depth for the same cost."""
 
     page: int = 1
     size: int = 20
     after: Keyset | None = None
+    before: Keyset | None = None
 
     @property
     def offset(self) -> int:
@@ -84,13 +93,27 @@ class Page:
 
 class TaskPage(NamedTuple):
     """A page of the task list: its tasks, how many match (`total`, exact when `exact`; else
-    more than `total` match and `total` is the count's cap) and where the next page starts
-    (None on the last page)."""
+    more than `total` match and `total` is the count's cap), where the next page starts (None
+    on the last page) and where the previous one ends (the place of this page's first task;
+    None on the first page)."""
 
     tasks: list[TaskRecord]
     total: int
     exact: bool
     next: Keyset | None
+    previous: Keyset | None
+
+
+class ErrorPage(NamedTuple):
+    """A page of a task's record errors, in the order they were recorded: how many the task
+    has (`total`, exact when `exact`; else more than `total`, the cap of the task list), and
+    the ids the next page starts after and the previous one ends before (None at the ends)."""
+
+    errors: list[StoredRecordError]
+    total: int
+    exact: bool
+    next: int | None
+    previous: int | None
 
 
 class ProgressUpdate(NamedTuple):

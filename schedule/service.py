@@ -18,12 +18,12 @@ from schedule.exceptions import FieldProblem, Forbidden, InvalidInput, InvalidSt
 from schedule.records import (
     AttemptRecord,
     BatchResult,
+    ErrorPage,
     ExternalReport,
     HourCount,
     Outcome,
     Page,
     Statistics,
-    StoredRecordError,
     TaskDetail,
     TaskFilter,
     TaskPage,
@@ -271,10 +271,12 @@ class ScheduleService:
         found = await self.store.list_tasks(flt, page)
         return found._replace(tasks=[self._merge_live(t) for t in found.tasks])
 
-    async def errors(self, key: str, page: Page) -> tuple[list[StoredRecordError], int]:
-        """Per-record errors of a task."""
+    async def errors(
+        self, key: str, page: Page, after: int | None = None, before: int | None = None
+    ) -> ErrorPage:
+        """Per-record errors of a task (`TaskStore.errors`)."""
         task = await self.store.require(key)
-        return await self.store.errors(task.id, page)
+        return await self.store.errors(task.id, page, after, before)
 
     async def statistics(self, since: datetime) -> Statistics:
         """Database-wide aggregates since `since`."""

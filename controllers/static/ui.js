@@ -316,17 +316,21 @@ export const PAGE_SIZES = [20, 50, 100, 200, 500];
 /** First / previous / a page number to jump to / next / last, and (with `onSize`) the page
  * size. A number past the last page or below 1 is brought back in range. With `next(cursor)`,
  * "Next" turns the page through the list's cursor (`pagination.next_cursor`, the same cost at
- * any depth) and `page` says which page this is (an answer by cursor does not know). A total
- * the API did not count to the end (`total_exact: false`) reads "more than N", and there is
- * no last page to jump to. */
-export function pager(pagination, go, { onSize = null, next = null, page: shown = null } = {}) {
+ * any depth), with `previous(cursor)` "Previous" is handed `pagination.prev_cursor` (the
+ * caller decides how to go back), and `page` says which page this is (an answer by cursor does
+ * not know). A total the API did not count to the end (`total_exact: false`) reads "more than
+ * N"; there is no last page to jump to, and a page number to jump to stays within the counted
+ * pages (`total_pages`), the only ones the API serves by number: deeper pages are reached
+ * with "Next". */
+export function pager(pagination, go, { onSize = null, next = null, previous = null, page: shown = null } = {}) {
   const { size, total_pages: pages, total } = pagination;
   const page = shown ?? pagination.page;
   const counted = pagination.total_exact !== false;
-  const last = counted ? Math.max(1, pages) : Math.max(page, pages);
+  const last = Math.max(1, pages);
   const jump = h("input", {
     type: "number", min: 1, max: last, value: page, inputmode: "numeric",
     "aria-label": `Page number, 1 to ${last}`, name: "page",
+    title: counted ? null : `Pages past ${fmtNumber(last)} are reached with Next`,
   });
   const form = h("form.pager-jump", {
     noValidate: true, // out of range is brought back in range, not refused
@@ -349,7 +353,12 @@ export function pager(pagination, go, { onSize = null, next = null, page: shown 
   return h("div.pager",
     h("div.pager-nav",
       button("« First", 1, page <= 1, "first"),
-      button("‹ Previous", Math.min(page - 1, last), page <= 1, "previous"),
+      previous
+        ? h("button.btn.small.ghost", {
+          type: "button", disabled: page <= 1, dataset: { page: "previous" }, "aria-label": "‹ Previous",
+          on: { click: () => previous(pagination.prev_cursor) },
+        }, "‹ Previous")
+        : button("‹ Previous", Math.min(page - 1, last), page <= 1, "previous"),
       form,
       next
         ? h("button.btn.small.ghost", {

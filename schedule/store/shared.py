@@ -40,7 +40,9 @@ from schedule.clock import Clock, naive, utc, utcnow
 from schedule.exceptions import InvalidState, NotFound
 from schedule.models import status_is
 from schedule.records import (
+    COUNT_CAP,
     AttemptRecord,
+    ErrorPage,
     HeartbeatReply,
     Keyset,
     Page,
@@ -60,9 +62,6 @@ from schedule.store.tasks import TaskStore
 from schedule.task import NewTask, TaskRecord, TaskStatus
 
 C = TypeVar("C", bound=Connector)
-#: The task list counts the tasks that match up to this many; beyond, its total says "more
-#: than COUNT_CAP" (an exact count of a million rows is most of a second).
-COUNT_CAP = 10_000
 
 
 class SqlTaskStore(TaskStore, Generic[C]):
@@ -137,9 +136,19 @@ class SqlTaskStore(TaskStore, Generic[C]):
             total = int((await conn.execute(capped_count(flt, cap))).scalar_one())
             rows = (await conn.execute(list_query(flt, page))).mappings().all()
         tasks = [TaskRecord.from_row(r) for r in rows[: page.size]]
-        more = len(rows) > page.size
-        following = Keyset(tasks[-1].created_at, tasks[-1].id) if more else None
-        return TaskPage(tasks, min(total, cap), total <= cap, following)
+        more = len(rows) > page.size  # one row past the page: in the order the query read
+        if page.before is not None:  # read oldest first from the place: turn it round
+            tasks.reverse()
+            newer, older = more, bool(tasks)
+        else:
+            newer, older = bool(tasks) and (page.after is not None or page.offset > 0), more
+        return TaskPage(
+            tasks,
+            min(total, cap),
+            total <= cap,
+            Keyset(tasks[-1].created_at, tasks[-1].id) if older else None,
+            Keyset(tasks[0].created_at, tasks[0].id) if newer else None,
+        )
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
         async with self.db.read() as conn:
@@ -156,27 +165,46 @@ class SqlTaskStore(TaskStore, Generic[C]):
             error=row.error,
         )
 
-    async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
-        where = E.c.task_id == task_id
+    async def errors(
+        self, task_id: str, page: Page, after: int | None = None, before: int | None = None
+    ) -> ErrorPage:
+        query = select(E).where(E.c.task_id == task_id)
+        if before is not None:  # read newest first from the place: turned round below
+            query = query.where(E.c.id < before).order_by(E.c.id.desc())
+        elif after is not None:
+            query = query.where(E.c.id > after).order_by(E.c.id)
+        else:
+            query = query.order_by(E.c.id).offset(page.offset)
         async with self.db.read() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(E).where(where))
-            ).scalar_one()
-            rows = await conn.execute(
-                select(E).where(where).order_by(E.c.id).limit(page.size).offset(page.offset)
+            # the task keeps the count as its errors are written: no count of a big task's rows
+            counted = select(T.c.error_count).where(T.c.id == task_id)
+            total = int((await conn.execute(counted)).scalar() or 0)
+            rows = (await conn.execute(query.limit(page.size + 1))).all()
+        items = [
+            StoredRecordError(
+                id=r.id,
+                attempt=r.attempt,
+                position=r.position,
+                record=r.record,
+                reason=r.reason,
+                created_at=utc(r.created_at) or self.clock(),
             )
-            items = [
-                StoredRecordError(
-                    id=r.id,
-                    attempt=r.attempt,
-                    position=r.position,
-                    record=r.record,
-                    reason=r.reason,
-                    created_at=utc(r.created_at) or self.clock(),
-                )
-                for r in rows
-            ]
-        return items, int(total)
+            for r in rows[: page.size]
+        ]
+        more = len(rows) > page.size
+        if before is not None:
+            items.reverse()
+            earlier, later = more, bool(items)
+        else:
+            earlier, later = bool(items) and (after is not None or page.offset > 0), more
+        cap = self.count_cap
+        return ErrorPage(
+            items,
+            min(total, cap),
+            total <= cap,
+            items[-1].id if later else None,
+            items[0].id if earlier else None,
+        )
 
     # ---- transitions requested by people --------------------------------------------------
 
@@ -457,12 +485,17 @@ def _attempts_query(task_id: str) -> Select[Any]:
 
 def list_query(flt: TaskFilter, page: Page) -> Select[Any]:
     """The task list's page (one row more than its size: whether another page follows),
-    newest first, from `page.after` or at `page.offset`."""
+    newest first, from `page.after` or at `page.offset`; or, with `page.before`, the page just
+    newer than that place, read oldest first from there (the caller turns it round)."""
     query = select(T).where(_filter_clause(flt))
+    # `<=`/`>=` bound the index range; the OR only filters the rows at its edge (an OR of the
+    # two ranges loses the index order on SQLite)
+    if page.before is not None:
+        at, key = naive(page.before.created_at), page.before.id
+        query = query.where(T.c.created_at >= at, or_(T.c.created_at > at, T.c.id > key))
+        return query.order_by(T.c.created_at, T.c.id).limit(page.size + 1)
     if page.after is not None:
         at, key = naive(page.after.created_at), page.after.id
-        # `<=` bounds the index range; the OR only filters the rows at its edge (an OR of the
-        # two ranges loses the index order on SQLite)
         query = query.where(T.c.created_at <= at, or_(T.c.created_at < at, T.c.id < key))
     else:
         query = query.offset(page.offset)

@@ -21,12 +21,12 @@ from typing import Any
 from schedule.clock import Clock
 from schedule.records import (
     AttemptRecord,
+    ErrorPage,
     HeartbeatReply,
     Outcome,
     Page,
     ProgressUpdate,
     RecordError,
-    StoredRecordError,
     TaskFilter,
     TaskPage,
 )
@@ -83,17 +83,22 @@ class TaskStore(ABC):
 
     @abstractmethod
     async def list_tasks(self, flt: TaskFilter, page: Page) -> TaskPage:
-        """Newest first (`created_at`, then `id`), filtered, from `page.after` when given
-        (else by page number); the total matching is counted up to `COUNT_CAP` and flagged
-        inexact beyond it."""
+        """Newest first (`created_at`, then `id`), filtered, from `page.after` when given,
+        the page just newer than `page.before` when that is given (else by page number); the
+        total matching is counted up to `COUNT_CAP` and flagged inexact beyond it. The next
+        page starts after the last task's place, the previous one ends before the first's."""
 
     @abstractmethod
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
         """Finished attempts of a task, oldest first."""
 
     @abstractmethod
-    async def errors(self, task_id: str, page: Page) -> tuple[list[StoredRecordError], int]:
-        """Per-record errors of a task in the order they were recorded."""
+    async def errors(
+        self, task_id: str, page: Page, after: int | None = None, before: int | None = None
+    ) -> ErrorPage:
+        """Per-record errors of a task in the order they were recorded: after the error id
+        `after`, or the page just before the error id `before`, or by page number. The total is
+        the task's `error_count`, capped as the task list's is."""
 
     # ---- transitions requested by people --------------------------------------------------
 

@@ -111,6 +111,46 @@ def test_list_table_json_and_filters(daemon: Daemon) -> None:
     assert all(t["status"] == "failed" for t in failed_only["tasks"])
 
 
+def test_list_pages_by_cursor_both_ways(daemon: Daemon) -> None:
+    """The footer prints the cursors of the pages beside this one; `--cursor` and `--before`
+    follow them (tasks of one batch share `created_at`: the id orders them); a page number
+    past the counted part is the API's 422 naming `page`; a number and a cursor are refused."""
+    batch = [{"task_type": "noop", "run_after": LATER, "data_source_id": "cli-pages"}] * 5
+    made = daemon.call("POST", "/api/sync/tasks/batch", {"tasks": batch})["tasks"]
+    order = sorted(made, key=lambda t: (t["created_at"], t["id"]), reverse=True)
+    newest_first = [t["reference"] for t in order]
+    listed = ["tasks", "list", "--data-source", "cli-pages", "--size", "2"]
+
+    def page(*extra: str) -> tuple[list[str], str, dict[str, list[str]]]:
+        shown = syncd(daemon, *listed, *extra)
+        assert shown.returncode == 0, shown.stderr
+        _, *lines = shown.stdout.splitlines()
+        footer = next(i for i, line in enumerate(lines) if line.startswith("page "))
+        moves = dict(line.split(": ", 1) for line in lines[footer + 1 :])
+        shown_refs = [line.split()[0] for line in lines[:footer]]
+        return shown_refs, lines[footer], {k: v.split() for k, v in moves.items()}
+
+    refs, where, moves = page()
+    assert refs == newest_first[:2] and where == "page 1 of 3, 5 task(s)"
+    assert list(moves) == ["next page"] and moves["next page"][0] == "--cursor"
+    refs, where, moves = page(*moves["next page"])
+    assert refs == newest_first[2:4] and where == "page by cursor, 5 task(s)"
+    assert list(moves) == ["previous page", "next page"]
+    refs, _, moves = page(*moves["next page"])
+    assert refs == newest_first[4:] and list(moves) == ["previous page"]
+    assert moves["previous page"][0] == "--before"
+    refs, _, moves = page(*moves["previous page"])
+    assert refs == newest_first[2:4]
+    refs, _, moves = page(*moves["previous page"])
+    assert refs == newest_first[:2] and list(moves) == ["next page"]
+
+    deep = syncd(daemon, *listed, "--page", "5001")  # (5001 - 1) * 2 = 10,000 tasks before it
+    assert deep.returncode == 1
+    assert "page: " in deep.stderr and "pagination.next_cursor" in deep.stderr
+    both = syncd(daemon, *listed, "--page", "2", "--cursor", "x")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_show_cancel_retry_and_their_errors(daemon: Daemon) -> None:
     made = json.loads(
         syncd(daemon, "tasks", "create", "noop", "--run-after", LATER, "--json").stdout

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect
 
-from bench.daemon import Daemon, wait_until
+from bench.daemon import Daemon, running_daemon, wait_until
+from schedule.records import COUNT_CAP
 from tests.browser.conftest import screenshot
+from tests.conftest import FAST
 
 LATER = "2099-01-01T00:00:00Z"
 SLOW = {"sleep_s": 60, "steps": 600}
@@ -151,9 +156,14 @@ def test_task_page_with_attempts_and_paged_record_errors(daemon: Daemon, page: A
     expect(page.get_by_role("cell", name="bad row 1", exact=True)).to_be_visible()
     expect(page.get_by_role("cell", name="bad row 21", exact=True)).to_have_count(0)
     screenshot(page, "task")
-    page.click(".pager button:text('Next ›')")
+    with page.expect_request(lambda r: urlsplit(r.url).path.endswith("/errors")) as sent:
+        page.click(".pager button:text('Next ›')")
+    assert "cursor" in parse_qs(urlsplit(sent.value.url).query)  # the same cost at any depth
     expect(page.locator(".pager input[name=page]")).to_have_value("2")
     expect(page.get_by_role("cell", name="bad row 25", exact=True)).to_be_visible()
+    page.click(".pager button:text('‹ Previous')")
+    expect(page.locator(".pager input[name=page]")).to_have_value("1")
+    expect(page.get_by_role("cell", name="bad row 1", exact=True)).to_be_visible()
 
 
 def add_record_errors(daemon: Daemon, task: dict[str, Any], count: int) -> None:
@@ -379,3 +389,100 @@ def test_schedules_page_at_phone_width(daemon: Daemon, browser: Any) -> None:
         screenshot(tab, "schedules-360")
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def deep(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon of its own whose list is deeper than the API counts: COUNT_CAP + 50 pending
+    tasks (created 1,000 a batch: the tasks of a batch share `created_at`)."""
+    with running_daemon(sqlite_template, tmp_path_factory.mktemp("deep-daemon"), FAST) as d:
+        batch = [{"task_type": "noop", "run_after": LATER}] * 1000
+        for start in range(0, COUNT_CAP + 50, 1000):
+            d.call("POST", "/api/sync/tasks/batch", {"tasks": batch[: COUNT_CAP + 50 - start]})
+        yield d
+
+
+def test_the_pager_walks_past_the_counted_pages_and_back(deep: Daemon, page: Any) -> None:
+    """Next twice by cursor then Previous twice, at the top and past the pages the API counts:
+    the right tasks under the right page number each time; the jump stays within the counted
+    pages; no request carries an offset the API refuses, and none is refused."""
+    order: list[str] = []
+    cursor = None
+    while True:  # the list as the API orders it, walked by its cursor
+        answer = deep.call(
+            "GET", "/api/sync/tasks?size=500" + (f"&cursor={cursor}" if cursor else "")
+        )
+        order += [t["id"] for t in answer["tasks"]]
+        cursor = answer["pagination"]["next_cursor"]
+        if cursor is None:
+            break
+    assert len(order) == COUNT_CAP + 50
+    asked: list[dict[str, list[str]]] = []
+    answered: list[int] = []
+    page.on(
+        "request",
+        lambda r: (
+            asked.append(parse_qs(urlsplit(r.url).query))
+            if urlsplit(r.url).path == "/api/sync/tasks" and r.method == "GET"
+            else None
+        ),
+    )
+    page.on(
+        "response",
+        lambda r: answered.append(r.status) if urlsplit(r.url).path == "/api/sync/tasks" else None,
+    )
+    pager = page.locator(".pager")
+
+    def shown(number: int) -> None:
+        expect(pager.locator("input[name=page]")).to_have_value(str(number))
+        first = order[(number - 1) * 20]
+        expect(page.locator("tbody tr").first).to_have_attribute("data-id", first)
+        ids = page.locator("tbody tr").evaluate_all("rows => rows.map((r) => r.dataset.id)")
+        assert ids == order[(number - 1) * 20 : number * 20]
+
+    def move(action: str) -> dict[str, list[str]]:
+        """Click a pager button; the query of the list request it made."""
+        with page.expect_request(lambda r: urlsplit(r.url).path == "/api/sync/tasks") as sent:
+            pager.locator(f"button[data-page={action}]").click()
+        return parse_qs(urlsplit(sent.value.url).query)
+
+    page.goto(deep.url + "/#/tasks")
+    shown(1)
+    expect(pager).to_contain_text(f"more than {COUNT_CAP:,}")
+    expect(pager.locator("button[data-page=last]")).to_be_disabled()
+    expect(pager.locator("button[data-page=previous]")).to_be_disabled()
+    walk = [(2, "next", "cursor"), (3, "next", "cursor"), (2, "previous", "before")]
+    for number, action, place in walk:
+        assert place in move(action)
+        shown(number)
+    assert move("previous")["page"] == ["1"]  # back to page 1: the top of the list, by number
+    shown(1)
+
+    counted = COUNT_CAP // 20
+    pager.locator("input[name=page]").fill("999999")  # as deep as numbers go: the last counted
+    pager.locator("button:text('Go')").click()
+    expect(page).to_have_url(f"{deep.url}/#/tasks?page={counted}")
+    shown(counted)
+    walk = [
+        (counted + 1, "next", "cursor"),
+        (counted + 2, "next", "cursor"),
+        (counted + 1, "previous", "before"),
+        (counted, "previous", "before"),
+    ]
+    for number, action, place in walk:
+        sent = move(action)
+        assert place in sent and "page" not in sent
+        shown(number)
+        expect(pager.locator("input[name=page]")).to_have_attribute("max", str(counted))
+    assert move("first")["page"] == ["1"]
+    shown(1)
+    expect(page).to_have_url(f"{deep.url}/#/tasks")
+
+    numbered = [int(q["page"][0]) for q in asked if "page" in q]
+    assert numbered and all((n - 1) * 20 < COUNT_CAP for n in numbered)
+    assert answered and set(answered) == {200}
+
+    page.goto(f"{deep.url}/#/tasks?page={counted + 1}")  # an old link deeper than numbers go
+    expect(page.locator(".empty")).to_contain_text(f"Page {counted + 1:,} is too deep")
+    page.locator("a", has_text="Go to page 1").click()
+    shown(1)

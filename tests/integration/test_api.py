@@ -14,6 +14,7 @@ from config.settings import Settings
 from controllers.app import create_app
 from controllers.keys import BUS
 from engine.handlers import default_registry
+from schedule.records import COUNT_CAP
 from tests.helpers import Events, Gates
 
 Client = TestClient[web.Request, web.Application]
@@ -82,6 +83,7 @@ async def test_batch_create_and_list_paging_and_filters(client: Client) -> None:
     assert len(created["tasks"]) == 5
     page = await get(client, "/api/sync/tasks?page=2&size=2")
     following = page["pagination"].pop("next_cursor")
+    preceding = page["pagination"].pop("prev_cursor")
     assert page["pagination"] == {
         "page": 2,
         "size": 2,
@@ -93,6 +95,14 @@ async def test_batch_create_and_list_paging_and_filters(client: Client) -> None:
     last = await get(client, f"/api/sync/tasks?size=2&cursor={following}")
     assert last["tasks"] == (await get(client, "/api/sync/tasks?page=3&size=2"))["tasks"]
     assert len(last["tasks"]) == 1 and last["pagination"]["next_cursor"] is None
+    back = await get(client, f"/api/sync/tasks?size=2&before={last['pagination']['prev_cursor']}")
+    assert back["tasks"] == page["tasks"]
+    assert back["pagination"]["prev_cursor"] == preceding
+    first = await get(client, f"/api/sync/tasks?size=2&before={preceding}")
+    numbered = await get(client, "/api/sync/tasks?size=2")
+    assert first["tasks"] == numbered["tasks"] and numbered["pagination"]["prev_cursor"] is None
+    assert first["pagination"]["prev_cursor"] is None
+    assert first["pagination"]["next_cursor"] == numbered["pagination"]["next_cursor"]
     ds1 = await get(client, "/api/sync/tasks?data_source_id=ds1&status=pending&task_type=noop")
     assert ds1["pagination"]["total"] == 2
 
@@ -170,6 +180,8 @@ async def test_errors_and_statistics(client: Client, events: Events, gates: Gate
     await events.wait(task["id"], "finished")
     errors = await get(client, f"/api/sync/tasks/{task['id']}/errors?size=5")
     assert errors["pagination"]["total"] == 1 and errors["errors"][0]["reason"] == "bad row"
+    assert errors["pagination"]["next_cursor"] is None
+    assert errors["pagination"]["prev_cursor"] is None
     stats = await get(client, "/api/sync/tasks/statistics")
     assert stats["database"]["by_status"]["completed"] == 1
     assert stats["engine"]["node_id"] == "test-node" and stats["engine"]["max_concurrent"] == 4
@@ -229,11 +241,53 @@ async def test_bad_create_input(
         ("cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8Jyk7", "cursor"),  # an id no task has
         (f"cursor={'A' * 201}", "cursor"),
         ("page=2&cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ", "cursor"),
+        ("before=notacursor", "before"),
+        ("page=2&before=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ", "before"),
+        (
+            "cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ"
+            "&before=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ",
+            "before",
+        ),
+        ("page=501", "page"),  # (501 - 1) * 20 tasks before it: past the counted part
+        ("page=21&size=500", "page"),
+        ("page=10001&size=1", "page"),
+        ("page=99999999999999999999", "page"),
     ],
 )
 async def test_bad_list_query(client: Client, query: str, field: str) -> None:
     data = await get(client, f"/api/sync/tasks?{query}", 422)
     assert field in error_fields(data)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("page=501", "page"),
+        ("page=21&size=500", "page"),
+        ("cursor=notacursor", "cursor"),
+        ("cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8YQ", "cursor"),  # a task list cursor
+        ("before=ZXJyb3J8LTE", "before"),  # error|-1
+        ("page=2&before=ZXJyb3J8Nw", "before"),
+        ("cursor=ZXJyb3J8Nw&before=ZXJyb3J8Nw", "before"),
+    ],
+)
+async def test_bad_record_errors_query(client: Client, query: str, field: str) -> None:
+    data = await get(client, f"/api/sync/tasks/nosuchtask/errors?{query}", 422)
+    assert error_fields(data) == [field]
+
+
+async def test_page_numbers_stop_at_the_counted_part(client: Client) -> None:
+    """The last page by number starts within the first COUNT_CAP tasks; one further is a 422
+    naming `page` that points at the cursor."""
+    for size in (1, 20, 500, 3):
+        last = (COUNT_CAP - 1) // size + 1
+        answer = await get(client, f"/api/sync/tasks?page={last}&size={size}")
+        assert answer["tasks"] == [] and answer["pagination"]["page"] == last
+        refused = await get(client, f"/api/sync/tasks?page={last + 1}&size={size}", 422)
+        assert error_fields(refused) == ["page"]
+        message = refused["error"]["message"]
+        assert message.startswith("page: ") and "pagination.next_cursor" in message
+        assert f"page {last} at most" in message
 
 
 async def test_unknown_ids_and_routes(client: Client) -> None:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_read_bench_runs_small(mariadb_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    only = "list cursor, last page;statistics, 7 days"
+    only = "list cursor, last page;list before, deep page;statistics, 7 days"
     result = subprocess.run(
         [
             sys.executable,

@@ -165,7 +165,7 @@ async def test_live_progress_is_merged_and_flushed(
     await events.until(flushed, within=5)  # checked again as each flush is announced
     gates.release["p"].set()
     await events.wait(task_id, "finished")
-    errors, total = await service.errors(task_id, _page())
+    errors, total, *_ = await service.errors(task_id, _page())
     assert total == 1 and errors[0].position == 7 and errors[0].record == {"n": 1}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from schedule.exceptions import InvalidState, NotFound
-from schedule.records import ExternalReport, Outcome, Page, RecordError, TaskFilter
+from schedule.records import ExternalReport, Keyset, Outcome, Page, RecordError, TaskFilter
 from schedule.store import Connector, TaskStore, make_store
 from schedule.task import NewTask, TaskStatus
 from tests.helpers import Clock
@@ -196,17 +196,49 @@ async def test_record_errors_and_paging(st: TaskStore) -> None:
     errors = [RecordError(f"bad {i}", {"row": i}, i) for i in range(25)]
     assert await st.record_errors("n1", task.id, 1, errors)
     assert not await st.record_errors("n2", task.id, 1, errors)
-    page, total = await st.errors(task.id, Page(2, 10))
-    assert total == 25 and [e.position for e in page] == list(range(10, 20))
+    page, total, exact, *_ = await st.errors(task.id, Page(2, 10))
+    assert total == 25 and exact and [e.position for e in page] == list(range(10, 20))
     assert page[0].record == {"row": 10}
     assert (await st.require(task.id)).error_count == 25
+
+
+async def test_record_errors_walk_by_place_both_ways(st: TaskStore) -> None:
+    """A task's record errors, forward from page 1 by `next` and back from the last page by
+    `previous`: every error once, in the order recorded; the ends have no place beyond; the
+    total is the task's count, capped as the task list's is."""
+    task, _ = await st.create(noop())
+    await st.claim("n1", 1, lease_s=30)
+    assert await st.record_errors(
+        "n1", task.id, 1, [RecordError(f"r{i}", None, i) for i in range(11)]
+    )
+    forward: list[list[int | None]] = []
+    found = await st.errors(task.id, Page(1, 4))
+    assert found.previous is None
+    while True:
+        forward.append([e.position for e in found.errors])
+        if found.next is None:
+            break
+        assert found.next == found.errors[-1].id
+        found = await st.errors(task.id, Page(1, 4), after=found.next)
+        assert found.previous == found.errors[0].id
+    assert forward == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    backward = []
+    while found.previous is not None:
+        found = await st.errors(task.id, Page(1, 4), before=found.previous)
+        assert found.next == found.errors[-1].id
+        backward.append([e.position for e in found.errors])
+    assert backward == [[4, 5, 6, 7], [0, 1, 2, 3]]
+    third = await st.errors(task.id, Page(3, 4))
+    assert [e.position for e in third.errors] == [8, 9, 10] and third.next is None
+    st.count_cap = 10
+    assert (await st.errors(task.id, Page(1, 4)))[1:3] == (10, False)
 
 
 async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
     for i in range(5):
         await st.create(noop(data_source_id="ds1" if i % 2 else None))
         clock.advance(1)
-    tasks, total, exact, _ = await st.list_tasks(TaskFilter(data_source_id="ds1"), Page(1, 10))
+    tasks, total, exact, *_ = await st.list_tasks(TaskFilter(data_source_id="ds1"), Page(1, 10))
     assert total == 2 and exact and all(t.data_source_id == "ds1" for t in tasks)
     everything, *_ = await st.list_tasks(TaskFilter(), Page(1, 3))
     assert [t.created_at for t in everything] == sorted(
@@ -222,30 +254,74 @@ async def test_list_filters_and_statistics(st: TaskStore, clock: Clock) -> None:
     assert stats.queue_length == 4
 
 
-async def test_the_cursor_walks_the_list_once_in_order_at_any_depth(
+async def test_the_cursors_walk_the_list_once_in_order_both_ways(
     st: TaskStore, clock: Clock
 ) -> None:
+    """Forward by `next` from page 1 and back by `previous` (`Page.before`) from the last page
+    each visit every task once, in the list's order; batches share `created_at` (ties broken by
+    id). Page 1 has no previous place, the last page no next one; the backward walk meets the
+    forward walk's pages exactly."""
     made = []
     for i in range(23):
         batch = await st.create_many([noop(data_source_id="ds" if i % 3 else None)] * (1 + i % 2))
         made += [t for t, _ in batch]  # tasks of one batch share created_at: `id` breaks ties
         clock.advance(1)
+    assert len({t.created_at for t in made}) < len(made)
     newest_first = sorted(made, key=lambda t: (t.created_at, t.id), reverse=True)
     for flt in (TaskFilter(), TaskFilter(data_source_id="ds")):
         expected = [t.id for t in newest_first if flt.data_source_id in (None, t.data_source_id)]
-        seen: list[str] = []
+        forward: list[list[str]] = []
         page = Page(1, 4)
         while True:
             found = await st.list_tasks(flt, page)
             assert found.total == len(expected) and found.exact
-            seen += [t.id for t in found.tasks]
+            assert (found.previous is None) == (not forward)  # page 1 alone has none
+            forward.append([t.id for t in found.tasks])
             if found.next is None:
                 break
             assert len(found.tasks) == 4
+            assert (found.next.created_at, found.next.id) == (
+                found.tasks[-1].created_at,
+                found.tasks[-1].id,
+            )
             page = Page(1, 4, after=found.next)
-        assert seen == expected
+        assert [i for ids in forward for i in ids] == expected
+        assert len(forward[-1]) == (len(expected) % 4 or 4)
+        backward: list[list[str]] = []
+        while found.previous is not None:
+            assert (found.previous.created_at, found.previous.id) == (
+                found.tasks[0].created_at,
+                found.tasks[0].id,
+            )
+            found = await st.list_tasks(flt, Page(1, 4, before=found.previous))
+            assert found.total == len(expected) and found.exact
+            assert found.next is not None  # the page we came from follows
+            backward.append([t.id for t in found.tasks])
+        assert backward == forward[-2::-1]  # the same pages, newest last
         by_number = await st.list_tasks(flt, Page(3, 4))
         assert [t.id for t in by_number.tasks] == expected[8:12]
+        assert by_number.previous is not None and by_number.previous.id == expected[8]
+        assert by_number.next is not None and by_number.next.id == expected[11]
+
+
+async def test_before_the_newest_task_and_past_the_ends(st: TaskStore, clock: Clock) -> None:
+    """`before` the newest task is an empty page with neither place; a page by number past the
+    end has neither place; `before` a place with fewer newer tasks than the page's size gives
+    those tasks, newest first, with no previous place and the next one at its last task."""
+    made = []
+    for _ in range(5):
+        made.append((await st.create(noop()))[0])
+        clock.advance(1)
+    newest, *_, oldest = sorted(made, key=lambda t: (t.created_at, t.id), reverse=True)
+    top = await st.list_tasks(TaskFilter(), Page(1, 2, before=Keyset(newest.created_at, newest.id)))
+    assert top.tasks == [] and top.previous is None and top.next is None
+    past = await st.list_tasks(TaskFilter(), Page(9, 2))
+    assert past.tasks == [] and past.previous is None and past.next is None
+    near = await st.list_tasks(
+        TaskFilter(), Page(1, 9, before=Keyset(oldest.created_at, oldest.id))
+    )
+    assert [t.id for t in near.tasks] == [t.id for t in reversed(made[1:])]
+    assert near.previous is None and near.next == Keyset(made[1].created_at, made[1].id)
 
 
 async def test_the_total_is_exact_up_to_the_cap(st: TaskStore) -> None:

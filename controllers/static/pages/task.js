@@ -9,7 +9,11 @@ import {
 
 export function render({ root, params, query, go }) {
   const key = params[0];
-  const errorPage = Number(query.epage) || 1;
+  // The record errors' page: by number (`epage`), or through a place in them (`ecursor`: the
+  // page after one, `ebefore`: the page before one; `epage` is then the number the walk counted),
+  // as the task list pages.
+  const errorPage = Math.max(1, Math.round(Number(query.epage)) || 1);
+  const errorPlace = query.ecursor ? { cursor: query.ecursor } : query.ebefore ? { before: query.ebefore } : null;
   let task = null;
   let mayEnqueue = null; // (task type) => whether this role may retry it (enqueueRule)
   let bar = null;
@@ -136,7 +140,7 @@ export function render({ root, params, query, go }) {
       return;
     }
     try {
-      const answer = await api("GET", `/api/sync/tasks/${task.id}/errors`, { query: { page: errorPage, size: 20 } });
+      const answer = await api("GET", `/api/sync/tasks/${task.id}/errors`, { query: { ...(errorPlace || { page: errorPage }), size: 20 } });
       clear(box,
         table(["Position", "Reason", "Record", "Attempt"], answer.errors.map((e) =>
           h("tr",
@@ -144,7 +148,13 @@ export function render({ root, params, query, go }) {
             h("td.message", e.reason),
             h("td", h("code.record", JSON.stringify(e.record))),
             h("td.num.plain", e.attempt)))),
-        pager(answer.pagination, (page) => go(`/task/${key}`, { epage: page })));
+        pager(answer.pagination, (page) => go(`/task/${key}`, { epage: page }), {
+          page: errorPage,
+          next: (cursor) => go(`/task/${key}`, { epage: errorPage + 1, ecursor: cursor }),
+          previous: (before) => go(`/task/${key}`, errorPlace && before && errorPage > 2
+            ? { epage: errorPage - 1, ebefore: before }
+            : { epage: errorPlace ? 1 : Math.min(errorPage - 1, Math.max(1, answer.pagination.total_pages)) }),
+        }));
     } catch (error) {
       clear(box, errorBox(error, "Could not load the record errors"));
     }

@@ -23,7 +23,11 @@ export function render({ root, query, go }) {
     page: Math.max(1, Math.min(1_000_000, Math.round(Number(query.page)) || 1)),
     size: PAGE_SIZES.includes(Number(query.size)) ? Number(query.size) : 20,
     cursor: query.cursor || "", // set when the page was reached with "Next" (any depth)
+    before: query.cursor ? "" : query.before || "", // set when reached with "Previous" from there
   };
+  // Reached through a place in the list (Next, or Previous from a page reached so): `page` is
+  // the number the walk counted, and the way back goes through the list's places too.
+  const byPlace = Boolean(filters.cursor || filters.before);
   const selected = new Set();
   const rows = new Map(); // task id -> {row, task}
   let tasks = [];
@@ -41,9 +45,10 @@ export function render({ root, query, go }) {
 
   const reload = serialized(async () => {
     try {
-      const { page, cursor, ...rest } = filters;
+      const { page, cursor, before, ...rest } = filters;
+      const place = cursor ? { cursor } : before ? { before } : { page };
       const [answer, rule] = await Promise.all([
-        api("GET", "/api/sync/tasks", { query: cursor ? { ...rest, cursor } : { ...rest, page } }),
+        api("GET", "/api/sync/tasks", { query: { ...rest, ...place } }),
         enqueueRule(),
       ]);
       mayEnqueue = rule;
@@ -51,6 +56,13 @@ export function render({ root, query, go }) {
       lastAnswer = answer;
       draw(answer);
     } catch (error) {
+      if (error.status === 422 && (error.details || []).some((d) => d.field === "page")) {
+        // A page number too deep to count to (an old link): the API serves those by cursor only.
+        clear(listBox, empty(`Page ${fmtNumber(filters.page)} is too deep to reach by its number`,
+          "Pages by number reach only as far as the list counts its tasks; go on from there with Next."),
+        h("p.pad.empty-link", h("a", { href: "#", on: { click: (e) => { e.preventDefault(); go("/tasks", listQuery(filters, { page: 1 })); } } }, "Go to page 1")));
+        return;
+      }
       clear(listBox, errorBox(error, "Could not load the tasks"));
     }
   });
@@ -65,6 +77,13 @@ export function render({ root, query, go }) {
       tableParts = null;
       rows.clear();
       const { total, total_pages: pages } = answer.pagination;
+      if (byPlace && total > 0) {
+        // The tasks around the place this page was reached from are gone (deleted meanwhile).
+        clear(listBox, empty("No tasks here any more", "The tasks around this place in the list were deleted."),
+          h("p.pad.empty-link", h("a", { href: "#", on: { click: (e) => { e.preventDefault(); go("/tasks", listQuery(filters, { page: 1 })); } } }, "Go to page 1")));
+        drawBatch();
+        return;
+      }
       if (total > 0 && filters.page > pages) {
         // A page past the end (an old link, a size changed): say so and offer the last one.
         clear(listBox, empty(`Page ${fmtNumber(filters.page)} is past the last page`,
@@ -105,10 +124,15 @@ export function render({ root, query, go }) {
     const pagerKey = JSON.stringify(answer.pagination);
     if (pagerKey !== tableParts.pagerKey) {
       tableParts.pagerKey = pagerKey;
-      // Next goes by the list's cursor (the same cost at any depth); other moves by number.
-      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", listQuery(filters, { page, cursor: "" })), {
-        onSize: (size) => go("/tasks", listQuery(filters, { size, page: 1, cursor: "" })),
+      // Next goes by the list's cursor (the same cost at any depth); Previous from a page
+      // reached so goes back through `before` (never a page number deeper than the API
+      // counts); page 1 is always the top of the list by number; other moves by number.
+      clear(tableParts.pagerBox, pager(answer.pagination, (page) => go("/tasks", listQuery(filters, { page })), {
+        onSize: (size) => go("/tasks", listQuery(filters, { size, page: 1 })),
         next: (cursor) => go("/tasks", listQuery(filters, { cursor, page: filters.page + 1 })),
+        previous: (before) => go("/tasks", byPlace && before && filters.page > 2
+          ? listQuery(filters, { before, page: filters.page - 1 })
+          : listQuery(filters, { page: byPlace ? 1 : Math.min(filters.page - 1, Math.max(1, answer.pagination.total_pages)) })),
         page: filters.page,
       }));
     }
@@ -291,9 +315,10 @@ export function render({ root, query, go }) {
   };
 }
 
-/** The list's query: the filters with `changes`; defaults left out of the address. */
+/** The list's query: the filters with `changes`; defaults left out of the address. A move
+ * names its place (`cursor` or `before`) or none: a page by number. */
 function listQuery(filters, changes = {}) {
-  const out = { ...filters, ...changes };
+  const out = { ...filters, cursor: "", before: "", ...changes };
   if (out.page === 1) out.page = "";
   if (out.size === 20) out.size = "";
   return out;
@@ -319,7 +344,7 @@ function filterBar(filters, go) {
     on: {
       submit: (e) => {
         e.preventDefault();
-        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), q: search.value.trim(), page: 1, cursor: "" }));
+        go("/tasks", listQuery(filters, { status: status.value, task_type: type.value, data_source_id: source.value.trim(), q: search.value.trim(), page: 1 }));
       },
     },
   },
