@@ -14,12 +14,14 @@ source up) from `--rows` rows:
 * `http`: pages of 1,000 records served on 127.0.0.1 by another process; baseline: a bare
   aiohttp client reading the same pages and the `sqlite3` upserts.
 
-Passes: `full_sync` with every row new, then with every row an update (the source's text
-changed), and for the SQL kinds an `incremental_sync` that finds 1% of the rows changed (its
-baseline: the watermark query `WHERE version > ? ORDER BY version` and the upsert of those rows)
-and a `full_sync` with `delete_missing` after 1% of the source's rows went (its baseline: the
-upsert of every row with its key into a temporary table, then one `DELETE ... WHERE NOT
-EXISTS`).
+Passes, for every kind: `full_sync` with every row new, then with every row an update (the
+source's text changed), an `incremental_sync` that finds 1% of the rows changed, and a
+`full_sync` with `delete_missing` after 1% of the source's rows went (its baseline: the upsert
+of every row with its key into a temporary table, then one `DELETE ... WHERE NOT EXISTS`). The
+incremental baseline of the SQL kinds is the watermark query `WHERE version > ? ORDER BY
+version` and the upsert of those rows; a file or the pages have no query, so there (as in the
+daemon) every row is read and those whose version is above the mark are upserted. A file or the
+pages are rewritten whole for each pass.
 
 Each pass runs the baseline before and after it (the machine drifts; on two bare tables, so
 that neither needs a reset whose writes could still be settling) and prints the times,
@@ -72,12 +74,26 @@ Row = tuple[Any, ...]
 Batches = Iterator[list[Row]]
 
 
-def source_rows(count: int, tag: str) -> list[Row]:
-    """`(id, pn, maker, lot, descr, version)` rows; `tag` marks the descriptions of a pass."""
+def source_rows(count: int) -> list[Row]:
+    """`(id, pn, maker, lot, descr, version)` rows, every one at version 1."""
     return [
-        (i, f"PN-{i:07d}", f"VENDOR-{i % 7}", f"LOT-{i % 997}", f"item {i}{tag}", 1)
+        (i, f"PN-{i:07d}", f"VENDOR-{i % 7}", f"LOT-{i % 997}", f"item {i}", 1)
         for i in range(count)
     ]
+
+
+@dataclass(frozen=True)
+class Some:
+    """The source rows whose id is `rest` modulo `every` (every=100: 1% of them)."""
+
+    every: int
+    rest: int
+
+    def sql(self) -> str:
+        return f"id % {self.every} = {self.rest}"
+
+    def __call__(self, row: Row) -> bool:
+        return bool(row[0] % self.every == self.rest)
 
 
 def chunks(rows: Iterator[Row], size: int = BATCH) -> Batches:
@@ -199,6 +215,7 @@ class SqlSource:
     """A `parts` table (id, pn, maker, lot, descr, version; an index on version) that the
     daemon reads through a `sql` data source and the baseline with the bare driver."""
 
+    source_kind = "sql"
     PARAM = "?"
     CONCAT = "descr || ' {tag}'"
 
@@ -234,18 +251,21 @@ class SqlSource:
         self.execute(f"INSERT INTO parts VALUES ({marks})", rows)
         self.rows = len(rows)
 
-    def update(self, tag: str, version: int, where: str = "1 = 1") -> None:
+    def update(self, tag: str, version: int, which: Some | None = None) -> None:
+        """Append `tag` to the descriptions of the rows `which` holds (all: None) and set
+        their version."""
         concat = self.CONCAT.format(tag=tag)
+        where = "1 = 1" if which is None else which.sql()
         self.execute(f"UPDATE parts SET descr = {concat}, version = {version} WHERE {where}")
 
-    def take(self, where: str) -> list[Row]:
-        """Delete the rows `where` holds; the deleted rows as `(pn, maker, lot, descr)`."""
+    def take(self, which: Some) -> list[Row]:
+        """Delete the rows `which` holds; the deleted rows as `(pn, maker, lot, descr)`."""
         conn = self.connect()
         try:
             cursor = conn.cursor()
-            cursor.execute(f"SELECT pn, maker, lot, descr FROM parts WHERE {where}")
+            cursor.execute(f"SELECT pn, maker, lot, descr FROM parts WHERE {which.sql()}")
             gone = [tuple(r) for r in cursor.fetchall()]
-            cursor.execute(f"DELETE FROM parts WHERE {where}")
+            cursor.execute(f"DELETE FROM parts WHERE {which.sql()}")
             conn.commit()
         finally:
             conn.close()
@@ -278,6 +298,54 @@ class MariaSource(SqlSource):
 
     def cursor(self, conn: Any) -> Any:
         return conn.cursor(pymysql.cursors.SSCursor)
+
+
+class WholeSource:
+    """A source that is rewritten whole for every change: a CSV or xlsx file, or the pages of
+    the HTTP server. It keeps its `(id, pn, maker, lot, descr, version)` rows here and offers
+    what `SqlSource` does, `write` putting the rows out and `reader` being the bare read (batches
+    of `(pn, maker, lot, descr, version)`)."""
+
+    def __init__(
+        self,
+        source_kind: str,
+        connection: dict[str, Any],
+        write: Callable[[list[Row]], None],
+        reader: Callable[[], Batches],
+    ) -> None:
+        self.source_kind = source_kind
+        self._connection = connection
+        self.write = write
+        self.reader = reader
+        self.data: list[Row] = []
+
+    def connection(self) -> dict[str, Any]:
+        return self._connection
+
+    def create(self, rows: list[Row]) -> None:
+        self.data = rows
+        self.write(rows)
+
+    def update(self, tag: str, version: int, which: Some | None = None) -> None:
+        self.create(
+            [
+                (*r[:4], f"{r[4]} {tag}", version) if which is None or which(r) else r
+                for r in self.data
+            ]
+        )
+
+    def take(self, which: Some) -> list[Row]:
+        gone = [r[1:5] for r in self.data if which(r)]
+        self.create([r for r in self.data if not which(r)])
+        return gone
+
+    def read(self, above: int | None = None) -> Batches:
+        """The bare read: every row, or (a file or the pages have no query) every row read
+        and those whose version is above `above` kept, in batches."""
+        if above is None:
+            return self.reader()
+        mark = above
+        return chunks(r for batch in self.reader() for r in batch if int(r[4]) > mark)
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
@@ -351,7 +419,9 @@ async def _read_pages(url: str) -> list[list[Row]]:
                 resp.raise_for_status()
                 items = (await resp.json())["items"]
             if items:
-                out.append([(r["pn"], r["maker"], r["lot"], r["descr"]) for r in items])
+                out.append(
+                    [(r["pn"], r["maker"], r["lot"], r["descr"], r["version"]) for r in items]
+                )
             if len(items) < BATCH:
                 return out
             page += 1
@@ -519,18 +589,19 @@ def start_daemon(folder: Path, database_url: str, sources: Path) -> Daemon:
 # ---- the passes ---------------------------------------------------------------------------
 
 
-def bench_sql(
+def bench_source(
     daemon: Daemon,
     kind: str,
-    source: SqlSource,
+    source: SqlSource | WholeSource,
     bares: tuple[SqliteBare, SqliteBare],
     rows: int,
     results: list[str],
 ) -> None:
-    """new, update, incremental (1% changed) and delete_missing (1% gone) of a SQL source."""
-    source.create(source_rows(rows, ""))
-    define(daemon, kind, "sql", source.connection(), watermark_column="version")
-    define(daemon, f"{kind}-dm", "sql", source.connection(), delete_missing=True)
+    """new, update, incremental (1% changed) and delete_missing (1% gone) of one source."""
+    source.create(source_rows(rows))
+    connection = source.connection()
+    define(daemon, kind, source.source_kind, connection, watermark_column="version")
+    define(daemon, f"{kind}-dm", source.source_kind, connection, delete_missing=True)
 
     def full(bare: SqliteBare) -> None:
         bare.upsert(source.read())
@@ -543,7 +614,7 @@ def bench_sql(
         daemon, f"{kind}: full_sync, every row an update", TARGETS["update"], rows, results
     ).measure("full_sync", kind, full, bares, expect={"inserted": 0, "updated": rows})
     run_task(daemon, "incremental_sync", kind)  # stores the watermark (2)
-    source.update("c", 3, "id % 100 = 0")
+    source.update("c", 3, Some(100, 0))
     changes = len(range(0, rows, 100))
 
     def incremental(bare: SqliteBare) -> None:
@@ -557,7 +628,7 @@ def bench_sql(
         bares,
         expect={"read": changes, "inserted": 0, "updated": changes},
     )
-    gone = source.take("id % 100 = 50")
+    gone = source.take(Some(100, 50))
     left = rows - len(gone)
 
     def delete(bare: SqliteBare) -> None:
@@ -571,33 +642,6 @@ def bench_sql(
         bares,
         expect={"read": left, "inserted": 0, "updated": left, "deleted": len(gone)},
     )
-
-
-def bench_file_like(
-    daemon: Daemon,
-    kind: str,
-    write: Callable[[list[Row]], None],
-    read: Callable[[], Batches],
-    connection: dict[str, Any],
-    source_kind: str,
-    bares: tuple[SqliteBare, SqliteBare],
-    rows: int,
-    results: list[str],
-) -> None:
-    """new and update passes of a source that is rewritten whole (files, HTTP pages)."""
-    write(source_rows(rows, ""))
-    define(daemon, kind, source_kind, connection)
-
-    def full(bare: SqliteBare) -> None:
-        bare.upsert(read())
-
-    Pass(daemon, f"{kind}: full_sync, every row new", TARGETS["new"], rows, results).measure(
-        "full_sync", kind, full, bares, clear=True, expect={"inserted": rows, "updated": 0}
-    )
-    write(source_rows(rows, " u"))
-    Pass(
-        daemon, f"{kind}: full_sync, every row an update", TARGETS["update"], rows, results
-    ).measure("full_sync", kind, full, bares, expect={"inserted": 0, "updated": rows})
 
 
 @contextlib.contextmanager
@@ -632,54 +676,33 @@ def bench_sqlite_daemon(folder: Path, kinds: list[str], rows: int, results: list
             if kind == "sqlite":
                 path = sources / "source.db"
                 source = SqlSource(f"sqlite:///{path}", functools.partial(sqlite3.connect, path))
-                bench_sql(daemon, kind, source, bares, rows, results)
-            elif kind == "csv":
-                path = sources / "parts.csv"
-                bench_file_like(
-                    daemon,
-                    kind,
-                    functools.partial(write_csv, path),
-                    functools.partial(read_csv, path),
-                    {"path": str(path)},
+                bench_source(daemon, kind, source, bares, rows, results)
+            elif kind in ("csv", "xlsx"):
+                path = sources / f"parts.{kind}"
+                write, read = (write_csv, read_csv) if kind == "csv" else (write_xlsx, read_xlsx)
+                whole = WholeSource(
                     "file",
-                    bares,
-                    rows,
-                    results,
-                )
-            elif kind == "xlsx":
-                path = sources / "parts.xlsx"
-                bench_file_like(
-                    daemon,
-                    kind,
-                    functools.partial(write_xlsx, path),
-                    functools.partial(read_xlsx, path),
                     {"path": str(path)},
-                    "file",
-                    bares,
-                    rows,
-                    results,
+                    functools.partial(write, path),
+                    functools.partial(read, path),
                 )
+                bench_source(daemon, kind, whole, bares, rows, results)
             elif kind == "http":
                 pages = folder / "pages"
                 pages.mkdir()
-                write = functools.partial(write_pages, pages)
                 with page_server(pages) as url:
                     connection = {
                         "url": url,
                         "items_path": "items",
                         "pagination": {"mode": "page", "size": BATCH},
                     }
-                    bench_file_like(
-                        daemon,
-                        kind,
-                        write,
-                        lambda: read_http(url),
-                        connection,
+                    whole = WholeSource(
                         "http",
-                        bares,
-                        rows,
-                        results,
+                        connection,
+                        functools.partial(write_pages, pages),
+                        functools.partial(read_http, url),
                     )
+                    bench_source(daemon, kind, whole, bares, rows, results)
         daemon.terminate()
     finally:
         daemon.close()
@@ -741,7 +764,7 @@ def bench_mariadb(folder: Path, rows: int, spec: str, results: list[str]) -> Non
                 )
                 source_url = f"mysql+pymysql://{reader}:reader@{host}:{port}/{names['source']}"
                 source = MariaSource(source_url, connect(names["source"]))
-                bench_sql(daemon, "mariadb", source, bares, rows, results)
+                bench_source(daemon, "mariadb", source, bares, rows, results)
                 for bare in bares:
                     bare.conn.close()
                 daemon.terminate()

@@ -113,6 +113,16 @@ class SourceBatch:
         values = self._rows[position]
         return {name: values[i] for name, i in self._index.items()}
 
+    @classmethod
+    def joined(cls, batches: Sequence[SourceBatch]) -> SourceBatch:
+        """The rows of `batches`, read from one source (the same field names), as one."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        if first._records is not None:
+            return cls(records=[r for b in batches for r in b._records or ()])
+        return cls(first._fields, [row for b in batches for row in b._rows])
+
     def take(self, positions: Sequence[int]) -> SourceBatch:
         """The rows at `positions`, in that order."""
         if self._records is not None:
@@ -394,6 +404,26 @@ def above(value: Any, mark: Any) -> bool:
     if left[0] != right[0]:
         return str(left[1]) > str(right[1])
     return bool(left[1] > right[1])
+
+
+def positions_above(values: Sequence[Any], mark: Any) -> list[int]:
+    """The positions of the values above `mark`, as `above` tells one by one.
+
+    A column of plain numbers and numeric text (what a CSV file, a sheet or a JSON page holds
+    as a version) against a numeric mark is compared as floats in one pass, as `above` compares
+    them; any other column goes value by value.
+    """
+    if mark is None:
+        return [i for i, value in enumerate(values) if value is not None]
+    kind, bound = _sortable(mark)
+    if kind == 0 and set(map(type, values)) <= {int, float, str}:
+        try:
+            numbers = list(map(float, values))
+        except ValueError:  # text that is not a number: it compares as text
+            pass
+        else:
+            return [i for i, number in enumerate(numbers) if number > bound]
+    return [i for i, value in enumerate(values) if above(value, mark)]
 
 
 def highest(values: list[Any]) -> Any:

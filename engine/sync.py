@@ -28,8 +28,8 @@ from engine.context import TaskContext
 from engine.datasources import (
     SourceBatch,
     SqlConnection,
-    above,
     highest,
+    positions_above,
     read_batches,
     resolve_connection,
     watermark_json,
@@ -335,20 +335,27 @@ async def _copy(
 
     A batch is written while the next one is mapped (`_Writes`): the write runs mostly in
     the database driver, outside the interpreter's lock, and the mapping in Python.
+
+    An incremental sync of a file or HTTP source reads every row and keeps those above the
+    watermark here (`_Kept`); they are handed on in batches of `size` rows, in the source's
+    order, as a SQL source's watermark query returns them, rather than a few rows of every
+    read in a transaction each.
     """
     mapper = RowMapper(dict(source.column_mapping), list(source.key_columns), writer)
     wm = source.watermark_column if reading.incremental else None
     mark = reading.mark
-    filter_here = reading.incremental and not isinstance(reading.connection, SqlConnection)
+    kept = None
+    if reading.incremental and not isinstance(reading.connection, SqlConnection):
+        kept = _Kept(wm or "", mark, reading.size)
     new_mark, pending = mark, None
     batches = read_batches(
         reading.connection, reading.size, wm, mark, reading.policy, reading.session
     )
     async with contextlib.aclosing(batches), _Writes(writer, counts) as writes:
-        async for batch in batches:
-            if filter_here:
-                marks = batch.column(wm or "")
-                batch = batch.take([i for i, value in enumerate(marks) if above(value, mark)])
+
+        async def step(batch: SourceBatch) -> None:
+            """Map a batch, record its errors, and write the batch before it."""
+            nonlocal new_mark, pending
             if wm is not None and len(batch):
                 new_mark = highest([new_mark, *batch.column(wm)])
             columns, rejects = mapper.map(batch, counts.read)
@@ -362,13 +369,49 @@ async def _copy(
             if pending is not None:
                 await writes.start(pending)
             pending = columns
+
+        async for read in batches:
+            for batch in [read] if kept is None else kept.add(read):
+                await step(batch)
             ctx.report(processed=counts.read, message=f"{counts.read} rows read")
             await ctx.checkpoint()
+        for batch in [] if kept is None else kept.rest():
+            await step(batch)
         await writes.settle()
     stored = None
     if wm is not None and new_mark is not None and new_mark != mark:
         stored = StoredMark(source.id, ctx.task.interface_id, watermark_json(new_mark), ctx.task.id)
     _add(counts, await writer.write(pending or {}, stored))
+
+
+class _Kept:
+    """The rows above the watermark that an incremental sync keeps from what a file or HTTP
+    source reads (every row), handed on in batches of `size` rows (the last one shorter)."""
+
+    def __init__(self, watermark: str, mark: Any, size: int) -> None:
+        self.watermark = watermark
+        self.mark = mark
+        self.size = size
+        self.parts: list[SourceBatch] = []
+        self.count = 0
+
+    def add(self, read: SourceBatch) -> list[SourceBatch]:
+        """Keep the rows of `read` above the mark; the batches of `size` now complete."""
+        batch = read.take(positions_above(read.column(self.watermark), self.mark))
+        if len(batch):
+            self.parts.append(batch)
+            self.count += len(batch)
+        full = []
+        while self.count >= self.size:
+            rows = SourceBatch.joined(self.parts)
+            full.append(rows.take(range(self.size)))
+            rest = rows.take(range(self.size, len(rows)))
+            self.parts, self.count = ([rest] if len(rest) else []), len(rest)
+        return full
+
+    def rest(self) -> list[SourceBatch]:
+        """The rows kept after the last complete batch, as one."""
+        return [SourceBatch.joined(self.parts)] if self.parts else []
 
 
 class _Writes:

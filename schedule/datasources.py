@@ -236,6 +236,7 @@ class TargetWriter:
         self._conn: AsyncConnection | None = None
         self._held = contextlib.AsyncExitStack()
         self._plan: _WritePlan | None = None
+        self._plan_columns: tuple[str, ...] = ()
         self._marks: PreparedInsert | None = None
 
     @property
@@ -332,12 +333,14 @@ class TargetWriter:
         return self.table.c[name]
 
     def _plan_for(self, names: Sequence[str]) -> _WritePlan:
-        """The statements of batches with these columns, compiled once for the sync."""
-        if self._plan is None or self._plan.prepared.columns != tuple(names):
+        """The statements of batches with these columns, compiled once for the sync (the
+        batches' columns as given: the compiled statement has them in the table's order)."""
+        if self._plan is None or self._plan_columns != tuple(names):
             assert self.table is not None
             self._plan = _WritePlan.make(
                 self.db.engine.dialect, self.table, self.keys, names, self.seen
             )
+            self._plan_columns = tuple(names)
         return self._plan
 
     async def write(

@@ -375,7 +375,8 @@ def iter_csv_rows(
                 if fields is None:
                     return
                 number += 1
-                values = tuple(f if f != "" else None for f in fields)
+                # Empty fields as None; a row without one (most) as it is, in C.
+                values = tuple(fields) if "" not in fields else tuple([f or None for f in fields])
                 if not is_blank(values):
                     yield number, values
     except FileNotFoundError as exc:

@@ -6,7 +6,9 @@ in plain Python: keys and text columns as text, booleans from `yes`/`0`/..., a r
 empty key or a value that is not a boolean rejected, a key repeated within a batch written
 once (its last row) and counted once, `updated` for keys the table held before the batch.
 The sync runs through the daemon's app on a real SQLite source with batches of 4 rows, so
-duplicates fall within one batch and across batches.
+duplicates fall within one batch and across batches; and on an HTTP source read in pages of 3,
+whose `full_sync` writes a page per batch and whose `incremental_sync` keeps the rows above the
+watermark from every page and writes them in batches of 4, in the source's order.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +35,8 @@ from tests.helpers import task_json_once
 
 Client = TestClient[Any, Any]
 BATCH = 4
+PAGE = 3
+FIELDS = ("pn", "maker", "lot", "descr", "main", "version")
 MAPPING = {
     "pn": "partnumber",
     "maker": "vendor",
@@ -85,13 +90,18 @@ class Reference:
     rows: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
 
     def sync(
-        self, source: Sequence[tuple[Any, ...]], *, delete_missing: bool = False
+        self,
+        source: Sequence[tuple[Any, ...]],
+        *,
+        delete_missing: bool = False,
+        batch_size: int = BATCH,
     ) -> dict[str, int]:
+        """Write `source` in batches of `batch_size` rows."""
         counts = {"read": 0, "inserted": 0, "updated": 0, "deleted": 0, "failed": 0}
         seen: set[Key] = set()
-        for start in range(0, len(source), BATCH):
+        for start in range(0, len(source), batch_size):
             batch: dict[Key, tuple[Any, ...]] = {}
-            for pn, maker, lot, descr, main, _ in source[start : start + BATCH]:
+            for pn, maker, lot, descr, main, _ in source[start : start + batch_size]:
                 counts["read"] += 1
                 key = (as_text(maker), as_text(pn))
                 flag = as_bool(main)
@@ -125,7 +135,9 @@ def write_source(path: Path, rows: Sequence[tuple[Any, ...]]) -> None:
 
 @pytest.fixture
 def app_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path)
+    # The HTTP source's test server listens on 127.0.0.1, which the egress policy refuses
+    # unless listed.
+    return make_settings(database_url, tmp_path, egress_allowed_hosts=["127.0.0.1"])
 
 
 @pytest.fixture
@@ -140,7 +152,10 @@ async def db(app_settings: Settings) -> Any:
     await engine.dispose()
 
 
-async def define(client: Client, source_id: str, url: str, **fields: Any) -> None:
+async def define(client: Client, source_id: str, **fields: Any) -> None:
+    """A data source `source_id` of the SQLite table `parts` at `url`, or of what `fields`
+    say (`kind` and `connection`)."""
+    url = fields.pop("url", "")
     body = {
         "id": source_id,
         "name": source_id,
@@ -188,8 +203,8 @@ async def test_target_equals_reference_after_full_incremental_and_delete(
     path = tmp_path / "source.db"
     url = f"sqlite:///{path}"
     await asyncio.to_thread(write_source, path, ROWS)
-    await define(client, "parts", url)
-    await define(client, "parts-dm", url, delete_missing=True)
+    await define(client, "parts", url=url)
+    await define(client, "parts-dm", url=url, delete_missing=True)
     ref = Reference()
     async with db.begin() as conn:  # a row the source never had: delete_missing removes it
         await conn.execute(
@@ -222,4 +237,54 @@ async def test_target_equals_reference_after_full_incremental_and_delete(
     counts = await run(client, "full_sync", "parts-dm")
     assert counts == ref.sync(left, delete_missing=True)
     assert counts["deleted"] == 3  # PN-5, PN-6 and X/OLD; PN-3 (rejected) and PN-4 stay
+    assert await target(db) == ref.rows
+
+
+async def test_http_source_equals_reference(
+    client: Client, db: AsyncEngine, aiohttp_server: AiohttpServer
+) -> None:
+    served: list[list[tuple[Any, ...]]] = [ROWS]
+
+    async def items(request: web.Request) -> web.Response:
+        number, size = int(request.query["page"]), int(request.query["size"])
+        rows = served[0][(number - 1) * size : number * size]
+        return web.json_response({"items": [dict(zip(FIELDS, r, strict=True)) for r in rows]})
+
+    app = web.Application()
+    app.router.add_get("/items", items)
+    server = await aiohttp_server(app)
+    connection = {
+        "url": str(server.make_url("/items")),
+        "items_path": "items",
+        "pagination": {"mode": "page", "size": PAGE},
+    }
+    await define(client, "pages", kind="http", connection=connection)
+    await define(client, "pages-dm", kind="http", connection=connection, delete_missing=True)
+    ref = Reference()
+
+    # A full_sync writes each page as it comes; an incremental_sync (the first one reads
+    # every row: no watermark yet) keeps the rows above the watermark in the pages' order
+    # and writes them in batches of BATCH, across pages.
+    assert await run(client, "full_sync", "pages") == ref.sync(ROWS, batch_size=PAGE)
+    assert await target(db) == ref.rows
+    assert await run(client, "incremental_sync", "pages") == ref.sync(ROWS)
+    changed = [
+        *ROWS,
+        ("PN-1", "HP", "L1c", "changed", "off", 4),
+        ("PN-7", "Üñï", "L8", "new", "on", 4),  # a page after PN-1's, the same batch
+        ("PN-7", "Üñï", "L8b", "new, then changed", "t", 5),
+        ("PN-8", None, "L9", "NULL vendor", 1, 5),
+        ("PN-3", 42, "L4b", "changed", "bogus", 6),
+    ]
+    served[0] = changed
+    above = [r for r in changed if r[5] > 3]
+    assert await run(client, "incremental_sync", "pages") == ref.sync(above)
+    assert await target(db) == ref.rows
+    assert await run(client, "incremental_sync", "pages") == ref.sync([])
+
+    left = [r for r in changed if r[0] not in ("PN-5", "PN-6")]
+    served[0] = left
+    counts = await run(client, "full_sync", "pages-dm")
+    assert counts == ref.sync(left, delete_missing=True, batch_size=PAGE)
+    assert counts["deleted"] == 2  # PN-5 and PN-6; PN-3 (rejected) and PN-4 stay
     assert await target(db) == ref.rows

@@ -134,3 +134,17 @@ async def test_plain_columns_are_taken_as_they_are(dialect_connector: Connector)
     assert rejects == []
     assert columns == {n: [r[i] for r in rows] for i, n in enumerate(names)}
     assert all(a is b for a, b in zip(columns["name"], [r[1] for r in rows], strict=True))
+
+
+async def test_statements_are_compiled_once_per_sync(dialect_connector: Connector) -> None:
+    """Batches whose columns come in another order than the table's (a mapping's order) are
+    written through the statements compiled for the first batch, not compiled anew."""
+    await make_target(dialect_connector)
+    writer = TargetWriter(dialect_connector, TABLE, KEYS, targets={TABLE}, track_keys=False)
+    plans = []
+    async with writer:
+        for start, counts in ((0, (10, 0)), (10, (10, 0)), (5, (0, 10))):
+            ids = [f"K{i}" for i in range(start, start + 10)]
+            assert await writer.write({"label": ["l"] * 10, "id": ids}) == counts
+            plans.append(writer._plan)
+    assert plans[0] is not None and plans[0] is plans[1] is plans[2]

@@ -14,7 +14,7 @@ import pytest
 from openpyxl import Workbook
 from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, Numeric, String, Table
 
-from engine.datasources import above, highest, mask, unmask, watermark_json
+from engine.datasources import above, highest, mask, positions_above, unmask, watermark_json
 from engine.sources.dimension import declared_rows
 from engine.sources.streaming import ThreadedIterator
 from engine.sync import coerce
@@ -56,6 +56,24 @@ def test_watermark_comparison() -> None:
     assert highest([None, 3, "7", 5]) == "7"
     assert watermark_json(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02 03:04:05"
     assert watermark_json(Decimal("1.50")) == "1.50"
+
+
+@pytest.mark.parametrize("mark", [None, 2, "2", 2.5, "10", True, Decimal("2"), "abc", "2024-01-31"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1, 2, 3, 10],  # a sheet's or a JSON page's numbers
+        ["1", "2", "3", "10", " 7 "],  # a CSV file's text
+        [1.5, "2.5", 3, "9"],
+        ["1", None, "3"],  # an empty cell
+        ["1", "x", "3", "10"],  # text that is not a number compares as text
+        [True, 3, "4"],
+        [datetime(2024, 2, 1), "2024-01-30", None],
+        [],
+    ],
+)
+def test_positions_above_agrees_with_above(values: list[object], mark: object) -> None:
+    assert positions_above(values, mark) == [i for i, v in enumerate(values) if above(v, mark)]
 
 
 @pytest.mark.parametrize(

@@ -395,6 +395,17 @@ def test_csv_with_commas_and_a_multiline_field(tmp_path: Path) -> None:
     ]
 
 
+def test_csv_empty_fields_read_as_none_and_blank_rows_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text('pn,qty,note\nA-1,,x\n,,\n , ,\nB-2,3,""\nC-3,4, \n', encoding="utf-8")
+    assert list(iter_csv_rows(path)) == [
+        (1, ("pn", "qty", "note")),
+        (2, ("A-1", None, "x")),
+        (5, ("B-2", "3", None)),
+        (6, ("C-3", "4", " ")),
+    ]
+
+
 def test_csv_with_tabs_and_an_explicit_delimiter(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("pn\tqty\nA;1\t2\n", encoding="utf-8")
