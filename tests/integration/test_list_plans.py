@@ -25,6 +25,7 @@ TYPES = ["noop", "records_import", "stock_import", "full_sync"]
 FILTERS: dict[str, tuple[TaskFilter, str]] = {
     "none": (TaskFilter(), "ix_sync_tasks_created"),
     "status": (TaskFilter(status=TaskStatus.FAILED), "ix_sync_tasks_status_created"),
+    "pending": (TaskFilter(status=TaskStatus.PENDING), "ix_sync_tasks_status_created"),
     "type": (TaskFilter(task_type="stock_import"), "ix_sync_tasks_type_created"),
     "status+type": (
         TaskFilter(status=TaskStatus.FAILED, task_type="noop"),
