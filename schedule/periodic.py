@@ -179,7 +179,8 @@ class PeriodicScheduler:
             else [*builtin_specs(settings), *(_file_spec(e) for e in settings.schedules)]
         )
         self.poll_s = settings.schedule_poll_s
-        self._templates: dict[tuple[str, datetime], NewTask] = {}
+        # Each schedule's checked task template, with the `updated_at` it was made for.
+        self._templates: dict[str, tuple[datetime, NewTask]] = {}
         self.loop_cpu_s = 0.0  # CPU time of the loop's thread during `tick`
         self._wake = asyncio.Event()
         self._stopping = False
@@ -281,13 +282,14 @@ class PeriodicScheduler:
     def _prepare(self, schedule: ScheduleRecord, fire: datetime) -> NewTask:
         """The task of one fire: the template checked by the service once per version of the
         schedule (kept by id and `updated_at`), with the fire's time and jitter."""
-        key = (schedule.id, schedule.updated_at)
-        template = self._templates.get(key)
-        if template is None:
+        known = self._templates.get(schedule.id)
+        if known is not None and known[0] == schedule.updated_at:
+            template = known[1]
+        else:
             if len(self._templates) >= TEMPLATES:
                 self._templates.clear()
             template = self.service.prepare(task_request(schedule, fire))
-            self._templates[key] = template
+            self._templates[schedule.id] = (schedule.updated_at, template)
         jitter = schedule.jitter_s or 0.0
         run_after = fire + timedelta(seconds=random.uniform(0, jitter)) if jitter else None
         return template._replace(scheduled_for=fire, run_after=run_after)
@@ -401,6 +403,7 @@ class PeriodicScheduler:
         """Remove a schedule made over the API (a declared one: `InvalidState`)."""
         await self._changeable(schedule_id)
         await self.store.delete(schedule_id)
+        self._templates.pop(schedule_id, None)
 
     async def _changeable(self, schedule_id: str) -> ScheduleRecord:
         record = await self.store.require(schedule_id)
@@ -514,11 +517,16 @@ def _planner(
     with the reason as its last error, so that it cannot hold up every other schedule's
     claim."""
 
+    claim = ctx  # with the data sources of the claim (the same for all its schedules)
+
     def plan(
         schedule: ScheduleRecord, unfinished: Sequence[tuple[str, str]], sources: frozenset[str]
     ) -> FirePlan | None:
+        nonlocal claim
+        if claim.sources is not sources:
+            claim = _with(ctx, sources)
         try:
-            return rule(schedule, unfinished, _with(ctx, sources))
+            return rule(schedule, unfinished, claim)
         except Exception as exc:
             log.exception(
                 "schedule cannot fire", extra={"action": "fire", "schedule_id": schedule.id}
