@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -262,19 +263,28 @@ class PeriodicScheduler:
         ended. Returns the plans carried out."""
         done: list[FirePlan] = []
         due = await self.store.next_due()  # a read: no write transaction while nothing is due
-        while due is not None and due <= self.clock():
-            now = self.clock()
-            batch = await self.store.claim_fires(now, BATCH, _planner(plan_due, self._context(now)))
-            await self._carry_out(batch)
-            done.extend(p for p, _ in batch)
-            if len(batch) < BATCH:
-                break
-        if await self.store.has_queued():
-            ctx = self._context(self.clock())
-            batch = await self.store.claim_queued(BATCH, _planner(plan_queued, ctx))
-            await self._carry_out(batch)
-            done.extend(p for p, _ in batch)
+        if due is None or due > self.clock():
+            if await self.store.has_queued():
+                await self._claim_queued(done)
+            return done
+        with _collector_paused():
+            while due is not None and due <= self.clock():
+                now = self.clock()
+                ctx = self._context(now)
+                batch = await self.store.claim_fires(now, BATCH, _planner(plan_due, ctx))
+                await self._carry_out(batch)
+                done.extend(p for p, _ in batch)
+                if len(batch) < BATCH:
+                    break
+            if await self.store.has_queued():
+                await self._claim_queued(done)
         return done
+
+    async def _claim_queued(self, done: list[FirePlan]) -> None:
+        ctx = self._context(self.clock())
+        batch = await self.store.claim_queued(BATCH, _planner(plan_queued, ctx))
+        await self._carry_out(batch)
+        done.extend(p for p, _ in batch)
 
     def _context(self, now: datetime) -> Context:
         return Context(now, self.settings.timezone, self._prepare, frozenset())
@@ -543,6 +553,27 @@ def _planner(
             )
 
     return plan
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while fires are claimed (other coroutines
+    run meanwhile; the turn lasts a second or two at most).
+
+    A claim of a thousand fires makes tens of thousands of objects that live until its
+    batch (or the turn, for the plans `tick` returns) is done, then go by reference counting
+    alone. With the collector on they are traversed by the young collections they outlive
+    and, counted as survivors, set off full collections of the whole heap: a fifth to a
+    quarter of the scheduler's CPU in a burst. Paused, they are never traversed; what the
+    turn leaves behind is collected as usual afterwards."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _describe(records: Sequence[ScheduleRecord]) -> dict[str, str]:

@@ -301,7 +301,7 @@ class ScheduleStore:
             schedules = await self._claimed(conn, rows)
             unfinished = await _unfinished(conn, [s.id for s in schedules])
             sources = await _sources(conn, {s.data_source_id for s in schedules})
-            plans = [p for s in schedules if (p := planner(s, unfinished[s.id], sources))]
+            plans = [p for s in schedules if (p := planner(s, unfinished.get(s.id, ()), sources))]
             done: list[tuple[FirePlan, list[TaskRecord]]] = []
             values: list[tuple[Any, ...]] = []
             for plan in plans:
@@ -501,16 +501,10 @@ def state_groups(plans: Sequence[FirePlan]) -> dict[tuple[Any, ...], list[str]]:
     claimed, next_fire_at, last_fire_at, queued_fire_at, error)`, times naive UTC. Every
     `* * * * *` schedule of a claim shares one, so one UPDATE writes them all."""
     groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-    for p in plans:
-        key = (
-            _n(p.schedule.next_fire_at),
-            _n(p.next_fire_at),
-            _n(p.last_fire_at),
-            _n(p.queued_fire_at),
-            p.error,
-        )
+    for p in plans:  # grouped by the aware times, each group's converted once
+        key = (p.schedule.next_fire_at, p.next_fire_at, p.last_fire_at, p.queued_fire_at, p.error)
         groups[key].append(p.schedule.id)
-    return groups
+    return {(_n(w), _n(n), _n(lf), _n(q), e): ids for (w, n, lf, q, e), ids in groups.items()}
 
 
 async def _advance(conn: AsyncConnection, plans: Sequence[FirePlan], now: datetime) -> None:

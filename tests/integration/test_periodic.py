@@ -4,6 +4,7 @@ policies, pause and resume, backfill, failed fires, the built-in and file schedu
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,7 @@ async def test_a_fire_enqueues_one_task_with_its_schedule_and_time(
     assert await scheduler.tick() == []
     clock.now = datetime(2026, 3, 10, 12, 15, 0, 200000, tzinfo=UTC)
     (plan,) = await scheduler.tick()
+    assert gc.isenabled()  # paused during the claim only
     assert [f.outcome for f in plan.fires] == [FireOutcome.ENQUEUED]
     (task,) = await tasks_of(store, "erp")
     assert task.scheduled_for == datetime(2026, 3, 10, 12, 15, tzinfo=UTC)
