@@ -4,10 +4,11 @@ Every daemon runs one loop. Each turn it claims due schedules in batches (`Sched
 claim_fires`: the fire's task is inserted and the schedule's next fire moved on in one
 transaction, so each fire enqueues exactly once across daemons), enqueues the fires waiting
 behind a finished task (overlap `queue_one`), then waits until the earliest next fire of any
-schedule or `SYNCD_SCHEDULE_POLL_S`, whichever comes first. It reads every definition from
-the database on each turn, so a schedule created, changed, paused or deleted through any
-daemon takes effect on all of them within that poll. Fire times come from `schedule.triggers`,
-what a due fire becomes (catch-up, overlap) from `schedule.firing`.
+schedule or `SYNCD_SCHEDULE_POLL_S`, whichever comes first. Each claim reads the schedules'
+state from the database and their definitions when `updated_at` says they changed, so a
+schedule created, changed, paused or deleted through any daemon takes effect on all of them
+within that poll. Fire times come from `schedule.triggers`, what a due fire becomes
+(catch-up, overlap) from `schedule.firing`.
 
 This module also checks and stores definitions (`save`, `delete`, ...): schedules declared in
 the settings file and the three built-in jobs are written at start-up (`declare`), and only
@@ -557,8 +558,8 @@ def _planner(
 
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused while fires are claimed (other coroutines
-    run meanwhile; the turn lasts a second or two at most).
+    """Python's cyclic garbage collector paused while a turn claims fires (other coroutines
+    run meanwhile; a turn takes a few tenths of a second per thousand fires due).
 
     A claim of a thousand fires makes tens of thousands of objects that live until its
     batch (or the turn, for the plans `tick` returns) is done, then go by reference counting

@@ -8,7 +8,10 @@ fire to the next claim; one that committed has enqueued it. The unique index on 
 `(schedule_id, scheduled_for)` refuses a second task for the same fire whatever happens.
 
 Definitions change through `save` and `delete`; every daemon reads them at its next claim, so a
-change made through one daemon holds on all of them within the scheduler's poll.
+change made through one daemon holds on all of them within the scheduler's poll. A claim here
+reads each schedule's state and its `updated_at`, and the rest of the row only when the
+definition it keeps is not that version (`STATE`, `ScheduleStore._claimed`); SQLite's claim of
+due fires (`schedule.schedules_sqlite`) reads whole rows on its writer thread.
 """
 
 from __future__ import annotations
