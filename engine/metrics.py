@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +28,31 @@ from schedule.task import TaskRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400)
+#: Labelled children kept per metric by `_Children` (forgotten, not removed, when full).
+CHILDREN = 100_000
+
+M = TypeVar("M", Counter, Gauge)
+
+
+class _Children(Generic[M]):
+    """The children of a labelled metric, by label values, kept after their first use.
+
+    `labels()` checks, converts and locks on every call; a schedule burst calls it for every
+    fire and every created task. The children are the metric's own (`labels` makes each once
+    and keeps it): this only remembers them, so forgetting them (when full) changes nothing
+    but the time of the next call. Only for metrics whose children are never removed."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._known: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._known.get(values)
+        if child is None:
+            if len(self._known) >= CHILDREN:
+                self._known.clear()
+            child = self._known[values] = self._metric.labels(*values)
+        return child
 
 
 class _Reading(Collector):
@@ -113,6 +139,9 @@ class Metrics:
             "Database errors met while answering API requests or scrapes.",
             registry=r,
         )
+        self._created: _Children[Counter] = _Children(self.created)
+        self._fires: _Children[Counter] = _Children(self.scheduler_fires)
+        self._last_success: _Children[Gauge] = _Children(self.scheduler_last_success)
 
     def watch_engine_db_errors(self, read: Callable[[], float]) -> None:
         """Expose the engine's own count of database errors as `syncd_database_errors_total`."""
@@ -149,7 +178,7 @@ class Metrics:
 
     def task_created(self, task: TaskRecord) -> None:
         """Count a created task."""
-        self.created.labels(task.task_type).inc()
+        self._created(task.task_type).inc()
 
     def observe(self, event: TaskEvent) -> None:
         """Count outcomes, retries, rescues and durations."""
@@ -178,11 +207,11 @@ class Metrics:
 
     def scheduler_fire(self, job_id: str, outcome: str, lag_s: float | None = None) -> None:
         """For the scheduler: a schedule's fire had `outcome` (and a task `lag_s` late)."""
-        self.scheduler_fires.labels(job_id, outcome).inc()
+        self._fires(job_id, outcome).inc()
         if lag_s is not None:
             self.scheduler_fire_lag.observe(lag_s)
         if outcome != "failed":
-            self.scheduler_last_success.labels(job_id).set(self._clock())
+            self._last_success(job_id).set(self._clock())
 
     def callback_attempt(self, result: str) -> None:
         """The callback sender finished one delivery attempt: delivered, retry or failed."""

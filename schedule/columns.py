@@ -94,6 +94,7 @@ class RowField:
     hint: Any  # the field's Python type
     kind: Kind
     nullable: bool  # the type admits None (or is Any)
+    load: Callable[[Any], Any] | None = None  # a stored value (not None) to the field's value
 
     @property
     def api_name(self) -> str | None:
@@ -125,11 +126,7 @@ class TableRow:
         cls._row_fields = tuple(_row_field(f, i, hints[f.name]) for i, f in enumerate(_fields(cls)))
         cls._names = tuple(f.name for f in cls._row_fields)
         cls._getter = operator.itemgetter(*cls._names)
-        cls._converters = tuple(
-            (f.index, _FROM_STORED[f.kind] if f.kind is not Kind.ENUM else f.enum)
-            for f in cls._row_fields
-            if f.kind in _FROM_STORED or f.kind is Kind.ENUM
-        )
+        cls._converters = tuple((f.index, f.load) for f in cls._row_fields if f.load is not None)
 
     @classmethod
     def row_fields(cls) -> tuple[RowField, ...]:
@@ -145,6 +142,14 @@ class TableRow:
             if value is not None:
                 values[index] = convert(value)
         return cls.from_values(values)
+
+    def replaced(self, names: Sequence[str], values: Sequence[Any]) -> Self:
+        """A copy whose fields `names` hold `values` (converted already), the others this
+        record's: `dataclasses.replace` without its keywords and its call of `__init__`."""
+        record = object.__new__(type(self))
+        record.__dict__.update(self.__dict__)
+        record.__dict__.update(zip(names, values, strict=True))
+        return record
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> Self:
@@ -195,7 +200,8 @@ def _row_field(definition: Any, index: int, hint: Any) -> RowField:
         kind = Kind.ENUM
     else:
         kind = Kind.PLAIN
-    return RowField(definition.name, index, spec, hint, kind, _admits_none(hint))
+    load = hint if kind is Kind.ENUM else _FROM_STORED.get(kind)
+    return RowField(definition.name, index, spec, hint, kind, _admits_none(hint), load)
 
 
 def _admits_none(hint: Any) -> bool:

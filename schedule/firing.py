@@ -42,7 +42,7 @@ Prepare = Callable[[ScheduleRecord, datetime], NewTask]
 (`ScheduleService.prepare` of `task_request`); `ScheduleError` when it is refused."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fire:
     """One fire and what became of it (`task` is set when it enqueued one)."""
 
@@ -52,7 +52,7 @@ class Fire:
     error: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class FirePlan:
     """What one claim does to one schedule: its fires, and its state afterwards."""
 

@@ -8,38 +8,78 @@ fire to the next claim; one that committed has enqueued it. The unique index on 
 `(schedule_id, scheduled_for)` refuses a second task for the same fire whatever happens.
 
 Definitions change through `save` and `delete`; every daemon reads them at its next claim, so a
-change made through one daemon holds on all of them within the scheduler's poll.
+change made through one daemon holds on all of them within the scheduler's poll. A claim here
+reads each schedule's state and its `updated_at`, and the rest of the row only when the
+definition it keeps is not that version (`STATE`, `ScheduleStore._claimed`); SQLite's claim of
+due fires (`schedule.schedules_sqlite`) reads whole rows on its writer thread.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import String, and_, cast, delete, false, func, insert, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schedule.clock import Clock, naive, utcnow
+from schedule.columns import Kind
 from schedule.definition import Origin, ScheduleRecord
 from schedule.exceptions import InvalidState, NotFound
 from schedule.firing import FirePlan
 from schedule.ids import new_ids
 from schedule.models import status_is, sync_data_sources, sync_schedules, sync_tasks
 from schedule.store import Connector
-from schedule.task import NewTask, TaskRecord, TaskStatus, new_task_values
+from schedule.store.sqlite import json_text, time_text
+from schedule.task import NEW_FIELDS, TaskRecord, TaskStatus, new_task_values
 
 S = sync_schedules
 T = sync_tasks
 DS = sync_data_sources
 _UNFINISHED = (status_is(TaskStatus.PENDING), status_is(TaskStatus.RUNNING))
-_TIME_FIELDS = tuple(f.name for f in TaskRecord.row_fields() if f.spec.type.python_type is datetime)
 _SCHEDULE_TIMES = tuple(
     f.name for f in ScheduleRecord.row_fields() if f.spec.type.python_type is datetime
 )
+#: What the scheduler and the actions change without a new definition: a schedule's state.
+#: Every other column (its definition, and `created_at`, which never changes) only changes
+#: along with `updated_at` (`save` and `declare` move it on), so a claim reads these alone and
+#: takes the definition from `ScheduleStore._known` (see `_claimed`).
+STATE = (
+    "id",
+    "updated_at",
+    "paused",
+    "pause_note",
+    "next_fire_at",
+    "last_fire_at",
+    "queued_fire_at",
+    "last_run_at",
+    "last_task_id",
+    "last_error",
+    "last_error_at",
+)
+_STATE_FIELDS = tuple(f for name in STATE for f in ScheduleRecord.row_fields() if f.name == name)
+#: The claim's columns. Times are read as text (MariaDB's `CAST(... AS CHAR)` and SQLite's
+#: stored text are both `YYYY-MM-DD HH:MM:SS.ffffff`) and parsed once per distinct value by
+#: `_states`: the MySQL driver turns each `DATETIME` into a `datetime` with a regular
+#: expression in Python, most of the cost of reading a claimed row, and the schedules of a
+#: claim share their fire times.
+_STATE_COLUMNS = tuple(
+    cast(S.c[f.name], String).label(f.name) if f.kind is Kind.TIME else S.c[f.name]
+    for f in _STATE_FIELDS
+)
+_STATE_TIMES = tuple(i for i, f in enumerate(_STATE_FIELDS) if f.kind is Kind.TIME)
+_STATE_LOADS = tuple(
+    (i, f.load) for i, f in enumerate(_STATE_FIELDS) if f.load and f.kind is not Kind.TIME
+)
+#: Definitions kept by `ScheduleStore._known` (forgotten all at once when full).
+DEFINITIONS = 50_000
+_MICROSECOND = timedelta(microseconds=1)
 
 Planner = Callable[[ScheduleRecord, Sequence[tuple[str, str]], frozenset[str]], FirePlan | None]
 """Decides what a claimed schedule's fires become (`schedule.firing`), given its unfinished
@@ -54,6 +94,8 @@ class ScheduleStore:
         self.clock = clock
         # CPU time of claims done off the event loop's thread (SQLite's writer thread).
         self.cpu_s = 0.0
+        # The definitions of schedules claimed lately, by id (`_claimed`).
+        self._known: dict[str, ScheduleRecord] = {}
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -165,15 +207,19 @@ class ScheduleStore:
                     ) from None
             else:
                 values.pop("created_at")
-                result = await conn.execute(update(S).where(S.c.id == record.id).values(**values))
-                if not result.rowcount:
+                query = select(S.c.updated_at).where(S.c.id == record.id)
+                current = (await conn.execute(self.db.lock(query, skip_locked=False))).scalar()
+                if current is None:
                     raise NotFound(f"no schedule {record.id!r}")
+                values["updated_at"] = naive(_after(record.updated_at, _aware(current)))
+                await conn.execute(update(S).where(S.c.id == record.id).values(**values))
         return await self.require(record.id)
 
     async def delete(self, schedule_id: str) -> None:
         """Remove a schedule (its tasks stay, with their `schedule_id`)."""
         async with self.db.write() as conn:
             result = await conn.execute(delete(S).where(S.c.id == schedule_id))
+        self._known.pop(schedule_id, None)
         if not result.rowcount:
             raise NotFound(f"no schedule {schedule_id!r}")
 
@@ -198,6 +244,8 @@ class ScheduleStore:
             ]
             if gone:
                 await conn.execute(delete(S).where(S.c.id.in_(gone)))
+                for schedule_id in gone:
+                    self._known.pop(schedule_id, None)
             for record in wanted.values():
                 await _declare_one(conn, record, current.get(record.id))
 
@@ -224,7 +272,7 @@ class ScheduleStore:
         """Claim up to `limit` due schedules and enqueue their fires' tasks as `planner`
         says, in one transaction (see the module docstring)."""
         due = (
-            select(S)
+            select(*_STATE_COLUMNS)
             .where(S.c.paused == false(), S.c.next_fire_at <= naive(now))
             .order_by(S.c.next_fire_at)
             .limit(limit)
@@ -236,7 +284,7 @@ class ScheduleStore:
     ) -> list[tuple[FirePlan, list[TaskRecord]]]:
         """Enqueue the fires that wait behind their schedule's previous task, where it ended."""
         waiting = (
-            select(S)
+            select(*_STATE_COLUMNS)
             .where(S.c.queued_fire_at.is_not(None), S.c.paused == false())
             .order_by(S.c.queued_fire_at)
             .limit(limit)
@@ -247,27 +295,52 @@ class ScheduleStore:
         self, schedule_id: str, planner: Planner
     ) -> tuple[FirePlan, list[TaskRecord]] | None:
         """Enqueue past fires of one schedule as `planner` says (its state left alone)."""
-        done = await self._fire(select(S).where(S.c.id == schedule_id), planner, wait=True)
+        query = select(*_STATE_COLUMNS).where(S.c.id == schedule_id)
+        done = await self._fire(query, planner, wait=True)
         return done[0] if done else None
 
     async def _fire(
         self, query: Any, planner: Planner, *, wait: bool = False
     ) -> list[tuple[FirePlan, list[TaskRecord]]]:
+        """Lock the schedules `query` selects (their `STATE` columns), plan their fires, insert
+        the tasks and write the schedules' state, in one transaction."""
         now = self.clock()
         async with self.db.write() as conn:
-            rows = (await conn.execute(self.db.lock(query, skip_locked=not wait))).mappings().all()
+            rows = (await conn.execute(self.db.lock(query, skip_locked=not wait))).all()
             if not rows:
                 return []
-            schedules = [ScheduleRecord.from_row(r) for r in rows]
+            schedules = await self._claimed(conn, rows)
             unfinished = await _unfinished(conn, [s.id for s in schedules])
             sources = await _sources(conn, {s.data_source_id for s in schedules})
-            plans = [p for s in schedules if (p := planner(s, unfinished[s.id], sources))]
-            done = [(p, _records(p.tasks, now)) for p in plans]
-            rows_ = [_task_row(r) for _, records in done for r in records]
-            if rows_:
-                await conn.execute(insert(T), rows_)
+            plans = [p for s in schedules if (p := planner(s, unfinished.get(s.id, ()), sources))]
+            done: list[tuple[FirePlan, list[TaskRecord]]] = []
+            values: list[tuple[Any, ...]] = []
+            for plan in plans:
+                items = plan.tasks
+                pairs = zip(items, new_ids(len(items)), strict=True)
+                made = [new_task_values(item, now, ids) for item, ids in pairs]
+                done.append((plan, [TaskRecord.from_values(v) for v in made]))
+                values.extend(made)
+            await _insert_tasks(conn, values)
             await _advance(conn, plans, now)
         return done
+
+    async def _claimed(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[ScheduleRecord]:
+        """The claimed schedules, from the `STATE` columns a claim read: each one's definition
+        is the one kept for it when its `updated_at` is the same, else its whole row is read
+        (in this transaction, which holds the row) and kept. The rows of ten thousand
+        schedules due at once are mostly definitions, read and decoded again every minute;
+        their state alone is a third of the columns and none of the JSON."""
+        known = self._known
+        if len(known) + len(rows) > DEFINITIONS:
+            known.clear()
+        states = _states(rows)  # id, updated_at, ... (`STATE`)
+        fresh = [s[0] for s in states if (k := known.get(s[0])) is None or k.updated_at != s[1]]
+        for chunk in _chunks(fresh, 1000):
+            read = await conn.execute(select(S).where(S.c.id.in_(chunk)))
+            for row in read.mappings():
+                known[row["id"]] = ScheduleRecord.from_row(row)
+        return [known[s[0]].replaced(STATE, s) for s in states]
 
     async def record_task(self, schedule_id: str, task_id: str) -> None:
         """Note a task run by hand as the schedule's last run."""
@@ -316,7 +389,7 @@ async def _declare_one(
         next_fire_at=current.next_fire_at if same_timing else record.next_fire_at,
         updated_at=current.updated_at
         if _definition(current) == _definition(record)
-        else record.updated_at,
+        else _after(record.updated_at, current.updated_at),
     )
     if kept != current:
         values = _stored(kept)
@@ -324,20 +397,31 @@ async def _declare_one(
 
 
 def _definition(record: ScheduleRecord) -> tuple[Any, ...]:
-    skip = {
-        "updated_at",
-        "created_at",
-        "next_fire_at",
-        "last_fire_at",
-        "last_run_at",
-        "last_task_id",
-        "queued_fire_at",
-        "last_error",
-        "last_error_at",
-        "paused",
-        "pause_note",
-    }
-    return tuple(v for k, v in record.__dict__.items() if k not in skip)
+    """What a schedule's `updated_at` stands for: every field but its state and creation."""
+    return tuple(v for k, v in record.__dict__.items() if k not in _NOT_DEFINITION)
+
+
+_NOT_DEFINITION = frozenset({*STATE, "created_at"}) - {"id"}
+
+
+def _states(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """The `STATE` values of claimed rows (`_STATE_COLUMNS`) as the fields hold them."""
+    times: dict[str, datetime] = {}
+    out = []
+    for row in rows:
+        values = list(row)
+        for index in _STATE_TIMES:
+            text = values[index]
+            if text is not None:
+                moment = times.get(text)
+                if moment is None:
+                    moment = times[text] = datetime.fromisoformat(text).replace(tzinfo=UTC)
+                values[index] = moment
+        for index, load in _STATE_LOADS:
+            if values[index] is not None:
+                values[index] = load(values[index])
+        out.append(values)
+    return out
 
 
 async def _unfinished(conn: AsyncConnection, ids: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -362,19 +446,65 @@ async def _sources(conn: AsyncConnection, ids: set[str | None]) -> frozenset[str
     return frozenset(rows.scalars())
 
 
-def _records(items: Sequence[NewTask], now: datetime) -> list[TaskRecord]:
-    return [
-        TaskRecord.from_values(new_task_values(item, now, ids))
-        for item, ids in zip(items, new_ids(len(items)), strict=True)
-    ]
+async def _insert_tasks(conn: AsyncConnection, values: Sequence[tuple[Any, ...]]) -> None:
+    """Insert new tasks, given their field values (`new_task_values`), straight through the
+    driver: the columns a new task's INSERT sets (`NEW_FIELDS`), less those that are NULL in
+    every row (their default is NULL: the rows stored are the same), each value in the form
+    SQLAlchemy's types store (`time_text`, `json_text`; a MariaDB `DATETIME` reads that text
+    too), each distinct time formatted once (a claim's tasks share their creation and fire
+    times). SQLAlchemy's own executemany spent more on its per-row bookkeeping, and the
+    driver on formatting every time of every row, than the rest of the claim's INSERT."""
+    if not values:
+        return
+    columns = list(zip(*values, strict=True))
+    count = len(values)
+    kept = tuple(
+        f
+        for f in NEW_FIELDS
+        if f.kind is Kind.JSON
+        or f.spec.server_default is not None
+        or columns[f.index].count(None) < count
+    )
+    sql, order = _insert_sql(conn.dialect, tuple(f.name for f in kept))
+    by_name = {f.name: f for f in kept}
+    stored: list[Sequence[Any]] = []
+    for name in order:
+        f = by_name[name]
+        column = columns[f.index]
+        if f.kind is Kind.TIME:
+            stored.append(_stored_times(column))
+        elif f.kind is Kind.JSON:
+            stored.append(list(map(json_text, column)))
+        else:
+            stored.append(column)
+    await conn.exec_driver_sql(sql, list(zip(*stored, strict=True)))
 
 
-def _task_row(record: TaskRecord) -> dict[str, Any]:
-    row = dict(record.__dict__)
-    for name in _TIME_FIELDS:
-        if row[name] is not None:
-            row[name] = naive(row[name])
-    return row
+@functools.lru_cache(maxsize=64)
+def _insert_sql(dialect: Dialect, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The INSERT of `columns` into `sync_tasks` in the driver's SQL, and its parameters'
+    order."""
+    compiled = insert(T).compile(dialect=dialect, column_keys=list(columns))
+    assert compiled.positiontup is not None, "the claim needs a driver with positional parameters"
+    return compiled.string, tuple(compiled.positiontup)
+
+
+def _stored_times(values: Sequence[datetime | None]) -> list[str | None]:
+    """Aware UTC times as stored (`time_text` of naive UTC), each distinct value once."""
+    stored: dict[datetime, str] = {}
+    out: list[str | None] = []
+    for value in values:
+        text = None if value is None else stored.get(value)
+        if text is None and value is not None:
+            text = stored[value] = time_text(naive(value))
+        out.append(text)
+    return out
+
+
+def _after(now: datetime, previous: datetime) -> datetime:
+    """The `updated_at` of a changed definition: `now`, or just after the one it replaces
+    when the clock has not moved past it (a definition is known by its `updated_at`)."""
+    return max(now, previous + _MICROSECOND)
 
 
 def state_groups(plans: Sequence[FirePlan]) -> dict[tuple[Any, ...], list[str]]:
@@ -382,16 +512,10 @@ def state_groups(plans: Sequence[FirePlan]) -> dict[tuple[Any, ...], list[str]]:
     claimed, next_fire_at, last_fire_at, queued_fire_at, error)`, times naive UTC. Every
     `* * * * *` schedule of a claim shares one, so one UPDATE writes them all."""
     groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-    for p in plans:
-        key = (
-            _n(p.schedule.next_fire_at),
-            _n(p.next_fire_at),
-            _n(p.last_fire_at),
-            _n(p.queued_fire_at),
-            p.error,
-        )
+    for p in plans:  # grouped by the aware times, each group's converted once
+        key = (p.schedule.next_fire_at, p.next_fire_at, p.last_fire_at, p.queued_fire_at, p.error)
         groups[key].append(p.schedule.id)
-    return groups
+    return {(_n(w), _n(n), _n(lf), _n(q), e): ids for (w, n, lf, q, e), ids in groups.items()}
 
 
 async def _advance(conn: AsyncConnection, plans: Sequence[FirePlan], now: datetime) -> None:

@@ -71,7 +71,7 @@ class SqliteScheduleStore(ScheduleStore):
             schedules = [_record(r) for r in rows]
             unfinished = _unfinished(conn, [s.id for s in schedules])
             sources = _sources(conn, {s.data_source_id for s in schedules if s.data_source_id})
-            plans = [p for s in schedules if (p := planner(s, unfinished[s.id], sources))]
+            plans = [p for s in schedules if (p := planner(s, unfinished.get(s.id, ()), sources))]
             done: list[tuple[FirePlan, list[TaskRecord]]] = []
             params: list[tuple[Any, ...]] = []
             for plan in plans:

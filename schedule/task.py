@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String, Text
 
 from schedule.clock import utc
-from schedule.columns import TableRow, Timestamp, column
+from schedule.columns import Kind, RowField, TableRow, Timestamp, column
 
 JsonObject = dict[str, Any]
 CallbackStatus = Literal["pending", "delivered", "failed"]
@@ -174,6 +174,18 @@ TASK_FIELDS = TaskRecord.row_fields()
 def is_constant(new: Any) -> bool:
     """Whether a field's `new=` is a constant (not `Request`, `New` or `Rule`)."""
     return not isinstance(new, Request | New | Rule)
+
+
+def _written_when_new(field: RowField) -> bool:
+    """Whether a new task's INSERT names this column: not when the value is a constant that
+    the column's default already gives (its server default, or NULL). JSON columns are always
+    written, as SQLAlchemy's `JSON` type writes None: the text `null`."""
+    new = field.spec.new
+    return not is_constant(new) or field.kind is Kind.JSON or new != field.spec.server_default
+
+
+#: The columns a new task's INSERT sets; every other one starts at its default.
+NEW_FIELDS = tuple(f for f in TASK_FIELDS if _written_when_new(f))
 
 
 def new_task_values(item: NewTask, now: datetime, ids: tuple[str, str]) -> tuple[Any, ...]:

@@ -37,6 +37,7 @@ from schedule.store.connector import SqliteConnector
 from schedule.store.queries import finish_values, in_claim_order
 from schedule.store.shared import SqlTaskStore
 from schedule.task import (
+    NEW_FIELDS,
     TASK_FIELDS,
     NewTask,
     TaskRecord,
@@ -217,18 +218,6 @@ class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
 
 COLUMNS = tuple(f.name for f in TASK_FIELDS)
 _SELECT_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
-
-
-def _written_when_new(field: RowField) -> bool:
-    """Whether a new task's INSERT names this column: not when the value is a constant that
-    the column's default already gives (its server default, or NULL). JSON columns are always
-    written, as SQLAlchemy's `JSON` type writes None: the text `null`."""
-    new = field.spec.new
-    return not is_constant(new) or field.kind is Kind.JSON or new != field.spec.server_default
-
-
-#: The columns a new task's INSERT sets; every other one starts at its default.
-NEW_FIELDS = tuple(f for f in TASK_FIELDS if _written_when_new(f))
 
 
 def time_text(value: datetime) -> str:

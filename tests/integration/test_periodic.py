@@ -4,6 +4,7 @@ policies, pause and resume, backfill, failed fires, the built-in and file schedu
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,7 @@ async def test_a_fire_enqueues_one_task_with_its_schedule_and_time(
     assert await scheduler.tick() == []
     clock.now = datetime(2026, 3, 10, 12, 15, 0, 200000, tzinfo=UTC)
     (plan,) = await scheduler.tick()
+    assert gc.isenabled()  # paused during the claim only
     assert [f.outcome for f in plan.fires] == [FireOutcome.ENQUEUED]
     (task,) = await tasks_of(store, "erp")
     assert task.scheduled_for == datetime(2026, 3, 10, 12, 15, tzinfo=UTC)
@@ -129,6 +131,72 @@ async def test_daemons_sharing_a_database_fire_each_fire_once(
     tasks, total, *_ = await store.list_tasks(TaskFilter(), Page(1, 500))
     assert total == 90
     assert len({(t.schedule_id, t.scheduled_for) for t in tasks}) == 90
+
+
+async def test_a_definition_changed_on_another_daemon_is_used_at_the_next_fire(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    first = make_scheduler(ddb, dialect_settings, clock)
+    second = make_scheduler(ddb, dialect_settings, clock)
+    every_minute = Trigger(cron="* * * * *")
+    made = await first.save(
+        spec(trigger=every_minute, overlap=Overlap.ALLOW, parameters={"steps": 1}), create=True
+    )
+    clock.now = datetime(2026, 3, 10, 12, 1, 0, 1000, tzinfo=UTC)
+    await first.tick()  # `first` has claimed it: it knows this definition
+    # Changed on the other daemon, whose clock reads what it read at the create (or is
+    # behind): the definition is still known as changed.
+    clock.now = START
+    changed = await second.save(
+        spec(trigger=every_minute, overlap=Overlap.ALLOW, parameters={"steps": 2}, priority=3),
+        create=False,
+    )
+    assert changed.record.updated_at > made.record.updated_at
+    clock.now = datetime(2026, 3, 10, 12, 2, 0, 1000, tzinfo=UTC)
+    await first.tick()
+    old, new = await tasks_of(store, "erp")
+    assert (old.parameters, old.priority) == ({"steps": 1}, 0)
+    assert (new.parameters, new.priority) == ({"steps": 2}, 3)
+    # Deleted and made again under the same id at the same clock reading, through `first`.
+    clock.now = START
+    await first.delete("erp")
+    again = spec(trigger=every_minute, overlap=Overlap.ALLOW, parameters={"steps": 3})
+    await first.save(again, create=True)
+    clock.now = datetime(2026, 3, 10, 12, 3, 0, 1000, tzinfo=UTC)
+    await first.tick()
+    newest = (await tasks_of(store, "erp"))[-1]
+    assert newest.parameters == {"steps": 3}
+
+
+async def test_the_tasks_of_one_claim_keep_each_their_own_fields(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, store: TaskStore
+) -> None:
+    """A claim's INSERT leaves out the columns NULL in all its rows: one schedule sets what
+    the other leaves NULL, and each task has its own."""
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec("bare"), create=True)
+    full = spec("full", parameters={"steps": 2}, priority=4, interface_id="parts", timeout_s=90)
+    await scheduler.save(replace(full, max_attempts=5, jitter_s=30), create=True)
+    clock.now = datetime(2026, 3, 10, 12, 15, 1, tzinfo=UTC)
+    await scheduler.tick()
+    (bare,) = await tasks_of(store, "bare")
+    (made,) = await tasks_of(store, "full")
+    fire = datetime(2026, 3, 10, 12, 15, tzinfo=UTC)
+    for task in (bare, made):
+        assert task == await store.get(task.id)
+        assert task.status is TaskStatus.PENDING and task.scheduled_for == fire
+        assert task.created_at == task.updated_at == clock.now
+        assert task.result is None and task.message == "" and task.attempt == 0
+    assert (bare.parameters, bare.priority, bare.interface_id, bare.timeout_s) == (
+        {},
+        0,
+        None,
+        None,
+    )
+    assert bare.run_after == clock.now
+    assert (made.parameters, made.priority, made.interface_id) == ({"steps": 2}, 4, "parts")
+    assert (made.timeout_s, made.max_attempts) == (90, 5)
+    assert fire <= made.run_after <= fire + timedelta(seconds=30)
 
 
 async def test_catch_up_policies_after_downtime(

@@ -18,14 +18,13 @@ from schedule.columns import Kind
 from schedule.models import status_is, sync_tasks
 from schedule.store import Connector, make_store
 from schedule.store.sqlite import (
-    NEW_FIELDS,
     due_sql,
     finish_dedupe_sql,
     finish_plain_sql,
     owned_sql,
     take_sql,
 )
-from schedule.task import TASK_FIELDS, NewTask, TaskRecord, TaskStatus
+from schedule.task import NEW_FIELDS, TASK_FIELDS, NewTask, TaskRecord, TaskStatus
 from tests.helpers import Clock
 
 
