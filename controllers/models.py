@@ -346,8 +346,9 @@ def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a `Z`, milliseconds."""
     if value is None:
         return None
-    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # the stores' times are UTC already: no conversion
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def task_json(task: TaskRecord) -> dict[str, Any]:
