@@ -37,6 +37,7 @@ from controllers.openapi import doc
 from controllers.roles import ADMINS, OPERATORS, READERS
 from schedule.definition import CatchUp, Origin, Overlap, ScheduleSpec
 from schedule.periodic import UPCOMING, trigger_from
+from schedule.records import Page
 from schedule.triggers import Timing, check_bounds, check_zone
 
 routes = web.RouteTableDef()
@@ -80,7 +81,7 @@ def _spec(schedule_id: str, body: ScheduleBody) -> ScheduleSpec:
 async def list_schedules(request: web.Request) -> web.Response:
     """Built-in, file and API schedules by id: trigger in words, next fire, last run."""
     query = parse_query(request, ScheduleListQuery)
-    views, total = await request.app[SCHEDULER].views((query.page - 1) * query.size, query.size)
+    views, total = await request.app[SCHEDULER].views(Page(query.page, query.size))
     return json_response(
         {
             "schedules": [schedule_json(v) for v in views],

@@ -63,8 +63,9 @@ Index(
 # while running, the finished index once finished. Each status change then writes two index
 # entries instead of rewriting every status-led index, which was most of the SQL time per task
 # (measured). Queries that must use them compare `status` with a literal (`status_is`): SQLite
-# matches a partial index only when the query implies its WHERE, and a bound parameter never
-# does.
+# matches a partial index only when the query implies its WHERE, which an inline value always
+# does. (A bound value can too: the task list, which must not read them, compares with a cast
+# value instead, `schedule.store.shared.ListStatus`.)
 def status_is(status: TaskStatus) -> ColumnElement[bool]:
     """`sync_tasks.status = '<status>'` with the value inline, so that SQLite can use the
     partial indexes below (a bound parameter never implies their WHERE)."""

@@ -52,6 +52,7 @@ from schedule.firing import (
     plan_queued,
     task_request,
 )
+from schedule.records import Page
 from schedule.schedules import Planner, ScheduleStore
 from schedule.service import ScheduleService
 from schedule.task import NewTask, TaskRecord
@@ -494,10 +495,10 @@ class PeriodicScheduler:
 
     # ---- views --------------------------------------------------------------------------------
 
-    async def views(self, offset: int, limit: int) -> tuple[list[ScheduleView], int]:
+    async def views(self, page: Page) -> tuple[list[ScheduleView], int]:
         """A page of the schedules (by id) with their next fire and last run, and how many
         schedules there are."""
-        records, total = await self.store.page(offset, limit)
+        records, total = await self.store.page(page)
         last = await self.store.last_runs([r.id for r in records])
         words = await asyncio.to_thread(_describe, records)
         views = [self._view(r, 1, last.get(r.id)) for r in records]

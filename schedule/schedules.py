@@ -35,6 +35,7 @@ from schedule.exceptions import InvalidState, NotFound
 from schedule.firing import FirePlan
 from schedule.ids import new_ids
 from schedule.models import status_is, sync_data_sources, sync_schedules, sync_tasks
+from schedule.records import Page
 from schedule.store import Connector
 from schedule.store.sqlite import json_text, time_text
 from schedule.task import NEW_FIELDS, TaskRecord, TaskStatus, new_task_values
@@ -118,9 +119,9 @@ class ScheduleStore:
             rows = (await conn.execute(select(S).order_by(S.c.id))).mappings().all()
         return [ScheduleRecord.from_row(r) for r in rows]
 
-    async def page(self, offset: int, limit: int) -> tuple[list[ScheduleRecord], int]:
-        """`limit` schedules by id from `offset`, and how many there are."""
-        query = select(S).order_by(S.c.id).offset(offset).limit(limit)
+    async def page(self, page: Page) -> tuple[list[ScheduleRecord], int]:
+        """A page of the schedules by id, and how many there are."""
+        query = select(S).order_by(S.c.id).offset(page.offset).limit(page.size)
         async with self.db.read() as conn:
             total = int((await conn.execute(select(func.count()).select_from(S))).scalar_one())
             rows = (await conn.execute(query)).mappings().all()

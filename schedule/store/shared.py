@@ -515,7 +515,7 @@ def _list_index(flt: TaskFilter) -> str | None:
     its optimizer sometimes took another one, walking the whole list in order and skipping what
     did not match (`ix_sync_tasks_created` for `status=pending`, 2 % of a million tasks: 17 ms
     instead of 1 ms). The filters' indexes read only the page's rows at any depth (SQLite's
-    planner takes them by itself, given `StatusIs`; tests/integration/test_list_plans.py)."""
+    planner takes them by itself, given `ListStatus`; tests/integration/test_list_plans.py)."""
     if flt.search or flt.schedule_id is not None:
         return None
     if flt.status is not None:
@@ -542,7 +542,7 @@ def capped_count(flt: TaskFilter, cap: int) -> Select[Any]:
 def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
     clauses: list[ColumnElement[bool]] = []
     if flt.status is not None:
-        clauses.append(StatusIs(flt.status.value))
+        clauses.append(ListStatus(flt.status.value))
     if flt.task_type is not None:
         clauses.append(T.c.task_type == flt.task_type)
     if flt.data_source_id is not None:
@@ -554,7 +554,7 @@ def _filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
     return and_(True, *clauses)
 
 
-class StatusIs(ColumnElement[bool]):
+class ListStatus(ColumnElement[bool]):
     """`status = value` for the task list. On SQLite the value is cast to text: the planner
     then cannot prove that the list's rows are those of the partial claim index (`WHERE status
     = 'pending'`), which it preferred for `status=pending` and then sorted every pending task
@@ -570,13 +570,13 @@ class StatusIs(ColumnElement[bool]):
         self.value = value
 
 
-@compiles(StatusIs)
-def _status_is(element: StatusIs, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(ListStatus)
+def _status_is(element: ListStatus, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(T.c.status == element.value, **kw)
 
 
-@compiles(StatusIs, "sqlite")
-def _status_is_sqlite(element: StatusIs, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(ListStatus, "sqlite")
+def _status_is_sqlite(element: ListStatus, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(T.c.status == cast(literal(element.value), Text()), **kw)
 
 
