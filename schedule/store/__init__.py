@@ -8,7 +8,7 @@ connector every store writes and reads through.
     shared.py        SqlTaskStore: what the SQL backends share (reads, transitions, leases)
     sqlite.py        SqliteTaskStore: the hot paths as plain SQL on the writer thread
     mysql.py         MySqlTaskStore: the hot paths in SQLAlchemy Core, SKIP LOCKED claims
-    coalesce.py      lookups that arrive together answered by one query (MySQL's GET of a task)
+    coalesce.py      lookups that arrive together answered by one query (GET of a task)
     external.py      the external-worker protocol (claims and reports of GET/PUT /api/crontask)
     callbacks.py     the completion-callback outbox
     statistics.py    statistics over the task table

@@ -1,4 +1,4 @@
-"""Lookups by key that arrive together, answered by one query: the MySQL store's hot read.
+"""Lookups by key that arrive together, answered by one query: the task store's hot read.
 
 `GET` of one task is the API's most frequent read. On MariaDB each one through the pool costs
 the event loop a checkout with its ping, the statement, the parse of some forty column
@@ -9,7 +9,8 @@ for one row. Under load most of that is overhead that many requests can share.
 `limit`) and asks `fetch` for all of them in one query; the keys that arrive meanwhile make the
 next flush. A lone request waits for nothing but its own query (the flush starts on the next
 turn of the loop); under load a request waits for at most the flush in flight before its own.
-SQLite's reader thread (`sqlite_reader`) shares its reads the same way.
+On SQLite the same holds for the thread hand-off: one read on the reader thread
+(`sqlite_reader`) and one JSON text back for every key of a flush.
 
 Each caller gets its own key's value (None when the query did not find it) or the flush's
 error. A caller that gives up (a timeout, a cancelled request) leaves the flush running for

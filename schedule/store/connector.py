@@ -190,9 +190,9 @@ class SqliteConnector(Connector):
         return reader_for(self.engine, self.busy_timeout_s)
 
     async def read_plain(self, work: Read[R]) -> R:
-        """Run `work(conn)` (a plain, read-only `sqlite3` connection) in a read transaction on
-        the reader thread, within `timeout`: the hot reads' path (one hand-off, shared by the
-        reads that arrive together)."""
+        """Run `work(conn)` (a plain, read-only `sqlite3` connection, each statement its own
+        read) on the reader thread, within `timeout`: the hot reads' path (one hand-off,
+        shared by the reads that arrive together)."""
         async with asyncio.timeout(self.timeout):
             return await self.reader.read(work)
 

@@ -17,14 +17,12 @@ from typing import Any
 from sqlalchemy import Integer, String, bindparam, case, func, insert, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schedule.clock import Clock, naive, utc, utcnow
+from schedule.clock import naive, utc
 from schedule.columns import Kind
-from schedule.exceptions import NotFound
 from schedule.ids import new_ids
 from schedule.models import status_is
 from schedule.records import AttemptRecord, Outcome
 from schedule.store import rollups
-from schedule.store.coalesce import Coalescer
 from schedule.store.connector import MySqlConnector
 from schedule.store.queries import (
     CLAIM_ORDER,
@@ -35,23 +33,15 @@ from schedule.store.queries import (
     in_claim_order,
     take,
 )
-from schedule.store.shared import SqlTaskStore
+from schedule.store.shared import Detail, SqlTaskStore
 from schedule.task import TASK_FIELDS, NewTask, TaskRecord, TaskStatus, new_task_values
 
-#: At most this many `GET`s of one task share a statement.
-DETAIL_BATCH = 100
-Detail = tuple[TaskRecord, list[AttemptRecord]]
 #: Times go to the database naive (UTC).
 _TIME_FIELDS = tuple(f.name for f in TASK_FIELDS if f.kind is Kind.TIME)
 
 
 class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
-    """MariaDB/MySQL: claims with `SKIP LOCKED`, finishes fenced under `FOR UPDATE`; `GET`s
-    of one task that arrive together read in one statement."""
-
-    def __init__(self, db: MySqlConnector, clock: Clock = utcnow) -> None:
-        super().__init__(db, clock)
-        self._details: Coalescer[str, Detail] = Coalescer(self._fetch_details, DETAIL_BATCH)
+    """MariaDB/MySQL: claims with `SKIP LOCKED`, finishes fenced under `FOR UPDATE`."""
 
     async def insert_tasks(self, items: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
         now = utc(self.clock()) or self.clock()
@@ -82,14 +72,6 @@ class MySqlTaskStore(SqlTaskStore[MySqlConnector]):
             if fresh:
                 await conn.execute(insert(T), fresh)
         return out
-
-    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
-        """The task with its attempts; the lookups that arrive together share one statement
-        (`Coalescer`)."""
-        found = await self._details.get(key)
-        if found is None:
-            raise NotFound(f"no task {key!r}")
-        return found
 
     async def _fetch_details(self, keys: Sequence[str]) -> dict[str, Detail]:
         """One statement, one round trip: the tasks whose id or reference is one of `keys`,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import string
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +58,7 @@ from schedule.records import (
 )
 from schedule.store import rollups
 from schedule.store.callbacks import CallbackOutbox
+from schedule.store.coalesce import Coalescer
 from schedule.store.connector import Connector
 from schedule.store.external import ExternalWorkers
 from schedule.store.queries import FINISHED_VALUES, A, E, T, read_task, record_attempt
@@ -66,6 +67,9 @@ from schedule.store.tasks import TaskStore
 from schedule.task import NewTask, TaskRecord, TaskStatus
 
 C = TypeVar("C", bound=Connector)
+#: At most this many `GET`s of one task share a statement (`Coalescer`).
+DETAIL_BATCH = 100
+Detail = tuple[TaskRecord, list[AttemptRecord]]
 
 
 class SqlTaskStore(TaskStore, Generic[C]):
@@ -82,6 +86,7 @@ class SqlTaskStore(TaskStore, Generic[C]):
         self.external = ExternalWorkers(db, clock)
         self.callbacks = CallbackOutbox(db, clock)
         self.stats = TaskStatistics(db)
+        self._details: Coalescer[str, Detail] = Coalescer(self._fetch_details, DETAIL_BATCH)
 
     def _now(self) -> datetime:
         """Now as the database stores it (naive UTC)."""
@@ -119,13 +124,18 @@ class SqlTaskStore(TaskStore, Generic[C]):
             raise NotFound(f"no task {key!r}")
         return task
 
-    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
-        async with self.db.read() as conn:
-            task = await read_task(conn, key)
-            if task is None:
-                raise NotFound(f"no task {key!r}")
-            rows = await conn.execute(_attempts_query(task.id))
-            return task, [self._attempt(r) for r in rows]
+    async def detail(self, key: str) -> Detail:
+        """The task with its attempts; the lookups that arrive together share one statement
+        (`Coalescer`): `GET` of one task is the API's most frequent read."""
+        found = await self._details.get(key)
+        if found is None:
+            raise NotFound(f"no task {key!r}")
+        return found
+
+    @abstractmethod
+    async def _fetch_details(self, keys: Sequence[str]) -> Mapping[str, Detail]:
+        """In one statement, the tasks whose id or reference is one of `keys`, each with its
+        attempts in the order they were recorded."""
 
     async def get_many(self, ids: Collection[str]) -> list[TaskRecord]:
         if not ids:

@@ -29,13 +29,12 @@ from typing import Any
 from schedule import jsontext
 from schedule.clock import naive
 from schedule.columns import Kind, RowField
-from schedule.exceptions import NotFound
 from schedule.ids import new_ids
 from schedule.records import AttemptRecord, Outcome
 from schedule.store import rollups
 from schedule.store.connector import SqliteConnector
 from schedule.store.queries import finish_values, in_claim_order
-from schedule.store.shared import SqlTaskStore
+from schedule.store.shared import Detail, SqlTaskStore
 from schedule.task import (
     NEW_FIELDS,
     TASK_FIELDS,
@@ -97,14 +96,18 @@ class SqliteTaskStore(SqlTaskStore[SqliteConnector]):
                 out.append((taken[key] if key in taken else first[key], False))
         return out
 
-    async def detail(self, key: str) -> tuple[TaskRecord, list[AttemptRecord]]:
-        """Plain SQL on the reader thread: one hand-off for the task and its attempts."""
-        found = await self.db.read_plain(functools.partial(_detail_work, key))
-        if found is None:
-            raise NotFound(f"no task {key!r}")
-        row, attempts = found
+    async def _fetch_details(self, keys: Sequence[str]) -> dict[str, Detail]:
+        """Plain SQL on the reader thread: one hand-off, one statement and one text for every
+        task asked for with its attempts."""
+        text = await self.db.read_plain(functools.partial(_details_work, tuple(keys)))
         fallback = self.clock()
-        return task_from_stored(row), [_attempt_from_stored(a, fallback) for a in attempts]
+        by_key: dict[str, Detail] = {}
+        for values in json.loads(text):
+            attempts = sorted(values.pop())  # by the attempt row's id: the order recorded
+            task = task_from_json(values)
+            detail = (task, [_attempt_from_stored(a[1:], fallback) for a in attempts])
+            by_key[task.id] = by_key[task.reference] = detail  # ids are longer than references
+        return {k: by_key[k] for k in keys if k in by_key}
 
     async def claim(
         self, node_id: str, limit: int, lease_s: float, types: Collection[str] | None = None
@@ -309,23 +312,26 @@ _PICK_NEW_PARAMS: Callable[[Sequence[Any]], tuple[Any, ...]] = operator.itemgett
 )
 
 
-_BY_ID_SQL = f"SELECT {_SELECT_LIST} FROM sync_tasks WHERE id = ?"
-_BY_REFERENCE_SQL = f"SELECT {_SELECT_LIST} FROM sync_tasks WHERE reference = ?"
-_ATTEMPTS_SQL = (
-    "SELECT attempt, node_id, started_at, finished_at, outcome, error FROM sync_task_attempts "
-    "WHERE task_id = ? ORDER BY id"
-)
+@functools.cache
+def details_sql(count: int) -> str:
+    """The tasks whose id or reference is one of `count` keys (`?1`..), each with its attempts
+    last, as one JSON array of arrays (`rows_sql`'s columns): one statement stepped once."""
+    marks = ", ".join(f"?{n}" for n in range(1, count + 1))
+    attempts = (
+        "json((SELECT json_group_array(json_array(a.id, a.attempt, a.node_id, a.started_at, "
+        "a.finished_at, a.outcome, a.error)) FROM sync_task_attempts AS a "
+        "WHERE a.task_id = sync_tasks.id))"
+    )
+    return (
+        f"SELECT json_group_array(json_array({_ROW_JSON_COLUMNS}, {attempts})) FROM sync_tasks "
+        f"WHERE id IN ({marks}) OR reference IN ({marks})"
+    )
 
 
-def _detail_work(key: str, conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
-    """The reader thread's part of `detail`: the stored row (by id, else by reference) and
-    its attempts' rows, or None."""
-    row = conn.execute(_BY_ID_SQL, (key,)).fetchone()
-    if row is None:
-        row = conn.execute(_BY_REFERENCE_SQL, (key,)).fetchone()
-    if row is None:
-        return None
-    return row, conn.execute(_ATTEMPTS_SQL, (row[0],)).fetchall()
+def _details_work(keys: Sequence[str], conn: sqlite3.Connection) -> str:
+    """The reader thread's part of `_fetch_details`: `details_sql`'s one text."""
+    text: str = conn.execute(details_sql(len(keys)), keys).fetchone()[0]
+    return text
 
 
 def _attempt_from_stored(row: Sequence[Any], fallback: datetime) -> AttemptRecord:
@@ -451,10 +457,16 @@ def rows_sql(count: int) -> str:
     """`count` task rows as one JSON array of arrays in field order; JSON columns embedded as
     JSON (`json(...)`), so that one `json.loads` decodes everything."""
     marks = ", ".join("?" * count)
-    columns = ", ".join(
-        f'json("{f.name}")' if f.kind is Kind.JSON else f'"{f.name}"' for f in TASK_FIELDS
+    return (
+        f"SELECT json_group_array(json_array({_ROW_JSON_COLUMNS})) FROM sync_tasks "
+        f"WHERE id IN ({marks})"
     )
-    return f"SELECT json_group_array(json_array({columns})) FROM sync_tasks WHERE id IN ({marks})"
+
+
+#: `rows_sql`'s columns: every column in field order, JSON columns as JSON.
+_ROW_JSON_COLUMNS = ", ".join(
+    f'json("{f.name}")' if f.kind is Kind.JSON else f'"{f.name}"' for f in TASK_FIELDS
+)
 
 
 @functools.cache

@@ -7,10 +7,15 @@ that way under load, where the two SQLite lookups take some tens of microseconds
 is one plain function run on the reader's thread with its own `sqlite3` connection (read-only,
 WAL: it never waits for the writer).
 
+A read runs without a transaction of its own: each statement reads the database as it was when
+the statement began, which is after the read was asked for, so it sees every write committed
+before that. A read that must see one state through several statements is written as one
+statement (the store's `details_sql`); the thread also gives the GIL up in every SQLite step,
+so few statements stepped few times cost the event loop least.
+
 Reads that arrive while the thread is busy are taken together: the thread runs every read it
-finds queued, each in the same read transaction begun after they were all queued (so each sees
-every write committed before it was asked for), and hands the results back to the event loop
-with one wake-up. Under load that is one hand-off for many requests.
+finds queued and hands the results back to the event loop with one wake-up. Under load that is
+one hand-off for many requests.
 
 One reader per engine, created on first use and closed by `engine.dispose()`, as the writer is.
 Errors come back as SQLAlchemy's exception classes, as the writer's do.
@@ -41,7 +46,7 @@ _STOP: Any = object()
 
 class SqliteReader:
     """One read-only `sqlite3` connection on one thread; `read(work)` runs `work(conn)` in a
-    read transaction there and returns its result."""
+    read there and returns its result."""
 
     def __init__(self, path: str, busy_timeout_s: float) -> None:
         self.path = path
@@ -58,7 +63,8 @@ class SqliteReader:
         return self._thread
 
     async def read(self, work: Read[R]) -> R:
-        """Run `work(conn)` in a read transaction on the reader's thread."""
+        """Run `work(conn)` on the reader's thread (no transaction: see the module's
+        docstring)."""
         if self._closed:
             closed = sqlite3.OperationalError("the database reader is closed")
             raise DBAPIError.instance(None, None, closed, sqlite3.Error)
@@ -108,15 +114,14 @@ class SqliteReader:
                 self._conn.close()
 
     def _run(self, batch: list[_Item]) -> None:
-        """Run a batch in one read transaction; settle each loop's futures with one call."""
+        """Run a batch; settle each loop's futures with one call."""
         settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, bool]]] = {}
         try:
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
-            conn.execute("BEGIN")
         except sqlite3.Error as exc:
-            error = DBAPIError.instance("BEGIN", None, exc, sqlite3.Error)
+            error = DBAPIError.instance(None, None, exc, sqlite3.Error)
             for _, future, loop in batch:
                 settled.setdefault(loop, []).append((future, error, False))
         else:
@@ -128,7 +133,6 @@ class SqliteReader:
                 except Exception as exc:  # a bug in the read: raised where it was asked for
                     outcome, ok = exc, False
                 settled.setdefault(loop, []).append((future, outcome, ok))
-            conn.execute("COMMIT")
         for loop, results in settled.items():
             try:
                 loop.call_soon_threadsafe(_settle, results)

@@ -135,6 +135,25 @@ async def test_detail_is_the_task_and_its_attempts_by_id_or_reference(
         await st.detail("NOSUCHTASK0")
 
 
+async def test_details_asked_together_each_get_their_own_task(st: TaskStore) -> None:
+    """Lookups that arrive together share statements (`SqlTaskStore.detail`): each still gets
+    its own task and attempts, a missing key its own NotFound, a key asked twice both answers."""
+    made = [t for t, _ in await st.create_many([noop(priority=i) for i in range(12)])]
+    claimed = await st.claim("n1", 3, lease_s=30)
+    done = [Outcome(t.id, 1, TaskStatus.COMPLETED, "completed") for t in claimed]
+    assert await st.finish("n1", done) == {t.id for t in claimed}
+    keys = [t.id for t in made[:6]] + [t.reference for t in made[6:]] + [made[0].id]
+    alone = [await st.detail(k) for k in keys]
+    together = await asyncio.gather(
+        *(st.detail(k) for k in [*keys, "NOSUCHTASK0"]), return_exceptions=True
+    )
+    assert together[:-1] == alone
+    assert isinstance(together[-1], NotFound)
+    assert [task.id for task, _ in alone] == [t.id for t in made] + [made[0].id]
+    finished = [task.id for task, attempts in alone if attempts]
+    assert sorted(finished) == sorted(t.id for t in claimed)
+
+
 async def test_heartbeat_extends_and_reports_cancel(st: TaskStore, clock: Clock) -> None:
     task, _ = await st.create(noop())
     await st.claim("n1", 1, lease_s=10)

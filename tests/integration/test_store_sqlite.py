@@ -4,11 +4,13 @@ tested in test_sqlite_writer.py; the behaviour every backend shares in test_stor
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schedule.clock import naive
 from schedule.columns import Kind
 from schedule.models import status_is, sync_tasks
+from schedule.records import Outcome
 from schedule.store import Connector, make_store
 from schedule.store.sqlite import (
     due_sql,
@@ -120,6 +123,51 @@ async def test_new_rows_are_stored_as_sqlalchemy_writes_them(
             await conn.execute(sync_tasks.delete().where(sync_tasks.c.id == "twin"))
         assert record == await store.get(record.id)
         assert isinstance(record, TaskRecord)
+
+
+async def test_a_detail_reads_what_sqlalchemy_reads(connector: Connector) -> None:
+    """`detail`'s one JSON text (`details_sql`) decodes to the record SQLAlchemy's types read:
+    nested and float parameters, a result with an integer beyond 64 bits, quotes and
+    non-ASCII text, and the attempts in the order recorded."""
+    clock = Clock(datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC))
+    store = make_store(connector, clock)
+    params = {"steps": 2, "nested": {"a": [1, "x", None]}, "f": 1.5, "s": 'q"uo\\te ü'}
+    task, _ = await store.create(NewTask("noop", params, 3, dedupe_key="k", timeout_s=2.5))
+    for attempt in (1, 2):
+        await store.claim(f"n{attempt}", 1, lease_s=10)
+        clock.advance(3)
+        status = TaskStatus.PENDING if attempt == 1 else TaskStatus.COMPLETED
+        result = {"big": 2**70, "f": 0.1, "text": '\u00e9\n"x"'} if attempt == 2 else None
+        error = 'bad "thing"\nline two' if attempt == 1 else None
+        name = "failed" if error else "completed"
+        await store.finish(f"n{attempt}", [Outcome(task.id, attempt, status, name, result, error)])
+        clock.advance(1)
+    task_read, attempts = await store.detail(task.reference)
+    assert task_read == await store.get(task.id)
+    assert task_read.result == {"big": 2**70, "f": 0.1, "text": '\u00e9\n"x"'}
+    assert attempts == await store.attempts(task.id)
+    assert [(a.attempt, a.node_id, a.outcome) for a in attempts] == [
+        (1, "n1", "failed"),
+        (2, "n2", "completed"),
+    ]
+
+
+async def test_details_asked_together_share_one_read(
+    connector: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(connector, Clock())
+    made = [t for t, _ in await store.create_many([NewTask("noop", {}, 3) for _ in range(40)])]
+    reads: list[object] = []
+    read_plain = connector.read_plain  # type: ignore[attr-defined]
+
+    async def counted(work: Any) -> Any:
+        reads.append(work)
+        return await read_plain(work)
+
+    monkeypatch.setattr(connector, "read_plain", counted)
+    found = await asyncio.gather(*(store.detail(t.reference) for t in made))
+    assert [task.id for task, _ in found] == [t.id for t in made]
+    assert 1 <= len(reads) <= 2  # the first alone, then the rest together
 
 
 async def _raw_row(db: AsyncEngine, task_id: str) -> tuple[Any, ...]:
