@@ -184,6 +184,8 @@ class PeriodicScheduler:
         self.poll_s = settings.schedule_poll_s
         # Each schedule's checked task template, with the `updated_at` it was made for.
         self._templates: dict[str, tuple[datetime, NewTask]] = {}
+        #: The next fire the last turn read (`until_next`).
+        self._next_due: datetime | None = None
         self.loop_cpu_s = 0.0  # CPU time of the loop's thread during `tick`
         self._wake = asyncio.Event()
         self._stopping = False
@@ -244,7 +246,7 @@ class PeriodicScheduler:
                 began = time.thread_time()
                 await self.tick()
                 self.loop_cpu_s += time.thread_time() - began
-                wait = await self._until_next()
+                wait = self.until_next()
             except Exception:
                 log.exception("scheduler turn failed", extra={"action": "scheduler"})
                 wait = self.poll_s
@@ -252,8 +254,10 @@ class PeriodicScheduler:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def _until_next(self) -> float:
-        due = await self.store.next_due()
+    def until_next(self) -> float:
+        """How long to sleep: until the next fire the last turn read, at most `poll_s` (the
+        changes made on other daemons are seen by the next poll)."""
+        due = self._next_due
         if due is None:
             return self.poll_s
         return max(0.0, min(self.poll_s, (due - self.clock()).total_seconds()))
@@ -264,22 +268,22 @@ class PeriodicScheduler:
         """Fire everything due now (in batches), then the queued fires whose previous task
         ended. Returns the plans carried out."""
         done: list[FirePlan] = []
-        due = await self.store.next_due()  # a read: no write transaction while nothing is due
-        if due is None or due > self.clock():
-            if await self.store.has_queued():
-                await self._claim_queued(done)
-            return done
-        with _collector_paused():
-            while due is not None and due <= self.clock():
-                now = self.clock()
-                ctx = self._context(now)
-                batch = await self.store.claim_fires(now, BATCH, _planner(plan_due, ctx))
-                await self._carry_out(batch)
-                done.extend(p for p, _ in batch)
-                if len(batch) < BATCH:
-                    break
-            if await self.store.has_queued():
-                await self._claim_queued(done)
+        # A read: no write transaction while nothing is due (an idle turn is this read alone).
+        due, queued = await self.store.due_state()
+        if due is not None and due <= self.clock():
+            with _collector_paused():
+                while True:
+                    now = self.clock()
+                    ctx = self._context(now)
+                    batch = await self.store.claim_fires(now, BATCH, _planner(plan_due, ctx))
+                    await self._carry_out(batch)
+                    done.extend(p for p, _ in batch)
+                    if len(batch) < BATCH:
+                        break
+                due, queued = await self.store.due_state()  # the fires moved the next one on
+        if queued:
+            await self._claim_queued(done)
+        self._next_due = due
         return done
 
     async def _claim_queued(self, done: list[FirePlan]) -> None:

@@ -44,6 +44,12 @@ S = sync_schedules
 T = sync_tasks
 DS = sync_data_sources
 _UNFINISHED = (status_is(TaskStatus.PENDING), status_is(TaskStatus.RUNNING))
+_BUSY = select(T.c.id).where(T.c.schedule_id == S.c.id, or_(*_UNFINISHED)).correlate(S).exists()
+#: `ScheduleStore.due_state`'s read.
+DUE_STATE = select(
+    select(func.min(S.c.next_fire_at)).where(S.c.paused == false()).scalar_subquery(),
+    select(S.c.id).where(S.c.queued_fire_at.is_not(None), S.c.paused == false(), ~_BUSY).exists(),
+)
 _SCHEDULE_TIMES = tuple(
     f.name for f in ScheduleRecord.row_fields() if f.spec.type.python_type is datetime
 )
@@ -127,28 +133,19 @@ class ScheduleStore:
             rows = (await conn.execute(query)).mappings().all()
         return [ScheduleRecord.from_row(r) for r in rows], total
 
-    async def next_due(self) -> datetime | None:
-        """The earliest fire any schedule waits for (paused ones aside), or None."""
+    async def due_state(self) -> tuple[datetime | None, bool]:
+        """In one read: the earliest fire any schedule waits for (paused ones aside, None when
+        there is none), and whether a fire queued behind its schedule's previous task may go
+        now (that task, and every other of the schedule, has ended). The scheduler's idle turn
+        reads only this."""
         async with self.db.read() as conn:
-            value = (
-                await conn.execute(select(func.min(S.c.next_fire_at)).where(S.c.paused == false()))
-            ).scalar()
-        return None if value is None else _aware(value)
+            due, queued = (await conn.execute(DUE_STATE)).one()
+        return (None if due is None else _aware(due)), bool(queued)
 
     async def source_exists(self, source_id: str) -> bool:
         """Whether a data source of that id exists."""
         async with self.db.read() as conn:
             return bool(await _sources(conn, {source_id}))
-
-    async def has_queued(self) -> bool:
-        """Whether a schedule has a fire waiting behind its previous task, and that task (and
-        every other of the schedule) has ended."""
-        busy = (
-            select(T.c.id).where(T.c.schedule_id == S.c.id, or_(*_UNFINISHED)).correlate(S).exists()
-        )
-        q = select(S.c.id).where(S.c.queued_fire_at.is_not(None), S.c.paused == false(), ~busy)
-        async with self.db.read() as conn:
-            return (await conn.execute(q.limit(1))).first() is not None
 
     async def runs(self, schedule_id: str, limit: int = 10) -> list[TaskRecord]:
         """The newest tasks of a schedule, newest fire first."""

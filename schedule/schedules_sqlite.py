@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects import sqlite
+
 from schedule.clock import naive
 from schedule.columns import Kind
 from schedule.definition import ScheduleRecord
 from schedule.firing import FirePlan
 from schedule.ids import new_ids
-from schedule.schedules import Planner, ScheduleStore, state_groups
+from schedule.schedules import DUE_STATE, Planner, ScheduleStore, state_groups
 from schedule.store import SqliteConnector
 from schedule.store.sqlite import json_load, new_insert_sql, new_params, time_load, time_text
 from schedule.task import TaskRecord, new_task_values
@@ -41,15 +43,26 @@ _LOAD: dict[Kind, Callable[[Any], Any]] = {
     Kind.JSON: json_load,
     Kind.BOOL: bool,
 }
+_DUE_STATE_SQL = str(
+    DUE_STATE.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+)
 _CONVERT = tuple((f.index, _LOAD[f.kind]) for f in _FIELDS if f.kind in _LOAD)
 #: Ids per `IN (...)` list (well under SQLite's bound-parameter limit).
 CHUNK = 500
 
 
 class SqliteScheduleStore(ScheduleStore):
-    """`ScheduleStore` whose claim of due fires runs on SQLite's writer thread."""
+    """`ScheduleStore` whose claim of due fires runs on SQLite's writer thread, and whose
+    scheduler poll (`due_state`) on its reader thread."""
 
     db: SqliteConnector
+
+    async def due_state(self) -> tuple[datetime | None, bool]:
+        """The read of `ScheduleStore.due_state` as plain SQL on the reader thread: the idle
+        scheduler asks it every `SYNCD_SCHEDULE_POLL_S`, and through SQLAlchemy's adapter it
+        cost several thread hand-offs each time."""
+        due, queued = await self.db.read_plain(_due_state)
+        return (None if due is None else time_load(due)), bool(queued)
 
     async def claim_fires(
         self, now: datetime, limit: int, planner: Planner
@@ -143,3 +156,8 @@ def _advance(conn: sqlite3.Connection, plans: Sequence[FirePlan], now: datetime)
 
 def _text(value: datetime | None) -> str | None:
     return None if value is None else time_text(naive(value))
+
+
+def _due_state(conn: sqlite3.Connection) -> tuple[str | None, int]:
+    due, queued = conn.execute(_DUE_STATE_SQL).fetchone()
+    return due, queued

@@ -9,6 +9,7 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -116,6 +117,30 @@ async def test_a_fire_enqueues_one_task_with_its_schedule_and_time(
     assert (fired.job_id, fired.outcome) == ("erp", "enqueued")
     assert fired.lag_s == pytest.approx(0.2)
     assert events.count("created") == 1
+
+
+async def test_an_idle_turn_is_one_read_and_the_sleep_reaches_the_next_fire(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    await scheduler.save(spec(), create=True)  # next fire 12:15
+    reads: list[str] = []
+    for name in ("due_state", "claim_fires", "claim_queued"):
+        method = getattr(scheduler.store, name)
+
+        async def counted(*args: object, _name: str = name, _method: Any = method) -> Any:
+            reads.append(_name)
+            return await _method(*args)
+
+        monkeypatch.setattr(scheduler.store, name, counted)
+    clock.now = datetime(2026, 3, 10, 12, 14, 59, 500000, tzinfo=UTC)
+    assert await scheduler.tick() == []
+    assert reads == ["due_state"]
+    assert scheduler.until_next() == pytest.approx(0.5)
+    clock.now = datetime(2026, 3, 10, 12, 15, 0, 100000, tzinfo=UTC)
+    assert len(await scheduler.tick()) == 1
+    assert reads[1:] == ["due_state", "claim_fires", "due_state"]
+    assert scheduler.until_next() == 1.0  # the poll: 12:30 is further
 
 
 async def test_daemons_sharing_a_database_fire_each_fire_once(
