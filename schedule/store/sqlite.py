@@ -426,12 +426,15 @@ def new_insert_sql(rows: int) -> str:
 @functools.cache
 def due_sql(type_count: int | None) -> str:
     """The ids of up to `?` due pending tasks (of `type_count` types; None: any type) in claim
-    order, as one comma-separated text."""
+    order, as one comma-separated text. The claim index is named (`INDEXED BY`): with
+    statistics (after an `ANALYZE`) the planner skipped through it by due time and then sorted
+    every due pending task, on each claim (2.8 ms instead of 0.03 ms with 20,000 pending)."""
     types = ""
     if type_count is not None:
         types = " AND sync_tasks.task_type IN (" + ", ".join("?" * type_count) + ")"
     return (
         "SELECT group_concat(id, ',') FROM (SELECT sync_tasks.id AS id FROM sync_tasks "
+        "INDEXED BY ix_sync_tasks_claim "
         "WHERE sync_tasks.status = 'pending' AND sync_tasks.run_after <= ?" + types + " "
         "ORDER BY sync_tasks.priority DESC, sync_tasks.run_after ASC, "
         "sync_tasks.created_at ASC LIMIT ?)"

@@ -71,6 +71,36 @@ def test_queue_queries_use_the_partial_indexes(sqlite_url: str) -> None:
         assert "SCAN sync_tasks" not in text_, text_
 
 
+def test_the_claim_walks_its_index_whatever_the_statistics_say(sqlite_url: str) -> None:
+    """After an `ANALYZE` of a queue whose pending tasks share priority and due time (a burst,
+    or a bench's build), the planner skipped through the claim index by run_after and sorted
+    every due pending task on each claim (2.8 ms instead of 0.03 ms with 20,000 pending). The
+    claim names its index."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path)) as conn:
+        due = "2026-01-01 00:00:00.000000"
+        conn.executemany(
+            "INSERT INTO sync_tasks (id, reference, task_type, status, parameters, message, "
+            "max_attempts, run_after, created_at, updated_at) "
+            "VALUES (?, ?, 'noop', ?, '{}', '', 3, ?, ?, ?)",
+            [
+                (f"t{i:07d}", f"R{i:09d}", "pending" if i % 10 else "completed", due, due, due)
+                for i in range(5000)
+            ],
+        )
+        conn.commit()
+        conn.execute("ANALYZE")
+        conn.commit()
+    with closing(sqlite3.connect(path)) as conn:
+        for types in (None, 1):
+            rows = conn.execute(
+                "EXPLAIN QUERY PLAN " + due_sql(types), (due, *["noop"][: types or 0], 10)
+            )
+            plan = " | ".join(r[3] for r in rows)
+            assert "ix_sync_tasks_claim (status=?)" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+
+
 def test_a_new_task_names_only_the_columns_its_defaults_do_not_fill() -> None:
     """The INSERT of a new task (from the field definition) leaves out the columns whose first
     value is their default, and writes JSON columns always (as SQLAlchemy writes None)."""
