@@ -4,7 +4,10 @@ N schedules (10,000 by default), each `* * * * *` enqueuing a `noop` task, are c
 the API (timed), then the daemons run for `--duration-s` (at least three minutes by default).
 Afterwards the database says what happened, fire by fire:
 
-* fire lag, p50 / p99: a task's `created_at` minus its `scheduled_for`;
+* fire lag, p50 / p99: a task's `created_at` (the start of the claim's transaction) minus its
+  `scheduled_for`;
+* how long after each fire time its last task was committed (polled during the run): when a
+  worker can see every task of the fire;
 * duplicate fires: more than one task for one (schedule, fire time) (target 0);
 * missed fires: a fire time in the measured window with no task (target 0);
 * the scheduler's CPU share per daemon: the CPU time of its claims
@@ -117,8 +120,9 @@ def run_once(
         sched0 = [_scrape(b, "syncd_scheduler_cpu_seconds_total") for b in bases]
         wall0 = time.monotonic()
         end = window_start + timedelta(seconds=duration_s)
-        # The run itself, and time for the window's last fires to be claimed (a fire claimed
-        # late is late, not missed).
+        visible = _watch_visible(url, _fire_times(window_start, end, every_s), count, every_s)
+        # The rest of the run, and time for the window's last fires to be claimed (a fire
+        # claimed late is late, not missed).
         time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 3 + count / 1000)
         wall = time.monotonic() - wall0
         cpu = [d.cpu_seconds() - c for d, c in zip(running, cpu0, strict=True)]
@@ -128,6 +132,8 @@ def run_once(
         ]
     figures = _measure(url, window_start, end, count, every_s)
     figures.update(
+        visible_p50_s=_pct(sorted(visible), 0.50),
+        visible_max_s=max(visible) if visible else None,
         nodes=nodes,
         schedules=count,
         create_s=create_s,
@@ -178,6 +184,45 @@ def _measure(
         "lag_p99_s": _pct(lags, 0.99),
         "lag_max_s": lags[-1] if lags else None,
     }
+
+
+def _fire_times(start: datetime, end: datetime, every_s: float | None) -> list[datetime]:
+    step = timedelta(seconds=every_s) if every_s is not None else timedelta(minutes=1)
+    out = []
+    while start <= end:
+        out.append(start)
+        start += step
+    return out
+
+
+def _watch_visible(
+    url: str, fires: list[datetime], count: int, every_s: float | None
+) -> list[float]:
+    """For each fire time, the seconds from it until every one of its `count` tasks was
+    committed (visible to another connection): the lag a worker sees, where `created_at` is
+    the start of the claim's transaction. Polled every 50 ms with an index-only count of the
+    tasks created between the fire and the next (the bench's daemons create no other task);
+    a fire not complete by the next one counts the time to the next (a lower bound)."""
+    step = timedelta(seconds=every_s) if every_s is not None else timedelta(minutes=1)
+    count_sql = text("SELECT COUNT(*) FROM sync_tasks WHERE created_at >= :at AND created_at < :to")
+    engine = create_sync_engine(sync_url(url))
+    out: list[float] = []
+    try:
+        with engine.connect() as conn:
+            for fire in fires:
+                time.sleep(max(0.0, (fire - datetime.now(UTC)).total_seconds()))
+                window = {"at": fire.replace(tzinfo=None), "to": (fire + step).replace(tzinfo=None)}
+                while True:
+                    waited = (datetime.now(UTC) - fire).total_seconds()
+                    seen = conn.execute(count_sql, window).scalar_one()
+                    conn.rollback()  # a fresh snapshot for the next look
+                    if seen >= count or waited >= step.total_seconds():
+                        out.append(round(min(waited, step.total_seconds()), 3))
+                        break
+                    time.sleep(0.05)
+    finally:
+        engine.dispose()
+    return out
 
 
 def _time(value: Any) -> datetime:
@@ -268,7 +313,11 @@ def _report(title: str, f: dict[str, Any]) -> None:
         f"duplicates {f['duplicates']}, missed {f['missed']}"
     )
     lag = f"p50 {f['lag_p50_s']} s, p99 {f['lag_p99_s']} s, max {f['lag_max_s']} s"
-    print(f"  fire lag: {lag}")
+    print(f"  fire lag (created_at - fire time): {lag}")
+    print(
+        f"  a fire's last task committed after: p50 {f['visible_p50_s']} s, "
+        f"max {f['visible_max_s']} s (over the window's fires)"
+    )
     shares = ", ".join(
         f"{s:.1%} (daemon {d:.1%})"
         for s, d in zip(f["scheduler_cpu_share"], f["daemon_cpu_share"], strict=True)

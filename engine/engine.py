@@ -105,6 +105,7 @@ class SyncEngine:
         self._running: dict[str, Running] = {}
         self._reserved = 0  # slots a claim in flight may fill (dispatcher or finish loop)
         self._wake = asyncio.Event()
+        self._held_until = 0.0  # `hold_claims`: no claim before this (time.monotonic())
         # Ended attempts whose outcome is not written yet (the finish loop writes them in
         # groups); `_settled` is set whenever there are none.
         self._finish_queue: list[tuple[Running, Outcome]] = []
@@ -216,6 +217,19 @@ class SyncEngine:
         """Something was enqueued: claim now instead of at the next poll."""
         self._wake.set()
 
+    def hold_claims(self, seconds: float) -> None:
+        """Claim no new task for at most `seconds` (running ones go on, and their finishes
+        are written): the scheduler of this node is enqueueing a burst of fires."""
+        self._held_until = time.monotonic() + seconds
+
+    def release_claims(self) -> None:
+        """End `hold_claims`: claim now."""
+        self._held_until = 0.0
+        self.wake()
+
+    def _claims_held(self) -> bool:
+        return self._held_until > 0.0 and time.monotonic() < self._held_until
+
     def request_cancel(self, task_id: str, reason: str = "cancel requested") -> bool:
         """Ask a locally running task to stop; forced after `cancel_grace_s`."""
         run = self._running.get(task_id)
@@ -258,13 +272,14 @@ class SyncEngine:
             # slots too, so one claim takes them all instead of one claim per slot.
             await asyncio.sleep(0)
             self._wake.clear()
-            free = self._free_slots()
+            held = self._claims_held()
+            free = 0 if held else self._free_slots()
             claimed = 0
             if free > 0:
                 claimed = await self._guarded(self._claim_and_start(free), default=0)
             if free > 0 and claimed >= free:
                 continue
-            if claimed == 0 and not self._running:
+            if claimed == 0 and not self._running and not held:
                 self.idle.set()
             delay = self._poll_delay()
             with contextlib.suppress(TimeoutError):
@@ -463,7 +478,7 @@ class SyncEngine:
             if not batch:
                 continue
             outcomes = [o for _, o in batch]
-            free = 0 if self._stopping else self._free_slots()
+            free = 0 if self._stopping or self._claims_held() else self._free_slots()
             types = self._claimable_types() if free > 0 else []
             if not types:
                 free = 0

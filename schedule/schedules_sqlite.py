@@ -56,6 +56,8 @@ class SqliteScheduleStore(ScheduleStore):
     scheduler poll (`due_state`) on its reader thread."""
 
     db: SqliteConnector
+    #: SQLite has one writer (the connector's thread): a second claim would wait for it.
+    concurrent_claims = 1
 
     async def due_state(self) -> tuple[datetime | None, bool]:
         """The read of `ScheduleStore.due_state` as plain SQL on the reader thread: the idle

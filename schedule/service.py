@@ -63,6 +63,13 @@ class WorkerPool(Protocol):
     def live(self, task_id: str) -> LiveView | None:
         """The in-memory progress of a task running here."""
 
+    def hold_claims(self, seconds: float) -> None:
+        """Take no new task for at most `seconds` (the running ones go on and finish): the
+        scheduler's burst of fires goes to the database first."""
+
+    def release_claims(self) -> None:
+        """End `hold_claims`, and claim now."""
+
 
 class ScheduleService:
     """The one place where tasks are created and change state on request.

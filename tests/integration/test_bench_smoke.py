@@ -77,4 +77,5 @@ def test_schedule_bench_runs_small(mariadb_url: str) -> None:
         assert run["expected_fires"] == 30 and run["tasks"] >= 30, run
         assert run["duplicates"] == 0, run
         assert 0 <= run["lag_p50_s"] <= run["lag_p99_s"], run
+        assert 0 <= run["visible_p50_s"] <= run["visible_max_s"] <= 1, run
         assert run["create_rate"] > 0 and len(run["scheduler_cpu_share"]) == nodes, run

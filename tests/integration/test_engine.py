@@ -70,6 +70,24 @@ async def test_submit_wakes_an_idle_engine(service: ScheduleService, events: Eve
     assert [a.outcome for a in detail.attempts] == ["completed"]
 
 
+async def test_held_claims_wait_for_the_release(
+    service: ScheduleService, pool: SyncEngine, events: Events
+) -> None:
+    """While the scheduler holds the pool's claims (a burst of fires), a task enqueued is not
+    started; the release starts it at once, and a hold ends by itself after its time."""
+    pool.hold_claims(30.0)
+    task_id = await create(service)  # wakes the engine, which must not claim
+    await asyncio.sleep(0.3)
+    assert (await service.get(task_id)).task.status is TaskStatus.PENDING
+    pool.release_claims()
+    await events.wait(task_id, "finished", within=5)  # far below the 30 s poll interval
+    pool.hold_claims(0.2)
+    later = await create(service)
+    await asyncio.sleep(0.3)
+    pool.wake()  # the hold has lapsed: the next look claims
+    await events.wait(later, "finished", within=5)
+
+
 async def test_retryable_failures_retry_then_complete(
     service: ScheduleService, events: Events
 ) -> None:

@@ -27,7 +27,7 @@ from schedule.definition import (
 )
 from schedule.events import FireEvent
 from schedule.exceptions import InvalidInput, InvalidState, NotFound
-from schedule.periodic import PeriodicScheduler, file_spec
+from schedule.periodic import HOLD_S, PeriodicScheduler, file_spec
 from schedule.records import Outcome, Page, TaskFilter
 from schedule.service import ScheduleService
 from schedule.store import Connector, TaskStore, connect, make_store
@@ -139,8 +139,79 @@ async def test_an_idle_turn_is_one_read_and_the_sleep_reaches_the_next_fire(
     assert scheduler.until_next() == pytest.approx(0.5)
     clock.now = datetime(2026, 3, 10, 12, 15, 0, 100000, tzinfo=UTC)
     assert len(await scheduler.tick()) == 1
-    assert reads[1:] == ["due_state", "claim_fires", "due_state"]
+    claims = ["claim_fires"] * scheduler.store.concurrent_claims  # 2 at once on MariaDB
+    assert reads[1:] == ["due_state", *claims, "due_state"]
     assert scheduler.until_next() == 1.0  # the poll: 12:30 is further
+
+
+class RecordingPool:
+    """A worker pool that records what the scheduler asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def wake(self) -> None:
+        self.calls.append("wake")
+
+    def request_cancel(self, task_id: str, reason: str = "") -> bool:
+        return False
+
+    def live(self, task_id: str) -> None:
+        return None
+
+    def hold_claims(self, seconds: float) -> None:
+        self.calls.append(f"hold {seconds}")
+
+    def release_claims(self) -> None:
+        self.calls.append("release")
+
+
+async def test_a_turn_that_fires_holds_the_pools_claims_until_the_fires_are_in(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    pool = RecordingPool()
+    scheduler.service.pool = pool
+    for i in range(3):
+        await scheduler.save(spec(f"s{i}"), create=True)  # next fire 12:15
+    assert await scheduler.tick() == [] and pool.calls == []  # an idle turn leaves it alone
+    clock.now = datetime(2026, 3, 10, 12, 15, 0, 100000, tzinfo=UTC)
+    assert len(await scheduler.tick()) == 3
+    assert pool.calls == [f"hold {HOLD_S}", "wake", "release"]  # woken for the new tasks
+
+
+async def test_when_one_of_the_concurrent_claims_fails_the_turn_stops_them_all(
+    ddb: AsyncEngine,
+    dialect_settings: Settings,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler = make_scheduler(ddb, dialect_settings, clock)
+    pool = RecordingPool()
+    scheduler.service.pool = pool
+    await scheduler.save(spec(), create=True)
+    monkeypatch.setattr(scheduler.store, "concurrent_claims", 2)
+    started: list[int] = []
+    stopped = asyncio.Event()
+
+    async def claim_fires(*args: object) -> list[Any]:
+        started.append(len(started))
+        if len(started) == 1:
+            await asyncio.sleep(0.05)
+            raise RuntimeError("the database went away")
+        try:
+            await asyncio.sleep(30)  # a slow claim: stopped when its sibling fails
+        finally:
+            stopped.set()
+        return []
+
+    monkeypatch.setattr(scheduler.store, "claim_fires", claim_fires)
+    clock.now = datetime(2026, 3, 10, 12, 15, 0, 100000, tzinfo=UTC)
+    with pytest.raises(RuntimeError, match="went away"):
+        await scheduler.tick()
+    await asyncio.wait_for(stopped.wait(), 5)
+    assert started == [0, 1]
+    assert pool.calls == [f"hold {HOLD_S}", "release"]  # released even so
 
 
 async def test_daemons_sharing_a_database_fire_each_fire_once(
@@ -446,6 +517,23 @@ async def test_declared_schedules_are_read_only_and_follow_the_declaration(
     await restarted.start(loop=False)  # removed from the file: removed
     with pytest.raises(NotFound):
         await restarted.view("nightly")
+
+
+async def test_daemons_starting_together_on_a_new_database_all_start(
+    ddb: AsyncEngine, dialect_settings: Settings, clock: Clock
+) -> None:
+    """Each declares the same schedules at once: the rows one inserts are new to the others
+    (their lock could not cover them), and they look again instead of failing to start."""
+    entries = [
+        ScheduleEntry(id=f"f{i}", task_type="noop", trigger={"cron": "0 2 * * *"}) for i in range(5)
+    ]
+    daemons = [
+        make_scheduler(ddb, dialect_settings, clock, [file_spec(e) for e in entries])
+        for _ in range(4)
+    ]
+    await asyncio.gather(*(d.start(loop=False) for d in daemons))
+    views, _ = await daemons[0].store.page(Page(1, 50))
+    assert sorted(v.id for v in views) == [f"f{i}" for i in range(5)]
 
 
 async def test_run_now_enqueues_without_moving_the_fires(
