@@ -5,7 +5,8 @@ period or on shutdown (heartbeat, progress, record errors, release, unclaim, res
 same SQLAlchemy Core statements on every backend; where row locks differ the connector says
 how (`Connector.lock`). A backend subclasses `SqlTaskStore` and implements the queue's hot
 paths, which run once per task: `insert_tasks` (one try of `create_many`), `claim`, `finish`
-and `finish_and_claim`.
+and `finish_and_claim`; and the API's hottest read, `_fetch_details` (`detail`, `GET` of one
+task, for every lookup that arrives together).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ Detail = tuple[TaskRecord, list[AttemptRecord]]
 
 class SqlTaskStore(TaskStore, Generic[C]):
     """The task store on a SQL database reached through connector `db`; a backend adds the
-    hot paths (`insert_tasks`, `claim`, `finish`, `finish_and_claim`)."""
+    hot paths (`insert_tasks`, `claim`, `finish`, `finish_and_claim`, `_fetch_details`)."""
 
     db: C
     #: The task list's count stops here (`COUNT_CAP`); a test may lower it on its store.
