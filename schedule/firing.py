@@ -85,6 +85,12 @@ class Context:
     )
 
 
+def overlap_matters(schedule: ScheduleRecord) -> bool:
+    """Whether the plan of `schedule`'s fires depends on its unfinished tasks: under `allow` it
+    does not, and a claim need not read them."""
+    return schedule.overlap_policy is not Overlap.ALLOW
+
+
 def plan_due(
     schedule: ScheduleRecord, unfinished: Sequence[tuple[str, str]], ctx: Context
 ) -> FirePlan:

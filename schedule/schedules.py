@@ -32,7 +32,7 @@ from schedule.clock import Clock, naive, utcnow
 from schedule.columns import Kind
 from schedule.definition import Origin, ScheduleRecord
 from schedule.exceptions import InvalidState, NotFound
-from schedule.firing import FirePlan
+from schedule.firing import FirePlan, overlap_matters
 from schedule.ids import new_ids
 from schedule.models import status_is, sync_data_sources, sync_schedules, sync_tasks
 from schedule.records import Page
@@ -326,7 +326,7 @@ class ScheduleStore:
             if not rows:
                 return []
             schedules = await self._claimed(conn, rows)
-            unfinished = await _unfinished(conn, [s.id for s in schedules])
+            unfinished = await _unfinished(conn, [s.id for s in schedules if overlap_matters(s)])
             sources = await _sources(conn, {s.data_source_id for s in schedules})
             plans = [p for s in schedules if (p := planner(s, unfinished.get(s.id, ()), sources))]
             done: list[tuple[FirePlan, list[TaskRecord]]] = []

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import sqlite
 from schedule.clock import naive
 from schedule.columns import Kind
 from schedule.definition import ScheduleRecord
-from schedule.firing import FirePlan
+from schedule.firing import FirePlan, overlap_matters
 from schedule.ids import new_ids
 from schedule.schedules import DUE_STATE, Planner, ScheduleStore, state_groups
 from schedule.store import SqliteConnector
@@ -84,7 +84,7 @@ class SqliteScheduleStore(ScheduleStore):
             if not rows:
                 return []
             schedules = [_record(r) for r in rows]
-            unfinished = _unfinished(conn, [s.id for s in schedules])
+            unfinished = _unfinished(conn, [s.id for s in schedules if overlap_matters(s)])
             sources = _sources(conn, {s.data_source_id for s in schedules if s.data_source_id})
             plans = [p for s in schedules if (p := planner(s, unfinished.get(s.id, ()), sources))]
             done: list[tuple[FirePlan, list[TaskRecord]]] = []
