@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -188,6 +189,8 @@ class PeriodicScheduler:
         self._templates: dict[str, tuple[datetime, NewTask]] = {}
         #: The next fire the last turn read (`until_next`).
         self._next_due: datetime | None = None
+        #: When the last hold of the pool's claims ended (`_pool_held`; time.monotonic()).
+        self._hold_ended = -math.inf
         self.loop_cpu_s = 0.0  # CPU time of the loop's thread during `tick`
         self._wake = asyncio.Event()
         self._stopping = False
@@ -286,9 +289,11 @@ class PeriodicScheduler:
         """While the fires due now are claimed, this daemon's pool takes no new task (for at
         most `HOLD_S`; its running tasks go on and finish). Its claims would compete with the
         fires' INSERTs for the database: on three daemons sharing MariaDB that made each
-        claim of a thousand fires take twice as long."""
+        claim of a thousand fires take twice as long. A turn that follows the end of the last
+        hold by less than `HOLD_S` does not hold: under fires due all the time the pool still
+        claims at least half of it."""
         pool = self.service.pool
-        if pool is None:
+        if pool is None or time.monotonic() - self._hold_ended < HOLD_S:
             yield
             return
         pool.hold_claims(HOLD_S)
@@ -296,6 +301,7 @@ class PeriodicScheduler:
             yield
         finally:
             pool.release_claims()
+            self._hold_ended = time.monotonic()
 
     async def _claim_all_due(self, done: list[FirePlan]) -> None:
         """The fires due now, by `concurrent_claims` claims at once (`ScheduleStore`); when
