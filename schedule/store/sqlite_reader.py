@@ -45,8 +45,8 @@ _STOP: Any = object()
 
 
 class SqliteReader:
-    """One read-only `sqlite3` connection on one thread; `read(work)` runs `work(conn)` in a
-    read there and returns its result."""
+    """One read-only `sqlite3` connection on one thread; `read(work)` runs `work(conn)` there
+    and returns its result."""
 
     def __init__(self, path: str, busy_timeout_s: float) -> None:
         self.path = path
