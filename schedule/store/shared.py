@@ -68,6 +68,7 @@ from schedule.store.tasks import TaskStore
 from schedule.task import NewTask, TaskRecord, TaskStatus
 
 C = TypeVar("C", bound=Connector)
+P = TypeVar("P")
 #: At most this many `GET`s of one task share a statement (`Coalescer`).
 DETAIL_BATCH = 100
 Detail = tuple[TaskRecord, list[AttemptRecord]]
@@ -150,13 +151,12 @@ class SqlTaskStore(TaskStore, Generic[C]):
         async with self.db.read() as conn:
             total = int((await conn.execute(capped_count(flt, cap))).scalar_one())
             rows = (await conn.execute(list_query(flt, page))).mappings().all()
-        tasks = [TaskRecord.from_row(r) for r in rows[: page.size]]
-        more = len(rows) > page.size  # one row past the page: in the order the query read
-        if page.before is not None:  # read oldest first from the place: turn it round
-            tasks.reverse()
-            newer, older = more, bool(tasks)
-        else:
-            newer, older = bool(tasks) and (page.after is not None or page.offset > 0), more
+        tasks, newer, older = _page_ends(
+            [TaskRecord.from_row(r) for r in rows[: page.size]],
+            len(rows) > page.size,
+            backwards=page.before is not None,
+            moved=page.after is not None or page.offset > 0,
+        )
         return TaskPage(
             tasks,
             min(total, cap),
@@ -195,23 +195,22 @@ class SqlTaskStore(TaskStore, Generic[C]):
             counted = select(T.c.error_count).where(T.c.id == task_id)
             total = int((await conn.execute(counted)).scalar() or 0)
             rows = (await conn.execute(query.limit(page.size + 1))).all()
-        items = [
-            StoredRecordError(
-                id=r.id,
-                attempt=r.attempt,
-                position=r.position,
-                record=r.record,
-                reason=r.reason,
-                created_at=utc(r.created_at) or self.clock(),
-            )
-            for r in rows[: page.size]
-        ]
-        more = len(rows) > page.size
-        if before is not None:
-            items.reverse()
-            earlier, later = more, bool(items)
-        else:
-            earlier, later = bool(items) and (after is not None or page.offset > 0), more
+        items, earlier, later = _page_ends(
+            [
+                StoredRecordError(
+                    id=r.id,
+                    attempt=r.attempt,
+                    position=r.position,
+                    record=r.record,
+                    reason=r.reason,
+                    created_at=utc(r.created_at) or self.clock(),
+                )
+                for r in rows[: page.size]
+            ],
+            len(rows) > page.size,
+            backwards=before is not None,
+            moved=after is not None or page.offset > 0,
+        )
         cap = self.count_cap
         return ErrorPage(
             items,
@@ -519,6 +518,18 @@ def list_query(flt: TaskFilter, page: Page) -> Select[Any]:
     else:
         query = query.offset(page.offset)
     return query.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(page.size + 1)
+
+
+def _page_ends(
+    items: list[P], more: bool, *, backwards: bool, moved: bool
+) -> tuple[list[P], bool, bool]:
+    """A keyset page in list order, and whether the list goes on before it and after it.
+    `items` are as the query read them, `more` whether it read a row past them; `backwards`:
+    it read from a place towards the list's start (`before`), so `items` are turned round;
+    `moved`: it began past the list's start (a cursor or an offset)."""
+    if backwards:
+        return items[::-1], more, bool(items)
+    return items, bool(items) and moved, more
 
 
 def _list_index(flt: TaskFilter) -> str | None:
