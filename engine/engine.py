@@ -228,7 +228,7 @@ class SyncEngine:
         self.wake()
 
     def _claims_held(self) -> bool:
-        return self._held_until > 0.0 and time.monotonic() < self._held_until
+        return time.monotonic() < self._held_until
 
     def request_cancel(self, task_id: str, reason: str = "cancel requested") -> bool:
         """Ask a locally running task to stop; forced after `cancel_grace_s`."""
