@@ -166,13 +166,7 @@ def _measure(
     for schedule_id, fire, made in rows:
         seen[(schedule_id, fire)] = seen.get((schedule_id, fire), 0) + 1
         lags.append((made - fire).total_seconds())
-    step = timedelta(seconds=every_s) if every_s is not None else timedelta(minutes=1)
-    fires = 0
-    t = start
-    while t <= end:
-        fires += 1
-        t += step
-    expected = fires * count
+    expected = len(_fire_times(start, end, every_s)) * count
     lags.sort()
     return {
         "window": [start.isoformat(), end.isoformat()],
@@ -186,8 +180,13 @@ def _measure(
     }
 
 
+def _step(every_s: float | None) -> timedelta:
+    """The time between two fires: the interval, or a minute (`* * * * *`)."""
+    return timedelta(seconds=every_s) if every_s is not None else timedelta(minutes=1)
+
+
 def _fire_times(start: datetime, end: datetime, every_s: float | None) -> list[datetime]:
-    step = timedelta(seconds=every_s) if every_s is not None else timedelta(minutes=1)
+    step = _step(every_s)
     out = []
     while start <= end:
         out.append(start)
@@ -203,7 +202,7 @@ def _watch_visible(
     the start of the claim's transaction. Polled every 50 ms with an index-only count of the
     tasks created between the fire and the next (the bench's daemons create no other task);
     a fire not complete by the next one counts the time to the next (a lower bound)."""
-    step = timedelta(seconds=every_s) if every_s is not None else timedelta(minutes=1)
+    step = _step(every_s)
     count_sql = text("SELECT COUNT(*) FROM sync_tasks WHERE created_at >= :at AND created_at < :to")
     engine = create_sync_engine(sync_url(url))
     out: list[float] = []
